@@ -1,0 +1,1 @@
+"""Storage ports: the relational store (SQLite or PostgreSQL) and the blob store."""

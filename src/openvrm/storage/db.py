@@ -1,0 +1,149 @@
+"""The relational store: one SQLAlchemy engine, serialised writes, migrations on open.
+
+SQLite (the embedded default) runs in WAL mode: many readers, one writer. Writes are serialised by a
+process-wide lock and open with ``BEGIN IMMEDIATE`` so a second process waits for the lock instead of
+failing half-way. PostgreSQL runs the same code with its own concurrency control.
+
+Migrations are Alembic scripts shipped in ``openvrm/storage/migrations``; :meth:`Database.migrate` applies
+them when a vault opens and refuses a database written by a newer openvrm.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from alembic import command
+from alembic.config import Config
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
+from alembic.util.exc import CommandError
+from sqlalchemy import Connection, Engine, create_engine, event
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import DatabaseError, OperationalError
+from sqlalchemy.orm import Session
+from sqlalchemy.pool import NullPool
+
+from openvrm.errors import StorageDamaged, VaultTooNew
+
+MIGRATIONS = Path(__file__).with_name("migrations")
+
+
+def _sqlite_on_connect(dbapi_connection: Any, _record: Any) -> None:
+    # Take transaction control away from the sqlite3 module so BEGIN / BEGIN IMMEDIATE are ours.
+    dbapi_connection.isolation_level = None
+    cursor = dbapi_connection.cursor()
+    cursor.execute("PRAGMA busy_timeout = 30000")
+    cursor.execute("PRAGMA journal_mode = WAL")
+    cursor.execute("PRAGMA synchronous = NORMAL")
+    cursor.execute("PRAGMA foreign_keys = ON")
+    cursor.close()
+
+
+def _sqlite_on_begin(conn: Connection) -> None:
+    immediate = conn.get_execution_options().get("openvrm_write", False)
+    conn.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
+
+
+class Database:
+    """An engine plus the read/write session discipline every service uses."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        parsed = make_url(url)
+        self.is_sqlite = parsed.get_backend_name() == "sqlite"
+        self._write_lock = threading.RLock()
+        if self.is_sqlite:
+            if parsed.database and parsed.database != ":memory:":
+                path = Path(parsed.database)
+                path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+                if not path.exists():
+                    # Create the file private to its owner before SQLite writes anything into it.
+                    fd = os.open(path, os.O_CREAT | os.O_WRONLY, 0o600)
+                    os.close(fd)
+            self.engine: Engine = create_engine(url, poolclass=NullPool)
+            event.listen(self.engine, "connect", _sqlite_on_connect)
+            event.listen(self.engine, "begin", _sqlite_on_begin)
+        else:
+            self.engine = create_engine(url, pool_pre_ping=True, pool_size=5, max_overflow=10)
+
+    @property
+    def backend(self) -> str:
+        return "sqlite" if self.is_sqlite else "postgresql"
+
+    @contextmanager
+    def read(self) -> Iterator[Session]:
+        """A session over one read transaction (a consistent snapshot)."""
+        with self._translate(), self.engine.connect() as conn, conn.begin():
+            with Session(bind=conn, expire_on_commit=False, autoflush=False) as session:
+                yield session
+
+    @contextmanager
+    def write(self) -> Iterator[Session]:
+        """A session over one write transaction; commits when the block ends, rolls back on error."""
+        with self._write_lock, self._translate(), self.engine.connect() as conn:
+            conn.execution_options(openvrm_write=True)
+            with conn.begin(), Session(bind=conn, expire_on_commit=False, autoflush=False) as session:
+                yield session
+                session.flush()
+
+    @contextmanager
+    def _translate(self) -> Iterator[None]:
+        try:
+            yield
+        except OperationalError as exc:
+            if "locked" in str(exc.orig):
+                raise
+            raise StorageDamaged(f"the vault database cannot be used: {_short(exc)}") from None
+        except DatabaseError as exc:
+            raise StorageDamaged(f"the vault database is damaged or not a vault: {_short(exc)}") from None
+
+    # -- migrations -------------------------------------------------------------------------------
+
+    def _alembic_config(self, connection: Connection) -> Config:
+        cfg = Config()
+        cfg.set_main_option("script_location", str(MIGRATIONS))
+        cfg.attributes["connection"] = connection
+        return cfg
+
+    def current_revision(self) -> str | None:
+        with self._translate(), self.engine.connect() as conn:
+            heads = MigrationContext.configure(conn).get_current_heads()
+        return heads[0] if heads else None
+
+    def head_revision(self) -> str:
+        with self.engine.connect() as conn:
+            head = ScriptDirectory.from_config(self._alembic_config(conn)).get_current_head()
+        return head or ""
+
+    def migrate(self) -> None:
+        """Bring the schema to the newest revision this openvrm knows; refuse a newer database."""
+        with self._write_lock, self._translate(), self.engine.connect() as conn:
+            cfg = self._alembic_config(conn)
+            script = ScriptDirectory.from_config(cfg)
+            for rev in MigrationContext.configure(conn).get_current_heads():
+                try:
+                    known = script.get_revision(rev)
+                except CommandError:
+                    known = None
+                if known is None:
+                    raise VaultTooNew(
+                        f"this vault's schema ({rev}) was written by a newer openvrm; "
+                        "upgrade openvrm to open it"
+                    )
+            conn.commit()
+            command.upgrade(cfg, "head")
+            conn.commit()
+
+    def dispose(self) -> None:
+        self.engine.dispose()
+
+
+def _short(exc: Exception) -> str:
+    orig = getattr(exc, "orig", None)
+    text = str(orig if orig is not None else exc)
+    return text.splitlines()[0][:200] if text else type(exc).__name__

@@ -1,0 +1,10 @@
+"""Alembic environment: always run on a connection handed over by openvrm.storage.db."""
+
+from alembic import context
+
+from openvrm.storage.models import Base
+
+connection = context.config.attributes["connection"]
+context.configure(connection=connection, target_metadata=Base.metadata, render_as_batch=True)
+with context.begin_transaction():
+    context.run_migrations()

@@ -1,0 +1,184 @@
+"""Typed SQLAlchemy models of the vault.
+
+Layout rule: a table keeps in the clear only what is needed to find rows (ids, foreign keys, timestamps,
+a keyed content address); everything a person wrote or that describes them is in the ``sealed`` column,
+one AES-256-GCM ciphertext of a JSON object bound to ``<table>:<id>`` as associated data.
+"""
+
+from __future__ import annotations
+
+import secrets
+import threading
+import time
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import JSON, BigInteger, DateTime, ForeignKey, Integer, LargeBinary, String, TypeDecorator
+from sqlalchemy.engine import Dialect
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+
+class UTCDateTime(TypeDecorator[datetime]):
+    """Timezone-aware datetimes on every backend (SQLite stores them naive, in UTC)."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("naive datetime given to the store")
+        value = value.astimezone(UTC)
+        return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
+
+    def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+_id_lock = threading.Lock()
+_last_ns = 0
+
+
+def new_id() -> str:
+    """A 32-hex-digit id that sorts by creation time: 16 digits of nanoseconds, 16 random.
+
+    Time-ordered ids let append-only tables (profile history) be read in order without a sequence.
+    """
+    global _last_ns
+    with _id_lock:
+        now = max(time.time_ns(), _last_ns + 1)
+        _last_ns = now
+    return f"{now:016x}{secrets.token_hex(8)}"
+
+
+BigIntId = BigInteger().with_variant(Integer(), "sqlite")
+
+
+class Base(DeclarativeBase):
+    pass
+
+
+class VaultMeta(Base):
+    """One row: the wrapped vault key, its KDF parameters and the box key pair."""
+
+    __tablename__ = "vault_meta"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    vault_id: Mapped[str] = mapped_column(String(32), unique=True)
+    kdf: Mapped[dict[str, Any]] = mapped_column(JSON)
+    wrapped_key: Mapped[bytes] = mapped_column(LargeBinary)
+    box_public: Mapped[bytes] = mapped_column(LargeBinary)
+    box_secret: Mapped[bytes] = mapped_column(LargeBinary)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    key_changed_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
+class ProfileChange(Base):
+    """Append-only history of profile fields; the current profile is the fold of all changes."""
+
+    __tablename__ = "profile_changes"
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, index=True)
+    sealed: Mapped[bytes] = mapped_column(LargeBinary)
+
+
+class Vendor(Base):
+    __tablename__ = "vendors"
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    sealed: Mapped[bytes] = mapped_column(LargeBinary)
+
+
+class Relationship(Base):
+    __tablename__ = "relationships"
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    vendor_id: Mapped[str] = mapped_column(ForeignKey("vendors.id", ondelete="RESTRICT"), index=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    sealed: Mapped[bytes] = mapped_column(LargeBinary)
+
+
+class Document(Base):
+    __tablename__ = "documents"
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    vendor_id: Mapped[str | None] = mapped_column(ForeignKey("vendors.id", ondelete="SET NULL"), index=True)
+    relationship_id: Mapped[str | None] = mapped_column(
+        ForeignKey("relationships.id", ondelete="SET NULL"), index=True
+    )
+    blob_address: Mapped[str] = mapped_column(String(64), index=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    sealed: Mapped[bytes] = mapped_column(LargeBinary)
+
+
+class ProfileShare(Base):
+    """A profile field shared with a relationship (the protocol issue adds terms and consent records)."""
+
+    __tablename__ = "profile_shares"
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    relationship_id: Mapped[str] = mapped_column(
+        ForeignKey("relationships.id", ondelete="CASCADE"), index=True
+    )
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    sealed: Mapped[bytes] = mapped_column(LargeBinary)
+
+
+class InboxItem(Base):
+    """An item sealed to the vault's box public key, accepted while the vault may be locked."""
+
+    __tablename__ = "inbox_items"
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    received_at: Mapped[datetime] = mapped_column(UTCDateTime, index=True)
+    sealed_box: Mapped[bytes] = mapped_column(LargeBinary)
+
+
+class AccessToken(Base):
+    """API tokens and CLI sessions: each wraps the vault key under its own 256-bit random secret."""
+
+    __tablename__ = "access_tokens"
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    kind: Mapped[str] = mapped_column(String(16))
+    secret_hash: Mapped[str] = mapped_column(String(64))
+    wrapped_key: Mapped[bytes] = mapped_column(LargeBinary)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    sealed: Mapped[bytes] = mapped_column(LargeBinary)
+
+
+class Blob(Base):
+    """Sealed file contents when the blob store is the database (the default on PostgreSQL)."""
+
+    __tablename__ = "blobs"
+
+    address: Mapped[str] = mapped_column(String(64), primary_key=True)
+    size: Mapped[int] = mapped_column(BigIntId)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    data: Mapped[bytes] = mapped_column(LargeBinary)
+
+
+# Tables whose rows carry a ``sealed`` column bound to "<table>:<id>"; `vrm check`, backup and export
+# walk this list, so a new sealed table only needs adding here.
+SEALED_TABLES: tuple[type[Base], ...] = (
+    ProfileChange,
+    Vendor,
+    Relationship,
+    Document,
+    ProfileShare,
+    AccessToken,
+)
