@@ -63,7 +63,8 @@ class FileBlobStore:
         path = self._path(address)
         if path.exists():
             return False
-        path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        self.root.mkdir(parents=True, exist_ok=True, mode=0o700)
+        path.parent.mkdir(exist_ok=True, mode=0o700)
         tmp = path.with_name(f".{address}.{os.getpid()}.tmp")
         fd = os.open(tmp, os.O_CREAT | os.O_WRONLY | os.O_TRUNC, 0o600)
         try:

@@ -1,0 +1,1 @@
+"""Personal data: typed profile fields with a full history of changes."""

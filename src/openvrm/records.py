@@ -1,0 +1,66 @@
+"""Generic access to sealed tables: rows of (id, plain columns, timestamps, sealed JSON payload).
+
+Services describe their records as dataclasses and use these helpers to read and write them, so the
+sealing rule (associated data ``<table>:<id>``) lives in one place.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any, TypeVar
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from openvrm.errors import NotFound
+from openvrm.storage.models import Base, new_id, utcnow
+from openvrm.vault.core import UnlockedVault
+
+M = TypeVar("M", bound=Base)
+
+
+def table_of(model: type[Base]) -> str:
+    return str(model.__tablename__)
+
+
+def insert(
+    vault: UnlockedVault,
+    s: Session,
+    model: type[M],
+    payload: dict[str, Any],
+    *,
+    record_id: str | None = None,
+    **plain: Any,
+) -> M:
+    rid = record_id or new_id()
+    now = plain.pop("created_at", None) or utcnow()
+    updated = plain.pop("updated_at", None) or now
+    row = model(
+        id=rid,
+        created_at=now,
+        updated_at=updated,
+        sealed=vault.seal(table_of(model), rid, payload),
+        **plain,
+    )
+    s.add(row)
+    return row
+
+
+def update(vault: UnlockedVault, row: Any, payload: dict[str, Any]) -> None:
+    row.sealed = vault.seal(row.__tablename__, row.id, payload)
+    row.updated_at = utcnow()
+
+
+def payload_of(vault: UnlockedVault, row: Any) -> dict[str, Any]:
+    return vault.open(row.__tablename__, row.id, row.sealed)
+
+
+def get_row(s: Session, model: type[M], record_id: str, what: str) -> M:
+    row = s.get(model, record_id) if isinstance(record_id, str) and record_id else None
+    if row is None:
+        raise NotFound(f"no {what} with id {str(record_id)[:40]!r}")
+    return row
+
+
+def all_rows(s: Session, model: type[M]) -> Iterable[M]:
+    return s.scalars(select(model).order_by(model.id))  # type: ignore[attr-defined]

@@ -1,0 +1,1 @@
+"""Profile shares: which profile fields a relationship has been given (the protocol issue adds terms)."""

@@ -1,0 +1,1 @@
+"""Vendors and the person's relationships with them (the ledger issue extends this)."""

@@ -1,0 +1,236 @@
+"""Vendors and relationships.
+
+A vendor is a company the person deals with (its name, domains, country, categories, and the directory
+slug when it came from the bundled directory). A relationship is the person's side of dealing with one
+vendor: customer and account numbers, since when, status, the person's stance, tags and notes.
+"""
+
+from __future__ import annotations
+
+import builtins
+import re
+from dataclasses import asdict, dataclass, field
+from datetime import date, datetime
+from typing import Any
+
+from sqlalchemy import func, select
+
+from openvrm.errors import Conflict, InvalidValue
+from openvrm.profile.fields import _text
+from openvrm.records import all_rows, get_row, insert, payload_of, update
+from openvrm.storage.models import Document, Relationship, Vendor
+from openvrm.vault.core import UnlockedVault
+
+STATUSES = ("active", "ended")
+STANCES = ("trusted", "neutral", "blocked")
+_DOMAIN = re.compile(r"^(?=.{1,253}$)([a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z]{2,63}$")
+_COUNTRY = re.compile(r"^[A-Z]{2}$")
+
+
+def _domain(value: str) -> str:
+    d = value.strip().lower().removeprefix("https://").removeprefix("http://").split("/")[0]
+    d = d.removeprefix("www.")
+    try:
+        d = d.encode("idna").decode("ascii")
+    except UnicodeError:
+        raise InvalidValue(f"not a domain name: {value!r}") from None
+    if not _DOMAIN.match(d):
+        raise InvalidValue(f"not a domain name: {value!r}")
+    return d
+
+
+def _tags(values: list[str]) -> list[str]:
+    out = []
+    for v in values:
+        t = _text(v, "a tag", max_len=40).lower()
+        if t not in out:
+            out.append(t)
+    return out
+
+
+@dataclass
+class VendorRecord:
+    id: str
+    name: str
+    domains: list[str] = field(default_factory=list)
+    country: str | None = None
+    categories: list[str] = field(default_factory=list)
+    directory_slug: str | None = None
+    website: str | None = None
+    notes: str = ""
+    created_at: datetime | None = None
+
+    def payload(self) -> dict[str, Any]:
+        d = asdict(self)
+        d.pop("id")
+        d.pop("created_at")
+        return d
+
+    def to_json(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["created_at"] = self.created_at.isoformat() if self.created_at else None
+        return d
+
+
+@dataclass
+class RelationshipRecord:
+    id: str
+    vendor_id: str
+    status: str = "active"
+    stance: str = "neutral"
+    customer_number: str | None = None
+    account: str | None = None
+    since: str | None = None
+    tags: list[str] = field(default_factory=list)
+    notes: str = ""
+    created_at: datetime | None = None
+
+    def payload(self) -> dict[str, Any]:
+        d = asdict(self)
+        for k in ("id", "vendor_id", "created_at"):
+            d.pop(k)
+        return d
+
+    def to_json(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["created_at"] = self.created_at.isoformat() if self.created_at else None
+        return d
+
+
+def clean_vendor(
+    name: str,
+    *,
+    domains: list[str] | None = None,
+    country: str | None = None,
+    categories: list[str] | None = None,
+    directory_slug: str | None = None,
+    website: str | None = None,
+    notes: str = "",
+) -> dict[str, Any]:
+    if country is not None:
+        country = country.strip().upper()
+        if not _COUNTRY.match(country):
+            raise InvalidValue(f"the country must be a two-letter ISO 3166 code, not {country!r}")
+    return {
+        "name": _text(name, "a vendor name", max_len=200),
+        "domains": list(dict.fromkeys(_domain(d) for d in domains or [])),
+        "country": country,
+        "categories": _tags(categories or []),
+        "directory_slug": _text(directory_slug, "a directory slug", max_len=200) if directory_slug else None,
+        "website": _text(website, "a website", max_len=500) if website else None,
+        "notes": notes.strip()[:10000],
+    }
+
+
+def clean_relationship(
+    *,
+    status: str = "active",
+    stance: str = "neutral",
+    customer_number: str | None = None,
+    account: str | None = None,
+    since: str | date | None = None,
+    tags: list[str] | None = None,
+    notes: str = "",
+) -> dict[str, Any]:
+    if status not in STATUSES:
+        raise InvalidValue(f"status must be one of {', '.join(STATUSES)}, not {status!r}")
+    if stance not in STANCES:
+        raise InvalidValue(f"stance must be one of {', '.join(STANCES)}, not {stance!r}")
+    since_s = None
+    if since:
+        try:
+            since_s = (since if isinstance(since, date) else date.fromisoformat(str(since))).isoformat()
+        except ValueError:
+            raise InvalidValue(f"'since' must be a date in YYYY-MM-DD form, not {since!r}") from None
+    return {
+        "status": status,
+        "stance": stance,
+        "customer_number": _text(customer_number, "a customer number", max_len=100)
+        if customer_number
+        else None,
+        "account": _text(account, "an account", max_len=200) if account else None,
+        "since": since_s,
+        "tags": _tags(tags or []),
+        "notes": notes.strip()[:10000],
+    }
+
+
+class VendorService:
+    def __init__(self, vault: UnlockedVault) -> None:
+        self.vault = vault
+
+    # vendors
+
+    def add(self, name: str, **kw: Any) -> VendorRecord:
+        payload = clean_vendor(name, **kw)
+        with self.vault.db.write() as s:
+            row = insert(self.vault, s, Vendor, payload)
+        return VendorRecord(id=row.id, created_at=row.created_at, **payload)
+
+    def list(self) -> list[VendorRecord]:
+        with self.vault.db.read() as s:
+            rows = list(all_rows(s, Vendor))
+        out = [VendorRecord(id=r.id, created_at=r.created_at, **payload_of(self.vault, r)) for r in rows]
+        return sorted(out, key=lambda v: v.name.casefold())
+
+    def get(self, vendor_id: str) -> VendorRecord:
+        with self.vault.db.read() as s:
+            row = get_row(s, Vendor, vendor_id, "vendor")
+        return VendorRecord(id=row.id, created_at=row.created_at, **payload_of(self.vault, row))
+
+    def edit(self, vendor_id: str, **changes: Any) -> VendorRecord:
+        with self.vault.db.write() as s:
+            row = get_row(s, Vendor, vendor_id, "vendor")
+            current = payload_of(self.vault, row)
+            current.update({k: v for k, v in changes.items() if v is not None})
+            payload = clean_vendor(current.pop("name"), **current)
+            update(self.vault, row, payload)
+        return VendorRecord(id=row.id, created_at=row.created_at, **payload)
+
+    def delete(self, vendor_id: str) -> None:
+        with self.vault.db.write() as s:
+            row = get_row(s, Vendor, vendor_id, "vendor")
+            if s.scalar(
+                select(func.count()).select_from(Relationship).where(Relationship.vendor_id == row.id)
+            ):
+                raise Conflict("this vendor still has relationships; end or delete them first")
+            s.query(Document).filter(Document.vendor_id == row.id).update({Document.vendor_id: None})
+            s.delete(row)
+
+    # relationships
+
+    def relate(self, vendor_id: str, **kw: Any) -> RelationshipRecord:
+        payload = clean_relationship(**kw)
+        with self.vault.db.write() as s:
+            get_row(s, Vendor, vendor_id, "vendor")
+            row = insert(self.vault, s, Relationship, payload, vendor_id=vendor_id)
+        return RelationshipRecord(id=row.id, vendor_id=vendor_id, created_at=row.created_at, **payload)
+
+    def relationships(self, vendor_id: str | None = None) -> builtins.list[RelationshipRecord]:
+        with self.vault.db.read() as s:
+            q = select(Relationship).order_by(Relationship.id)
+            if vendor_id is not None:
+                q = q.where(Relationship.vendor_id == vendor_id)
+            rows = list(s.scalars(q))
+        return [
+            RelationshipRecord(
+                id=r.id, vendor_id=r.vendor_id, created_at=r.created_at, **payload_of(self.vault, r)
+            )
+            for r in rows
+        ]
+
+    def relationship(self, relationship_id: str) -> RelationshipRecord:
+        with self.vault.db.read() as s:
+            r = get_row(s, Relationship, relationship_id, "relationship")
+        return RelationshipRecord(
+            id=r.id, vendor_id=r.vendor_id, created_at=r.created_at, **payload_of(self.vault, r)
+        )
+
+    def edit_relationship(self, relationship_id: str, **changes: Any) -> RelationshipRecord:
+        with self.vault.db.write() as s:
+            row = get_row(s, Relationship, relationship_id, "relationship")
+            current = payload_of(self.vault, row)
+            current.update({k: v for k, v in changes.items() if v is not None})
+            payload = clean_relationship(**current)
+            update(self.vault, row, payload)
+        return RelationshipRecord(id=row.id, vendor_id=row.vendor_id, created_at=row.created_at, **payload)
