@@ -1,0 +1,147 @@
+"""`vrm profile`: personal data fields with their history."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+import typer
+from rich.table import Table
+
+from openvrm.cli.context import JsonOpt, emit, out, unlocked
+from openvrm.errors import InvalidValue
+from openvrm.profile.fields import ADDRESS_PARTS, FIELD_TYPES, display
+from openvrm.profile.service import ProfileService
+
+profile = typer.Typer(
+    help="Your personal data: names, e-mails, phones, addresses, birth date, IBAN, numbers. "
+    "Every change is kept.",
+    no_args_is_help=True,
+)
+
+
+def register(app: typer.Typer) -> None:
+    app.add_typer(profile, name="profile")
+
+
+Opt = Annotated[str | None, typer.Option(show_default=False)]
+
+
+@profile.command("set")
+def set_field(
+    ctx: typer.Context,
+    field: Annotated[
+        str, typer.Argument(help="Field name: TYPE or TYPE.LABEL, e.g. email.work (see `vrm profile types`).")
+    ],
+    value: Annotated[str | None, typer.Argument(help="The value (for an address, use the options).")] = None,
+    street: Opt = None,
+    extra: Opt = None,
+    postal_code: Opt = None,
+    city: Opt = None,
+    region: Opt = None,
+    country: Annotated[
+        str | None, typer.Option(help="Two-letter ISO 3166 code, e.g. FR.", show_default=False)
+    ] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Set a profile field. The old value stays in the history.
+
+    Examples: `vrm profile set email me@example.org`, `vrm profile set phone "+33 6 12 34 56 78"`,
+    `vrm profile set address.home --street "1 rue de la Paix" --postal-code 75002 --city Paris --country FR`.
+    """
+    parts = {
+        "street": street,
+        "extra": extra,
+        "postal_code": postal_code,
+        "city": city,
+        "region": region,
+        "country": country,
+    }
+    given = {k: v for k, v in parts.items() if v is not None}
+    is_address = field.strip().lower().split(".")[0] == "address"
+    raw: Any
+    if is_address:
+        if value is not None:
+            raise InvalidValue(
+                f"give an address with --{', --'.join(p.replace('_', '-') for p in ADDRESS_PARTS)}"
+            )
+        raw = given
+    else:
+        if given:
+            raise InvalidValue("address options are only for address fields")
+        if value is None:
+            raise InvalidValue(f"a value is needed: vrm profile set {field} VALUE")
+        raw = value
+    with unlocked(ctx) as uv:
+        change = ProfileService(uv).set(field, raw)
+    emit(as_json, change.to_json(), f"{change.field} = {display(change.value or '')}")
+
+
+@profile.command("get")
+def get_field(
+    ctx: typer.Context,
+    field: Annotated[str | None, typer.Argument(help="One field; all fields when omitted.")] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Show the current value of one field, or the whole profile."""
+    with unlocked(ctx) as uv:
+        svc = ProfileService(uv)
+        if field is not None:
+            value = svc.get(field)
+            emit(as_json, {"field": field, "value": value}, display(value))
+            return
+        fields = svc.current()
+
+    def text() -> None:
+        if not fields:
+            out.print("The profile is empty. Add a field with `vrm profile set`.")
+            return
+        table = Table("field", "value")
+        for k, v in fields.items():
+            table.add_row(k, display(v))
+        out.print(table)
+
+    emit(as_json, fields, text)
+
+
+@profile.command("unset")
+def unset_field(ctx: typer.Context, field: str, as_json: JsonOpt = False) -> None:
+    """Remove a field from the current profile (its history is kept)."""
+    with unlocked(ctx) as uv:
+        change = ProfileService(uv).unset(field)
+    emit(as_json, change.to_json(), f"{change.field} removed")
+
+
+@profile.command("history")
+def history(
+    ctx: typer.Context,
+    field: Annotated[str | None, typer.Argument(help="One field; every change when omitted.")] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Every change to the profile (or to one field), oldest first."""
+    with unlocked(ctx) as uv:
+        changes = ProfileService(uv).history(field)
+
+    def text() -> None:
+        table = Table("when", "field", "change", "value")
+        for c in changes:
+            table.add_row(f"{c.at:%Y-%m-%d %H:%M:%S}", c.field, c.action, display(c.value) if c.value else "")
+        out.print(table)
+
+    emit(as_json, [c.to_json() for c in changes], text)
+
+
+@profile.command("types")
+def types(as_json: JsonOpt = False) -> None:
+    """List the field types and what each holds."""
+    data = [
+        {"type": t.name, "description": t.description, "needs_label": t.needs_label}
+        for t in FIELD_TYPES.values()
+    ]
+
+    def text() -> None:
+        table = Table("type", "holds", "label")
+        for t in FIELD_TYPES.values():
+            table.add_row(t.name, t.description, "required" if t.needs_label else "optional")
+        out.print(table)
+
+    emit(as_json, data, text)

@@ -1,0 +1,291 @@
+"""`vrm vendors`, `vrm docs`, `vrm shares`: the minimal ledger the vault issue needs."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
+from rich.table import Table
+
+from openvrm.cli.context import JsonOpt, emit, err, out, unlocked
+from openvrm.documents.service import KINDS, DocumentService
+from openvrm.errors import InvalidValue, NotFound, OpenVRMError
+from openvrm.sharing.service import SharingService
+from openvrm.vendors.service import VendorService
+
+vendors = typer.Typer(help="The vendors you deal with and your relationship with each.", no_args_is_help=True)
+docs = typer.Typer(
+    help="Documents kept in the vault: bills, receipts, contracts, letters.", no_args_is_help=True
+)
+shares = typer.Typer(
+    help="Which profile fields you have shared with which relationship.", no_args_is_help=True
+)
+
+
+def register(app: typer.Typer) -> None:
+    app.add_typer(vendors, name="vendors")
+    app.add_typer(docs, name="docs")
+    app.add_typer(shares, name="shares")
+
+
+ListOpt = Annotated[list[str] | None, typer.Option(show_default=False)]
+
+
+@vendors.command("add")
+def vendors_add(
+    ctx: typer.Context,
+    name: str,
+    domain: Annotated[
+        list[str] | None, typer.Option("--domain", help="A web domain of the vendor (repeatable).")
+    ] = None,
+    country: Annotated[str | None, typer.Option(help="Two-letter country code.")] = None,
+    category: Annotated[list[str] | None, typer.Option("--category", help="A category (repeatable).")] = None,
+    website: Annotated[str | None, typer.Option()] = None,
+    customer_number: Annotated[
+        str | None, typer.Option(help="Also record a relationship with this customer number.")
+    ] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Add a vendor by hand (and, with --customer-number, your relationship with it)."""
+    with unlocked(ctx) as uv:
+        svc = VendorService(uv)
+        v = svc.add(name, domains=domain or [], country=country, categories=category or [], website=website)
+        rel = svc.relate(v.id, customer_number=customer_number) if customer_number else None
+    data = v.to_json() | ({"relationship": rel.to_json()} if rel else {})
+    emit(as_json, data, f"Added {v.name} ({v.id}).")
+
+
+@vendors.command("list")
+def vendors_list(ctx: typer.Context, as_json: JsonOpt = False) -> None:
+    """List your vendors."""
+    with unlocked(ctx) as uv:
+        items = VendorService(uv).list()
+
+    def text() -> None:
+        if not items:
+            out.print("No vendors yet. Add one with `vrm vendors add NAME`.")
+            return
+        table = Table("id", "name", "domains", "country")
+        for v in items:
+            table.add_row(v.id, v.name, ", ".join(v.domains), v.country or "")
+        out.print(table)
+
+    emit(as_json, [v.to_json() for v in items], text)
+
+
+@vendors.command("show")
+def vendors_show(ctx: typer.Context, vendor_id: str, as_json: JsonOpt = False) -> None:
+    """Show one vendor with its relationships and documents."""
+    with unlocked(ctx) as uv:
+        svc = VendorService(uv)
+        v = svc.get(vendor_id)
+        rels = svc.relationships(v.id)
+        documents = DocumentService(uv).list(vendor_id=v.id)
+    data = v.to_json() | {
+        "relationships": [r.to_json() for r in rels],
+        "documents": [d.to_json() for d in documents],
+    }
+
+    def text() -> None:
+        out.print(f"[bold]{v.name}[/]  ({v.id})")
+        if v.domains:
+            out.print("domains: " + ", ".join(v.domains))
+        for r in rels:
+            out.print(
+                f"relationship {r.id}: {r.status}, {r.stance}, customer number {r.customer_number or '-'}"
+            )
+        for d in documents:
+            out.print(f"document {d.id}: {d.title} ({d.kind}, {d.size} bytes)")
+
+    emit(as_json, data, text)
+
+
+@vendors.command("relate")
+def vendors_relate(
+    ctx: typer.Context,
+    vendor_id: str,
+    customer_number: Annotated[str | None, typer.Option()] = None,
+    account: Annotated[str | None, typer.Option(help="Login or account name at the vendor.")] = None,
+    since: Annotated[str | None, typer.Option(help="Customer since, YYYY-MM-DD.")] = None,
+    stance: Annotated[str, typer.Option(help="trusted, neutral or blocked.")] = "neutral",
+    tag: Annotated[list[str] | None, typer.Option("--tag", help="A tag (repeatable).")] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Record your relationship with a vendor."""
+    with unlocked(ctx) as uv:
+        rel = VendorService(uv).relate(
+            vendor_id,
+            customer_number=customer_number,
+            account=account,
+            since=since,
+            stance=stance,
+            tags=tag or [],
+        )
+    emit(as_json, rel.to_json(), f"Relationship {rel.id} recorded.")
+
+
+def _files(paths: list[Path]) -> list[Path]:
+    found: list[Path] = []
+    for p in paths:
+        if p.is_dir():
+            found.extend(sorted(f for f in p.rglob("*") if f.is_file() and not f.name.startswith(".")))
+        elif p.exists():
+            found.append(p)
+        else:
+            raise NotFound(f"no such file or folder: {p}")
+    return found
+
+
+@docs.command("add")
+def docs_add(
+    ctx: typer.Context,
+    paths: Annotated[list[Path], typer.Argument(help="Files or folders (folders are read recursively).")],
+    vendor: Annotated[str | None, typer.Option("--vendor", help="Link to this vendor id.")] = None,
+    kind: Annotated[str, typer.Option(help=f"One of: {', '.join(KINDS)}.")] = "other",
+    as_json: JsonOpt = False,
+) -> None:
+    """Store files in the vault, sealed. The same content added twice is reported as a duplicate."""
+    files = _files(paths)
+    results: list[dict[str, object]] = []
+    with unlocked(ctx) as uv:
+        svc = DocumentService(uv)
+        with Progress(
+            TextColumn("{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            console=err,
+            disable=as_json or len(files) < 2,
+        ) as bar:
+            task = bar.add_task("Adding documents", total=len(files))
+            for f in files:
+                try:
+                    res = svc.add_file(f, vendor_id=vendor, kind=kind)
+                    status = "duplicate" if res.duplicate_of else "imported"
+                    results.append({"path": str(f), "status": status, "id": res.document.id})
+                except (InvalidValue, OSError) as exc:
+                    results.append({"path": str(f), "status": "rejected", "reason": str(exc)})
+                except OpenVRMError:
+                    raise
+                bar.advance(task)
+
+    def text() -> None:
+        for r in results:
+            detail = r.get("id") or r.get("reason")
+            out.print(f"{r['status']:<9} {r['path']}  {detail}")
+
+    emit(as_json, results, text)
+    if any(r["status"] == "rejected" for r in results):
+        raise typer.Exit(1)
+
+
+@docs.command("list")
+def docs_list(
+    ctx: typer.Context,
+    vendor: Annotated[str | None, typer.Option("--vendor")] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """List documents."""
+    with unlocked(ctx) as uv:
+        items = DocumentService(uv).list(vendor_id=vendor)
+
+    def text() -> None:
+        table = Table("id", "title", "kind", "size", "added")
+        for d in items:
+            table.add_row(
+                d.id, d.title, d.kind, str(d.size), f"{d.created_at:%Y-%m-%d}" if d.created_at else ""
+            )
+        out.print(table)
+
+    emit(as_json, [d.to_json() for d in items], text)
+
+
+@docs.command("show")
+def docs_show(ctx: typer.Context, document_id: str, as_json: JsonOpt = False) -> None:
+    """Show a document's details."""
+    with unlocked(ctx) as uv:
+        d = DocumentService(uv).get(document_id)
+
+    def text() -> None:
+        for k, v in d.to_json().items():
+            out.print(f"[bold]{k}[/]: {v}")
+
+    emit(as_json, d.to_json(), text)
+
+
+@docs.command("get")
+def docs_get(
+    ctx: typer.Context,
+    document_id: str,
+    output: Annotated[Path, typer.Option("-o", "--output", help="Where to write the file.")],
+    force: Annotated[bool, typer.Option(help="Overwrite an existing file.")] = False,
+    as_json: JsonOpt = False,
+) -> None:
+    """Decrypt a document's file to OUTPUT (after checking its integrity)."""
+    if output.exists() and not force:
+        raise InvalidValue(f"{output} exists; use --force to overwrite it")
+    with unlocked(ctx) as uv:
+        d, data = DocumentService(uv).content(document_id)
+    output.write_bytes(data)
+    emit(
+        as_json, {"id": d.id, "path": str(output), "size": len(data)}, f"Wrote {len(data)} bytes to {output}."
+    )
+
+
+@shares.command("add")
+def shares_add(
+    ctx: typer.Context,
+    relationship_id: str,
+    field: str,
+    purpose: Annotated[str, typer.Option(help="Why the vendor holds it, e.g. 'delivery'.")],
+    until: Annotated[str | None, typer.Option(help="Until this date, YYYY-MM-DD.")] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Record that a relationship holds one of your profile fields."""
+    with unlocked(ctx) as uv:
+        rec = SharingService(uv).share(relationship_id, field, purpose=purpose, until=until)
+    emit(as_json, rec.to_json(), f"Share {rec.id} recorded.")
+
+
+@shares.command("list")
+def shares_list(ctx: typer.Context, as_json: JsonOpt = False) -> None:
+    """List shares, revoked ones included."""
+    with unlocked(ctx) as uv:
+        items = SharingService(uv).list()
+
+    def text() -> None:
+        table = Table("id", "relationship", "field", "purpose", "until", "revoked")
+        for r in items:
+            table.add_row(r.id, r.relationship_id, r.field, r.purpose, r.until or "", r.revoked_at or "")
+        out.print(table)
+
+    emit(as_json, [r.to_json() for r in items], text)
+
+
+@shares.command("revoke")
+def shares_revoke(ctx: typer.Context, share_id: str, as_json: JsonOpt = False) -> None:
+    """Mark a share as revoked."""
+    with unlocked(ctx) as uv:
+        rec = SharingService(uv).revoke(share_id)
+    emit(as_json, rec.to_json(), f"Share {rec.id} revoked.")
+
+
+@shares.command("holders")
+def shares_holders(ctx: typer.Context, field: str, as_json: JsonOpt = False) -> None:
+    """Who holds my ...? The relationships that currently hold FIELD."""
+    with unlocked(ctx) as uv:
+        recs = SharingService(uv).holders(field)
+        vs = VendorService(uv)
+        rows = []
+        for r in recs:
+            rel = vs.relationship(r.relationship_id)
+            rows.append(r.to_json() | {"vendor": vs.get(rel.vendor_id).name})
+
+    def text() -> None:
+        if not rows:
+            out.print(f"No vendor holds your {field} (as far as the vault knows).")
+        for r in rows:
+            out.print(f"{r['vendor']}: {r['field']} for {r['purpose']}")
+
+    emit(as_json, rows, text)
