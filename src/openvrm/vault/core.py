@@ -203,7 +203,7 @@ class UnlockedVault:
 
     def __init__(self, vault: Vault, key: bytes, vault_id: str) -> None:
         self.vault = vault
-        self.db = vault.db
+        self._db = vault.db
         self.vault_id = vault_id
         self._key: bytes | None = key
         self._records = Sealer(hkdf(key, "openvrm/v1/records"))
@@ -215,6 +215,12 @@ class UnlockedVault:
         if self._key is None:
             raise VaultLocked("the vault is locked")
         return self._key
+
+    @property
+    def db(self) -> Database:
+        """The store, for services; a locked vault refuses, so nothing reads past a lock."""
+        self._check()
+        return self._db
 
     @property
     def locked(self) -> bool:
