@@ -51,7 +51,9 @@ def write_records(u: UnlockedVault, n: int) -> None:
     for start in range(0, n, BATCH):
         with u.db.write() as s:
             for i in range(start, min(n, start + BATCH)):
-                insert(u, s, Vendor, {"name": f"Vendor {i}", "domains": [f"v{i}.example"], "notes": "x" * 200})
+                insert(
+                    u, s, Vendor, {"name": f"Vendor {i}", "domains": [f"v{i}.example"], "notes": "x" * 200}
+                )
 
 
 def read_records(u: UnlockedVault, n: int) -> None:
@@ -96,7 +98,7 @@ def main() -> None:
     ap.add_argument("--files", type=int, default=1_000)
     ap.add_argument(
         "--database-url",
-        help="PostgreSQL URL; each mode then runs in a new schema of its own (default: a SQLite file per mode)",
+        help="PostgreSQL URL; each mode then runs in a new schema of its own (default: SQLite files)",
     )
     args = ap.parse_args()
     payloads = files_payloads(args.files)
@@ -115,7 +117,9 @@ def main() -> None:
                     c.execute(sa.text(f'CREATE SCHEMA "{schema}"'))
                 url = f"{args.database_url}?options=-csearch_path%3D{schema}"
             try:
-                results[sealed] = run_mode(Settings.resolve(home, database_url=url), sealed, args.records, payloads)
+                results[sealed] = run_mode(
+                    Settings.resolve(home, database_url=url), sealed, args.records, payloads
+                )
             finally:
                 if args.database_url:
                     with eng.connect() as c:

@@ -63,7 +63,10 @@ def test_history_keeps_every_change(unlocked: UnlockedVault) -> None:
     p.set("phone", "+49 30 1234567")
     p.unset("phone")
     assert p.current() == {"email": "new@example.org"}
-    assert [(c.action, c.value) for c in p.history("email")] == [("set", "old@example.org"), ("set", "new@example.org")]
+    assert [(c.action, c.value) for c in p.history("email")] == [
+        ("set", "old@example.org"),
+        ("set", "new@example.org"),
+    ]
     assert [c.action for c in p.history("phone")] == ["set", "unset"]
     assert len(p.history()) == 4
     with pytest.raises(NotFound):

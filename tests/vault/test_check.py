@@ -1,8 +1,8 @@
 from __future__ import annotations
 
 from openvrm.documents.service import DocumentService
-from openvrm.storage.models import ProfileChange, Vendor
 from openvrm.profile.service import ProfileService
+from openvrm.storage.models import ProfileChange, Vendor
 from openvrm.vault.check import check_vault
 from openvrm.vault.core import UnlockedVault
 from openvrm.vendors.service import VendorService

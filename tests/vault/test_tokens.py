@@ -39,7 +39,7 @@ def test_malformed_or_unknown_tokens_fail(unlocked: UnlockedVault, bad: str) -> 
 
 def test_wrong_secret_for_a_real_id_fails(unlocked: UnlockedVault) -> None:
     token, info = tokens.create(unlocked, "t")
-    forged = token[: -4] + ("AAAA" if not token.endswith("AAAA") else "BBBB")
+    forged = token[:-4] + ("AAAA" if not token.endswith("AAAA") else "BBBB")
     with pytest.raises(AuthError):
         tokens.unlock(unlocked.vault, forged)
 

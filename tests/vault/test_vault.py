@@ -16,7 +16,7 @@ from openvrm.errors import (
     WrongPassphrase,
 )
 from openvrm.profile.service import ProfileService
-from openvrm.storage.models import Vendor, VaultMeta
+from openvrm.storage.models import VaultMeta, Vendor
 from openvrm.vault.core import UnlockedVault, Vault
 from openvrm.vendors.service import VendorService
 from tests.conftest import PASSPHRASE, fast_kdf
