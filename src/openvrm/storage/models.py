@@ -172,6 +172,50 @@ class Blob(Base):
     data: Mapped[bytes] = mapped_column(LargeBinary)
 
 
+class Contract(Base):
+    """A contract or subscription with a vendor: plan, price, cycle, term, notice, price history."""
+
+    __tablename__ = "contracts"
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    vendor_id: Mapped[str] = mapped_column(ForeignKey("vendors.id", ondelete="RESTRICT"), index=True)
+    relationship_id: Mapped[str | None] = mapped_column(
+        ForeignKey("relationships.id", ondelete="SET NULL"), index=True
+    )
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    sealed: Mapped[bytes] = mapped_column(LargeBinary)
+
+
+class Payment(Base):
+    """A payment actually made (against a contract's expected payment, or a bill)."""
+
+    __tablename__ = "payments"
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    contract_id: Mapped[str | None] = mapped_column(
+        ForeignKey("contracts.id", ondelete="CASCADE"), index=True
+    )
+    vendor_id: Mapped[str | None] = mapped_column(ForeignKey("vendors.id", ondelete="SET NULL"), index=True)
+    document_id: Mapped[str | None] = mapped_column(
+        ForeignKey("documents.id", ondelete="SET NULL"), index=True
+    )
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    sealed: Mapped[bytes] = mapped_column(LargeBinary)
+
+
+class DocumentText(Base):
+    """The extracted text of a document, sealed apart so listing documents stays cheap."""
+
+    __tablename__ = "document_texts"
+
+    id: Mapped[str] = mapped_column(ForeignKey("documents.id", ondelete="CASCADE"), primary_key=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    sealed: Mapped[bytes] = mapped_column(LargeBinary)
+
+
 # Tables whose rows carry a ``sealed`` column bound to "<table>:<id>"; `vrm check`, backup and export
 # walk this list, so a new sealed table only needs adding here.
 SEALED_TABLES: tuple[type[Base], ...] = (
@@ -181,4 +225,7 @@ SEALED_TABLES: tuple[type[Base], ...] = (
     Document,
     ProfileShare,
     AccessToken,
+    Contract,
+    Payment,
+    DocumentText,
 )

@@ -1,0 +1,1 @@
+"""The relationship ledger: contracts and subscriptions, payments, reminders and spending."""
