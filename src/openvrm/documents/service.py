@@ -8,7 +8,7 @@ detected by address. Parsing invoices into fields is the ledger issue's work; it
 from __future__ import annotations
 
 import mimetypes
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -17,8 +17,8 @@ from sqlalchemy import select
 
 from openvrm.errors import InvalidValue, NotFound
 from openvrm.profile.fields import _text
-from openvrm.records import get_row, insert, payload_of
-from openvrm.storage.models import Document, Relationship, Vendor
+from openvrm.records import get_row, insert, payload_of, update
+from openvrm.storage.models import Document, DocumentText, Relationship, Vendor
 from openvrm.vault.core import MAX_FILE_BYTES, UnlockedVault
 
 KINDS = ("invoice", "receipt", "contract", "letter", "warranty", "statement", "other")
@@ -36,11 +36,22 @@ class DocumentRecord:
     vendor_id: str | None = None
     relationship_id: str | None = None
     created_at: datetime | None = None
+    # What the import service read from the file (absent for files added as-is):
+    format: str | None = None
+    parse_status: str | None = None  # "parsed" | "partial" | "unparsed"
+    reason: str | None = None
+    fields: dict[str, Any] = field(default_factory=dict)  # invoice fields, JSON-ready (dates/amounts as text)
+    contract_id: str | None = None
+    warranty_until: str | None = None
+    notes: str = ""
 
     def to_json(self) -> dict[str, Any]:
         d = asdict(self)
         d["created_at"] = self.created_at.isoformat() if self.created_at else None
         return d
+
+    def field_value(self, name: str) -> Any:
+        return self.fields.get(name)
 
 
 @dataclass(frozen=True)
@@ -62,7 +73,18 @@ def _record(vault: UnlockedVault, row: Document) -> DocumentRecord:
         size=p["size"],
         title=p["title"],
         kind=p["kind"],
+        format=p.get("format"),
+        parse_status=p.get("parse_status"),
+        reason=p.get("reason"),
+        fields=p.get("fields", {}),
+        contract_id=p.get("contract_id"),
+        warranty_until=p.get("warranty_until"),
+        notes=p.get("notes", ""),
     )
+
+
+# payload keys beyond the basic ones, written by the import service and editable later
+EXTRA_KEYS = ("format", "parse_status", "reason", "fields", "contract_id", "warranty_until", "notes")
 
 
 class DocumentService:
@@ -91,7 +113,14 @@ class DocumentService:
         vendor_id: str | None = None,
         relationship_id: str | None = None,
         allow_duplicate: bool = False,
+        extra: dict[str, Any] | None = None,
+        text: str | None = None,
     ) -> AddResult:
+        """Seal and store a file with its description.
+
+        ``extra`` carries what an importer read (see :data:`EXTRA_KEYS`); ``text`` is the extracted text,
+        sealed in its own row for search.
+        """
         filename = _text(Path(filename).name, "a file name", max_len=255)
         if kind not in KINDS:
             raise InvalidValue(f"kind must be one of {', '.join(KINDS)}, not {kind!r}")
@@ -116,6 +145,10 @@ class DocumentService:
             "title": _text(title, "a title", max_len=300) if title else filename,
             "kind": kind,
         }
+        unknown = set(extra or {}) - set(EXTRA_KEYS)
+        if unknown:
+            raise InvalidValue(f"unknown document keys: {', '.join(sorted(unknown))}")
+        payload |= {k: v for k, v in (extra or {}).items() if v not in (None, {}, "")}
         with self.vault.db.write() as s:
             row = insert(
                 self.vault,
@@ -126,6 +159,8 @@ class DocumentService:
                 vendor_id=vendor_id,
                 relationship_id=relationship_id,
             )
+            if text:
+                insert(self.vault, s, DocumentText, {"text": text}, record_id=row.id)
             rec = _record(self.vault, row)
         return AddResult(rec, dup)
 
@@ -145,3 +180,47 @@ class DocumentService:
     def content(self, document_id: str) -> tuple[DocumentRecord, bytes]:
         doc = self.get(document_id)
         return doc, self.vault.get_file(doc.blob_address)
+
+    def text(self, document_id: str) -> str:
+        """The extracted text of a document ('' when none was extracted)."""
+        with self.vault.db.read() as s:
+            row = s.get(DocumentText, document_id)
+        return str(payload_of(self.vault, row).get("text", "")) if row is not None else ""
+
+    def texts(self) -> dict[str, str]:
+        with self.vault.db.read() as s:
+            rows = list(s.scalars(select(DocumentText)))
+        return {r.id: str(payload_of(self.vault, r).get("text", "")) for r in rows}
+
+    def edit(self, document_id: str, **changes: Any) -> DocumentRecord:
+        """Change a document's title, kind, links, warranty end or notes."""
+        allowed = {"title", "kind", "vendor_id", "relationship_id", "contract_id", "warranty_until", "notes"}
+        unknown = set(changes) - allowed
+        if unknown:
+            raise InvalidValue(f"cannot change {', '.join(sorted(unknown))} of a document")
+        with self.vault.db.write() as s:
+            row = get_row(s, Document, document_id, "document")
+            p = payload_of(self.vault, row)
+            if "title" in changes and changes["title"] is not None:
+                p["title"] = _text(changes["title"], "a title", max_len=300)
+            if "kind" in changes and changes["kind"] is not None:
+                if changes["kind"] not in KINDS:
+                    raise InvalidValue(f"kind must be one of {', '.join(KINDS)}")
+                p["kind"] = changes["kind"]
+            if "warranty_until" in changes:
+                from openvrm.ledger.money import optional_date
+
+                until = optional_date(changes["warranty_until"], "the warranty end")
+                p["warranty_until"] = until.isoformat() if until else None
+            if "notes" in changes and changes["notes"] is not None:
+                p["notes"] = str(changes["notes"]).strip()[:10000]
+            if changes.get("vendor_id") is not None:
+                row.vendor_id = get_row(s, Vendor, changes["vendor_id"], "vendor").id
+            if changes.get("relationship_id") is not None:
+                row.relationship_id = get_row(s, Relationship, changes["relationship_id"], "relationship").id
+            if changes.get("contract_id") is not None:
+                from openvrm.storage.models import Contract
+
+                p["contract_id"] = get_row(s, Contract, changes["contract_id"], "contract").id
+            update(self.vault, row, p)
+            return _record(self.vault, row)

@@ -14,8 +14,10 @@ from datetime import date, datetime
 from typing import Any
 
 from sqlalchemy import func, select
+from stdnum.eu import vat as stdnum_vat
+from stdnum.exceptions import ValidationError as StdnumError
 
-from openvrm.errors import Conflict, InvalidValue
+from openvrm.errors import Conflict, InvalidValue, NotFound
 from openvrm.profile.fields import _text
 from openvrm.records import all_rows, get_row, insert, payload_of, update
 from openvrm.storage.models import Document, Relationship, Vendor
@@ -39,6 +41,22 @@ def _domain(value: str) -> str:
     return d
 
 
+def _vat_id(value: str) -> str:
+    """An EU VAT number, normalised (FR40303265045); the checksum is verified where stdnum knows it."""
+    try:
+        return str(stdnum_vat.validate(value))
+    except StdnumError:
+        raise InvalidValue(f"not a valid EU VAT number: {value!r}") from None
+
+
+def _folder(value: str) -> str:
+    """A folder path such as ``home/utilities``: words separated by '/', no empty parts."""
+    parts = [_text(p, "a folder name", max_len=60) for p in str(value).strip().strip("/").split("/")]
+    if not parts or len(parts) > 5:
+        raise InvalidValue("a folder is one to five names separated by '/'")
+    return "/".join(parts)
+
+
 def _tags(values: list[str]) -> list[str]:
     out = []
     for v in values:
@@ -58,6 +76,7 @@ class VendorRecord:
     directory_slug: str | None = None
     website: str | None = None
     notes: str = ""
+    vat_ids: list[str] = field(default_factory=list)
     created_at: datetime | None = None
 
     def payload(self) -> dict[str, Any]:
@@ -83,6 +102,7 @@ class RelationshipRecord:
     since: str | None = None
     tags: list[str] = field(default_factory=list)
     notes: str = ""
+    folder: str | None = None
     created_at: datetime | None = None
 
     def payload(self) -> dict[str, Any]:
@@ -106,6 +126,7 @@ def clean_vendor(
     directory_slug: str | None = None,
     website: str | None = None,
     notes: str = "",
+    vat_ids: list[str] | None = None,
 ) -> dict[str, Any]:
     if country is not None:
         country = country.strip().upper()
@@ -119,6 +140,7 @@ def clean_vendor(
         "directory_slug": _text(directory_slug, "a directory slug", max_len=200) if directory_slug else None,
         "website": _text(website, "a website", max_len=500) if website else None,
         "notes": notes.strip()[:10000],
+        "vat_ids": list(dict.fromkeys(_vat_id(v) for v in vat_ids or [])),
     }
 
 
@@ -131,6 +153,7 @@ def clean_relationship(
     since: str | date | None = None,
     tags: list[str] | None = None,
     notes: str = "",
+    folder: str | None = None,
 ) -> dict[str, Any]:
     if status not in STATUSES:
         raise InvalidValue(f"status must be one of {', '.join(STATUSES)}, not {status!r}")
@@ -152,6 +175,7 @@ def clean_relationship(
         "since": since_s,
         "tags": _tags(tags or []),
         "notes": notes.strip()[:10000],
+        "folder": _folder(folder) if folder else None,
     }
 
 
@@ -234,3 +258,99 @@ class VendorService:
             payload = clean_relationship(**current)
             update(self.vault, row, payload)
         return RelationshipRecord(id=row.id, vendor_id=row.vendor_id, created_at=row.created_at, **payload)
+
+    # directory, search, matching, merging
+
+    def add_from_directory(self, slug: str) -> VendorRecord:
+        """Add a vendor from the bundled directory (or return the one already added from it)."""
+        from openvrm.directory import directory
+
+        entry = directory().get(slug)
+        if entry is None:
+            raise NotFound(f"no directory entry {slug!r}; find one with `vrm vendors search`")
+        for v in self.list():
+            if v.directory_slug == slug:
+                return v
+        countries = [c for c in entry.countries if c != "all"]
+        return self.add(
+            entry.name,
+            domains=list(entry.domains[:20]),
+            country=countries[0] if len(countries) == 1 else None,
+            categories=list(entry.categories),
+            directory_slug=slug,
+            website=entry.web,
+        )
+
+    def search(self, query: str) -> builtins.list[VendorRecord]:
+        """My vendors whose name, domains or VAT ids match ``query`` (case and accent blind)."""
+        from openvrm.directory.catalog import normalise
+
+        q = normalise(query)
+        if not q:
+            return self.list()
+        out = []
+        for v in self.list():
+            hay = normalise(" ".join([v.name, *v.domains, *v.vat_ids, *v.categories]))
+            if all(word in hay for word in q.split()):
+                out.append(v)
+        return out
+
+    def match(
+        self,
+        *,
+        vat_id: str | None = None,
+        domain: str | None = None,
+        name: str | None = None,
+        vendors: builtins.list[VendorRecord] | None = None,
+    ) -> VendorRecord | None:
+        """The vendor an incoming bill belongs to: by VAT id, then domain, then (exact, normalised) name."""
+        from openvrm.directory.catalog import domain_of, normalise
+
+        candidates = vendors if vendors is not None else self.list()
+        if vat_id:
+            key = re.sub(r"[^A-Z0-9]", "", vat_id.upper())
+            for v in candidates:
+                if key in v.vat_ids:
+                    return v
+        if domain:
+            d = domain_of(domain)
+            if d:
+                for v in candidates:
+                    if any(d == vd or d.endswith("." + vd) for vd in v.domains):
+                        return v
+        if name:
+            n = _strip_legal(normalise(name))
+            for v in candidates:
+                if n and _strip_legal(normalise(v.name)) == n:
+                    return v
+        return None
+
+    def merge(self, keep_id: str, other_id: str) -> VendorRecord:
+        """Fold ``other`` into ``keep``: everything that pointed at ``other`` now points at ``keep``."""
+        from openvrm.storage.models import Contract, Payment
+
+        if keep_id == other_id:
+            raise InvalidValue("a vendor cannot be merged with itself")
+        with self.vault.db.write() as s:
+            keep = get_row(s, Vendor, keep_id, "vendor")
+            other = get_row(s, Vendor, other_id, "vendor")
+            a, b = payload_of(self.vault, keep), payload_of(self.vault, other)
+            merged = dict(a)
+            for key in ("domains", "categories", "vat_ids"):
+                merged[key] = list(dict.fromkeys([*a.get(key, []), *b.get(key, [])]))
+            for key in ("country", "directory_slug", "website"):
+                merged[key] = a.get(key) or b.get(key)
+            merged["notes"] = "\n\n".join(n for n in (a.get("notes"), b.get("notes")) if n)
+            update(self.vault, keep, merged)
+            for model in (Relationship, Document, Contract, Payment):
+                s.query(model).filter(model.vendor_id == other.id).update({model.vendor_id: keep.id})
+            s.flush()
+            s.delete(other)
+        return self.get(keep_id)
+
+
+_LEGAL = re.compile(r"\b(sa|sas|sasu|sarl|gmbh|ag|kg|ltd|limited|inc|llc|plc|se|bv|nv|ab|spa|srl|co)\b")
+
+
+def _strip_legal(name: str) -> str:
+    return " ".join(_LEGAL.sub(" ", name).split())

@@ -1,0 +1,110 @@
+"""Building and running the openvrm server.
+
+``create_app(settings)`` returns the FastAPI application: the owner API (``/api/v1``), the pages, the
+static files and ``/healthz``. The vault is opened in the app's lifespan; it must already exist (when it
+does not, ``/healthz`` says so and logging in answers with a clear problem). ``run`` serves the app with
+uvicorn, its access log replaced by openvrm's structured request log.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+import uvicorn
+from fastapi import FastAPI
+from fastapi.exceptions import RequestValidationError
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.requests import Request
+from starlette.responses import RedirectResponse, Response
+from starlette.staticfiles import StaticFiles
+
+from openvrm import __version__
+from openvrm.config import Settings
+from openvrm.errors import OpenVRMError
+from openvrm.logs import configure, get_logger, log_event
+from openvrm.server import api, pages
+from openvrm.server.middleware import RequestMiddleware
+from openvrm.server.problems import (
+    ProblemError,
+    http_error_handler,
+    openvrm_error_handler,
+    problem_error_handler,
+    validation_error_handler,
+)
+from openvrm.server.security import LoginRequired
+from openvrm.server.state import ServerState
+
+STATIC = Path(__file__).parent / "static"
+log = get_logger("openvrm.server")
+
+DESCRIPTION = """\
+The owner API of an openvrm vault. Log in with `POST /api/v1/session` (a session cookie, and a CSRF token
+to send as `X-CSRF-Token` on every change) or send an API token as `Authorization: Bearer vrm_...`.
+Errors are RFC 9457 problem documents (`application/problem+json`).
+"""
+
+
+async def _login_required(request: Request, exc: Exception) -> Response:
+    if request.headers.get("hx-request") == "true":
+        # htmx follows HX-Redirect with a full page load instead of swapping the login page into a panel.
+        return Response(status_code=401, headers={"HX-Redirect": "/login"})
+    return RedirectResponse("/login", status_code=303)
+
+
+def create_app(settings: Settings) -> FastAPI:
+    """The openvrm server application for the vault at ``settings``."""
+    state = ServerState(settings)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        state.open()
+        log_event(
+            log,
+            "server.start",
+            backend="sqlite" if settings.is_sqlite else "postgresql",
+            vault="present" if state.current_vault() is not None else "absent",
+            version=__version__,
+        )
+        try:
+            yield
+        finally:
+            state.close()
+            log_event(log, "server.stop")
+
+    app = FastAPI(
+        title="openvrm",
+        version=__version__,
+        summary="Vendor Relationship Management for people: the owner API of an encrypted vault.",
+        description=DESCRIPTION,
+        lifespan=lifespan,
+    )
+    app.state.openvrm = state
+    app.add_exception_handler(OpenVRMError, openvrm_error_handler)
+    app.add_exception_handler(ProblemError, problem_error_handler)
+    app.add_exception_handler(StarletteHTTPException, http_error_handler)
+    app.add_exception_handler(RequestValidationError, validation_error_handler)
+    app.add_exception_handler(LoginRequired, _login_required)
+    app.add_middleware(RequestMiddleware)
+    app.include_router(api.health_router)
+    app.include_router(api.router)
+    app.include_router(pages.router)
+    app.mount("/static", StaticFiles(directory=str(STATIC)), name="static")
+    return app
+
+
+def run(settings: Settings, *, host: str = "127.0.0.1", port: int = 8765) -> None:
+    """Serve the app with uvicorn until interrupted; logs are JSON lines on stderr."""
+    configure(logging.INFO)
+    config = uvicorn.Config(
+        create_app(settings),
+        host=host,
+        port=port,
+        access_log=False,  # replaced by the "http.request" events of RequestMiddleware
+        log_config=None,  # keep the JSON handlers installed by configure()
+        server_header=False,
+        proxy_headers=True,
+    )
+    uvicorn.Server(config).run()
