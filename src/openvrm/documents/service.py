@@ -224,3 +224,10 @@ class DocumentService:
                 p["contract_id"] = get_row(s, Contract, changes["contract_id"], "contract").id
             update(self.vault, row, p)
             return _record(self.vault, row)
+
+    def find_by_content(self, data: bytes) -> DocumentRecord | None:
+        """The document holding exactly these bytes, if any (looked up by keyed address, not by scanning)."""
+        address = self.vault.address_of(data)
+        with self.vault.db.read() as s:
+            row = s.scalars(select(Document).where(Document.blob_address == address).limit(1)).first()
+        return _record(self.vault, row) if row is not None else None

@@ -25,7 +25,7 @@ from openvrm.profile.fields import _text
 from openvrm.storage.models import AccessToken, new_id, utcnow
 from openvrm.vault.core import UnlockedVault, Vault
 
-KINDS = ("api", "session")
+KINDS = ("api", "session", "feed")
 _PREFIX = "vrm_"
 
 
