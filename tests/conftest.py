@@ -112,6 +112,13 @@ def sqlite_settings(tmp_path: Path) -> Settings:
 @pytest.fixture(autouse=True)
 def _no_ambient_config(monkeypatch: pytest.MonkeyPatch) -> None:
     """Tests never read the developer's own vault or passphrase."""
-    for name in ("OPENVRM_HOME", "OPENVRM_DATABASE_URL", "OPENVRM_BLOB_STORE", "OPENVRM_PASSPHRASE",
-                 "OPENVRM_PASSPHRASE_FILE", "OPENVRM_SESSION", "OPENVRM_KDF"):
+    for name in (
+        "OPENVRM_HOME",
+        "OPENVRM_DATABASE_URL",
+        "OPENVRM_BLOB_STORE",
+        "OPENVRM_PASSPHRASE",
+        "OPENVRM_PASSPHRASE_FILE",
+        "OPENVRM_SESSION",
+        "OPENVRM_KDF",
+    ):
         monkeypatch.delenv(name, raising=False)

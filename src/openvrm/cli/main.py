@@ -16,7 +16,7 @@ import typer
 from typer.core import TyperGroup
 
 from openvrm import __version__
-from openvrm.cli import data_cmds, profile_cmds, vault_cmds, vendor_cmds
+from openvrm.cli import data_cmds, ledger_cmds, profile_cmds, vault_cmds, vendor_cmds
 from openvrm.cli.context import err, state
 from openvrm.errors import (
     AuthError,
@@ -121,6 +121,7 @@ vault_cmds.register(app)
 profile_cmds.register(app)
 vendor_cmds.register(app)
 data_cmds.register(app)
+ledger_cmds.register(app)
 
 
 def main() -> None:

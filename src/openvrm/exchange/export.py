@@ -1,0 +1,276 @@
+"""Export a vault to a portable archive: every record in plaintext, every document file once.
+
+The archive is read from one snapshot of the database (a single read transaction), so it is consistent
+even while the vault is in use. It is written to a temporary file beside ``dest`` (mode 0600) and moved
+into place only when complete, so a crash never leaves half an archive under the final name.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import os
+import secrets
+import zipfile
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import IO, Any
+
+from pyrage import passphrase as age_passphrase
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from openvrm import __version__
+from openvrm.errors import Conflict, InvalidValue, NotFound, VaultLocked
+from openvrm.exchange.format import (
+    FORMAT,
+    FORMAT_VERSION,
+    KINDS,
+    MANIFEST,
+    Progress,
+    file_entry,
+    format_time,
+)
+from openvrm.exchange.snapshot import snapshot
+from openvrm.storage.models import (
+    Document,
+    InboxItem,
+    ProfileChange,
+    ProfileShare,
+    Relationship,
+    Vendor,
+    utcnow,
+)
+from openvrm.vault.core import UnlockedVault, check_new_passphrase
+
+_VENDOR_KEYS = ("name", "domains", "country", "categories", "directory_slug", "website", "notes")
+_RELATIONSHIP_KEYS = ("status", "stance", "customer_number", "account", "since", "tags", "notes")
+_DOCUMENT_KEYS = ("filename", "media_type", "title", "kind")
+_SHARE_KEYS = ("field", "purpose", "until", "revoked_at")
+_LIST_KEYS = {"domains", "categories", "tags"}
+
+
+@dataclass(frozen=True)
+class ExportSummary:
+    """What an export wrote: the archive, its size, and how many records of each kind it holds."""
+
+    path: Path
+    encrypted: bool
+    bytes: int
+    counts: dict[str, int] = field(default_factory=dict)
+    file_bytes: int = 0
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "path": str(self.path),
+            "encrypted": self.encrypted,
+            "bytes": self.bytes,
+            "counts": dict(self.counts),
+            "file_bytes": self.file_bytes,
+        }
+
+
+def _pick(payload: dict[str, Any], keys: tuple[str, ...]) -> dict[str, Any]:
+    return {k: payload.get(k, [] if k in _LIST_KEYS else None) for k in keys}
+
+
+def _stamps(row: Any) -> dict[str, str]:
+    return {"created_at": format_time(row.created_at), "updated_at": format_time(row.updated_at)}
+
+
+@dataclass
+class _Snapshot:
+    records: dict[str, list[dict[str, Any]]]
+    # blob address -> ids of the documents whose file it is (the sha256 is filled in while writing)
+    files: dict[str, list[dict[str, Any]]]
+
+
+def _collect(vault: UnlockedVault, progress: Progress | None) -> _Snapshot:
+    # One snapshot for every table, so references between the records always resolve.
+    with snapshot(vault.db) as conn, Session(bind=conn) as s:
+        changes = list(s.scalars(select(ProfileChange).order_by(ProfileChange.id)))
+        vendors = list(s.scalars(select(Vendor).order_by(Vendor.id)))
+        relationships = list(s.scalars(select(Relationship).order_by(Relationship.id)))
+        documents = list(s.scalars(select(Document).order_by(Document.id)))
+        shares = list(s.scalars(select(ProfileShare).order_by(ProfileShare.id)))
+        inbox = list(s.scalars(select(InboxItem).order_by(InboxItem.id)))
+    total = len(changes) + len(vendors) + len(relationships) + len(documents) + len(shares) + len(inbox)
+    done = 0
+
+    def tick() -> None:
+        nonlocal done
+        done += 1
+        if progress is not None:
+            progress("records", done, total)
+
+    if progress is not None:
+        progress("records", 0, total)
+    records: dict[str, list[dict[str, Any]]] = {k: [] for k in KINDS}
+    for c in changes:
+        p = vault.open("profile_changes", c.id, c.sealed)
+        records["profile_changes"].append(
+            {
+                "id": c.id,
+                "at": format_time(c.created_at),
+                "field": p["field"],
+                "action": p["action"],
+                "value": p.get("value"),
+                "source": p.get("source", ""),
+            }
+        )
+        tick()
+    for v in vendors:
+        records["vendors"].append(
+            {"id": v.id, **_stamps(v), **_pick(vault.open("vendors", v.id, v.sealed), _VENDOR_KEYS)}
+        )
+        tick()
+    for r in relationships:
+        p = vault.open("relationships", r.id, r.sealed)
+        records["relationships"].append(
+            {"id": r.id, "vendor_id": r.vendor_id, **_stamps(r), **_pick(p, _RELATIONSHIP_KEYS)}
+        )
+        tick()
+    files: dict[str, list[dict[str, Any]]] = {}
+    for d in documents:
+        p = vault.open("documents", d.id, d.sealed)
+        rec = {
+            "id": d.id,
+            "vendor_id": d.vendor_id,
+            "relationship_id": d.relationship_id,
+            **_stamps(d),
+            **_pick(p, _DOCUMENT_KEYS),
+        }
+        records["documents"].append(rec)
+        files.setdefault(d.blob_address, []).append(rec)
+        tick()
+    for sh in shares:
+        p = vault.open("profile_shares", sh.id, sh.sealed)
+        records["shares"].append(
+            {"id": sh.id, "relationship_id": sh.relationship_id, **_stamps(sh), **_pick(p, _SHARE_KEYS)}
+        )
+        tick()
+    if inbox:
+        keys = vault.box_keys()
+        for item in inbox:
+            opened = json.loads(keys.open(item.sealed_box))
+            records["inbox"].append(
+                {
+                    "id": item.id,
+                    "received_at": format_time(item.received_at),
+                    "item": opened if isinstance(opened, dict) else {"value": opened},
+                }
+            )
+            tick()
+    return _Snapshot(records, files)
+
+
+def _zip_info(name: str, when: datetime) -> zipfile.ZipInfo:
+    info = zipfile.ZipInfo(name, date_time=when.timetuple()[:6])
+    info.compress_type = zipfile.ZIP_DEFLATED
+    info.external_attr = 0o600 << 16
+    return info
+
+
+def _write_zip(
+    vault: UnlockedVault, snap: _Snapshot, out: IO[bytes], when: datetime, progress: Progress | None
+) -> tuple[dict[str, int], int]:
+    file_bytes = 0
+    written: set[str] = set()
+    with zipfile.ZipFile(out, "w", compression=zipfile.ZIP_DEFLATED) as zf:
+        total = len(snap.files)
+        if progress is not None:
+            progress("files", 0, total)
+        for done, (address, docs) in enumerate(sorted(snap.files.items()), start=1):
+            data = vault.get_file(address)
+            sha = hashlib.sha256(data).hexdigest()
+            for rec in docs:
+                rec.update({"file": file_entry(sha), "sha256": sha, "size": len(data)})
+            if sha not in written:
+                written.add(sha)
+                file_bytes += len(data)
+                zf.writestr(_zip_info(file_entry(sha), when), data)
+            if progress is not None:
+                progress("files", done, total)
+        counts = {k: len(snap.records[k]) for k in KINDS}
+        counts["files"] = len(written)
+        manifest = {
+            "format": FORMAT,
+            "format_version": FORMAT_VERSION,
+            "exported_at": format_time(when),
+            "generator": f"openvrm {__version__}",
+            "vault_id": vault.vault_id,
+            "counts": counts,
+            **snap.records,
+        }
+        text = json.dumps(manifest, ensure_ascii=False, indent=1, sort_keys=False)
+        zf.writestr(_zip_info(MANIFEST, when), text.encode("utf-8"))
+    return counts, file_bytes
+
+
+def _publish(tmp: Path, dest: Path, overwrite: bool) -> None:
+    """Move the finished temporary file to ``dest``; without ``overwrite`` never replace a file."""
+    if overwrite:
+        tmp.replace(dest)
+        return
+    try:
+        os.link(tmp, dest)  # atomic and fails when dest exists, unlike rename
+    except FileExistsError:
+        raise Conflict(f"{dest} already exists; choose another name or allow overwriting") from None
+    except OSError:
+        # A file system without hard links: check, then rename (a tiny race, but no partial file).
+        if dest.exists():
+            raise Conflict(f"{dest} already exists; choose another name or allow overwriting") from None
+        tmp.replace(dest)
+        return
+    tmp.unlink()
+
+
+def export_vault(
+    vault: UnlockedVault,
+    dest: Path,
+    *,
+    passphrase: str | None = None,
+    progress: Progress | None = None,
+    overwrite: bool = False,
+) -> ExportSummary:
+    """Write every record and file of ``vault`` to the archive ``dest``.
+
+    With ``passphrase`` the ZIP is encrypted as a standard age file (scrypt recipient), which ``age -d``
+    opens as well. ``dest`` is never replaced unless ``overwrite`` is true.
+    """
+    dest = Path(dest).expanduser().absolute()
+    if passphrase is not None:
+        check_new_passphrase(passphrase)
+    if dest.is_dir():
+        raise InvalidValue(f"{dest} is a folder; give the archive's file name")
+    if not dest.parent.is_dir():
+        raise NotFound(f"the folder {dest.parent} does not exist")
+    if dest.exists() and not overwrite:
+        raise Conflict(f"{dest} already exists; choose another name or allow overwriting")
+    if vault.locked:
+        raise VaultLocked("the vault is locked; unlock it to export")
+    when = utcnow()
+    snap = _collect(vault, progress)
+    tmp = dest.with_name(f".{dest.name}.{secrets.token_hex(6)}.tmp")
+    fd = os.open(tmp, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            if passphrase is None:
+                counts, file_bytes = _write_zip(vault, snap, fh, when, progress)
+            else:
+                buffer = io.BytesIO()
+                counts, file_bytes = _write_zip(vault, snap, buffer, when, progress)
+                if progress is not None:
+                    progress("encrypt", 0, 1)
+                fh.write(age_passphrase.encrypt(buffer.getvalue(), passphrase))
+                if progress is not None:
+                    progress("encrypt", 1, 1)
+            fh.flush()
+            os.fsync(fh.fileno())
+        size = tmp.stat().st_size
+        _publish(tmp, dest, overwrite)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return ExportSummary(dest, passphrase is not None, size, counts, file_bytes)

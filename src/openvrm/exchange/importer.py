@@ -1,0 +1,597 @@
+"""Import an export archive into an unlocked vault, all or nothing.
+
+Everything is checked before anything is written: the ZIP's integrity and entry names, sizes against
+the limits (counted from the bytes actually decompressed, so a lying header cannot slip a zip bomb
+through), the manifest against its JSON Schema, each file's sha256 and size, every reference between
+records, and every value through the same validators the services use. Only then are the files sealed
+into the blob store and all rows inserted in one write transaction. If that transaction fails, the blobs
+this import added are removed again, so a rejected import leaves the vault exactly as it was.
+
+Records whose ids already exist in the vault are skipped and counted, so importing the same archive
+twice, or an archive of this very vault, adds nothing.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import zipfile
+import zlib
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import date, datetime
+from pathlib import Path
+from typing import IO, Any
+
+from pyrage import DecryptError
+from pyrage import passphrase as age_passphrase
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from openvrm.crypto import seal_to
+from openvrm.documents.service import KINDS as DOCUMENT_KINDS
+from openvrm.errors import ArchiveError, InvalidValue, NotFound, VaultLocked
+from openvrm.exchange.format import (
+    AGE_ARMOR,
+    AGE_HEADER,
+    DEFAULT_LIMITS,
+    KINDS,
+    MANIFEST,
+    ImportLimits,
+    PassphraseNeeded,
+    Progress,
+    WrongArchivePassphrase,
+    check_entry_name,
+    file_entry,
+    parse_time,
+    sha_of_entry,
+    validate_manifest,
+)
+from openvrm.profile.fields import _text, normalise_key, validate
+from openvrm.records import insert, table_of
+from openvrm.storage.models import (
+    Base,
+    Document,
+    InboxItem,
+    ProfileChange,
+    ProfileShare,
+    Relationship,
+    Vendor,
+)
+from openvrm.vault.core import MAX_INBOX_ITEM_BYTES, UnlockedVault, encode_payload
+from openvrm.vendors.service import clean_relationship, clean_vendor
+
+_CHUNK = 1024 * 1024
+_MODELS: dict[str, type[Base]] = {
+    "profile_changes": ProfileChange,
+    "vendors": Vendor,
+    "relationships": Relationship,
+    "documents": Document,
+    "shares": ProfileShare,
+    "inbox": InboxItem,
+}
+
+
+@dataclass(frozen=True)
+class ImportSummary:
+    """What an import did: records added and skipped (their ids already existed) per kind, and files."""
+
+    path: Path
+    encrypted: bool
+    bytes: int
+    source_vault_id: str
+    added: dict[str, int] = field(default_factory=dict)
+    skipped: dict[str, int] = field(default_factory=dict)
+    files_added: int = 0  # files sealed into the vault's blob store by this import
+    files_present: int = 0  # files the new documents need that the vault already held
+    file_bytes: int = 0
+
+    @property
+    def skipped_total(self) -> int:
+        return sum(self.skipped.values())
+
+    @property
+    def added_total(self) -> int:
+        return sum(self.added.values())
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "path": str(self.path),
+            "encrypted": self.encrypted,
+            "bytes": self.bytes,
+            "source_vault_id": self.source_vault_id,
+            "added": dict(self.added),
+            "skipped": dict(self.skipped),
+            "added_total": self.added_total,
+            "skipped_total": self.skipped_total,
+            "files_added": self.files_added,
+            "files_present": self.files_present,
+            "file_bytes": self.file_bytes,
+        }
+
+
+# -- reading the container ----------------------------------------------------------------------------
+
+
+def is_encrypted(path: Path) -> bool:
+    """Whether the file at ``path`` is an age-encrypted archive (so a passphrase must be asked for)."""
+    try:
+        with Path(path).open("rb") as fh:
+            head = fh.read(len(AGE_ARMOR))
+    except FileNotFoundError:
+        raise NotFound(f"no such file: {path}") from None
+    return head.startswith(AGE_HEADER) or head.startswith(AGE_ARMOR)
+
+
+def _decrypt(data: bytes, passphrase: str | None) -> bytes:
+    if data.startswith(AGE_ARMOR):
+        raise ArchiveError(
+            "this archive is an ASCII-armoured age file; turn it back into binary with `age -d` first"
+        )
+    if passphrase is None:
+        raise PassphraseNeeded("this archive is encrypted: a passphrase is needed to import it")
+    try:
+        return bytes(age_passphrase.decrypt(data, passphrase))
+    except DecryptError as exc:
+        if "failed" in str(exc).lower():
+            raise WrongArchivePassphrase(
+                "wrong passphrase for this archive (or its encryption header is damaged)"
+            ) from None
+        raise ArchiveError(f"the encrypted archive is damaged or truncated ({exc})") from None
+
+
+@contextmanager
+def _zip_errors() -> Iterator[None]:
+    try:
+        yield
+    except (zipfile.BadZipFile, zlib.error, EOFError) as exc:
+        raise ArchiveError(f"the archive is damaged or truncated: {str(exc)[:200]}") from None
+
+
+class _Entries:
+    """The ZIP's entries, checked for names, duplicates, count and declared sizes."""
+
+    def __init__(self, zf: zipfile.ZipFile, limits: ImportLimits) -> None:
+        self.zf = zf
+        self.limits = limits
+        infos = zf.infolist()
+        if len(infos) > limits.max_entries:
+            raise ArchiveError(
+                f"the archive holds {len(infos)} entries, more than the {limits.max_entries} allowed"
+            )
+        self.files: dict[str, zipfile.ZipInfo] = {}
+        manifest: zipfile.ZipInfo | None = None
+        seen: set[str] = set()
+        declared = 0
+        for info in infos:
+            name = info.filename
+            check_entry_name(name)
+            if name in seen:
+                raise ArchiveError(f"the archive holds the entry {name!r} twice")
+            seen.add(name)
+            if info.is_dir():
+                continue
+            if info.flag_bits & 0x1:
+                raise ArchiveError(f"{name} uses ZIP encryption, which openvrm archives never use")
+            if info.compress_type not in (zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED):
+                raise ArchiveError(f"{name} uses a compression method openvrm archives never use")
+            limit = limits.max_manifest_bytes if name == MANIFEST else limits.max_entry_bytes
+            if info.file_size > limit:
+                raise ArchiveError(f"{name} is {info.file_size} bytes, more than the {limit} allowed")
+            declared += info.file_size
+            if name == MANIFEST:
+                manifest = info
+            else:
+                # check_entry_name let only manifest.json, files/ and files/<sha256> through
+                self.files[sha_of_entry(name) or name] = info
+        if declared > limits.max_total_bytes:
+            raise ArchiveError(f"the archive unpacks to more than the {limits.max_total_bytes} bytes allowed")
+        if manifest is None:
+            raise ArchiveError("the archive has no manifest.json: it is not an openvrm export")
+        self.manifest: zipfile.ZipInfo = manifest
+        self.total_read = 0
+
+    def _chunks(self, info: zipfile.ZipInfo, limit: int) -> Iterator[bytes]:
+        """Yield the entry's bytes, stopping as soon as it or the archive goes over its limit."""
+        size = 0
+        with _zip_errors(), self.zf.open(info) as fh:
+            while chunk := fh.read(_CHUNK):
+                size += len(chunk)
+                self.total_read += len(chunk)
+                if size > limit:
+                    raise ArchiveError(f"{info.filename} unpacks to more than the {limit} bytes allowed")
+                if self.total_read > self.limits.max_total_bytes:
+                    raise ArchiveError(
+                        f"the archive unpacks to more than the {self.limits.max_total_bytes} bytes allowed"
+                    )
+                yield chunk
+
+    def read_manifest(self) -> Any:
+        data = b"".join(self._chunks(self.manifest, self.limits.max_manifest_bytes))
+        try:
+            return json.loads(data.decode("utf-8"))
+        except (UnicodeDecodeError, ValueError) as exc:
+            raise ArchiveError(f"manifest.json is not valid JSON: {str(exc)[:200]}") from None
+
+    def digest(self, sha: str) -> tuple[str, int]:
+        h = hashlib.sha256()
+        size = 0
+        for chunk in self._chunks(self.files[sha], self.limits.max_entry_bytes):
+            h.update(chunk)
+            size += len(chunk)
+        return h.hexdigest(), size
+
+    def read_file(self, sha: str) -> bytes:
+        data = b"".join(self._chunks(self.files[sha], self.limits.max_entry_bytes))
+        if hashlib.sha256(data).hexdigest() != sha:
+            raise ArchiveError(f"{file_entry(sha)} changed while it was being imported")
+        return data
+
+
+# -- checking the records -----------------------------------------------------------------------------
+
+
+@dataclass
+class _Row:
+    id: str
+    created_at: datetime
+    updated_at: datetime
+    payload: dict[str, Any]
+    plain: dict[str, Any] = field(default_factory=dict)
+    sha256: str = ""  # documents only: the sha256 of the file
+
+
+@contextmanager
+def _at(where: str) -> Iterator[None]:
+    """Name the record when a core validator rejects one of its values."""
+    try:
+        yield
+    except InvalidValue as exc:
+        raise ArchiveError(f"{where}: {exc}") from None
+
+
+def _label(kind: str, index: int, rec: dict[str, Any]) -> str:
+    return f"{kind}[{index}] (id {rec.get('id')})"
+
+
+def _stamps(rec: dict[str, Any], where: str) -> tuple[datetime, datetime]:
+    return parse_time(rec["created_at"], where), parse_time(rec["updated_at"], where)
+
+
+def _date(value: str | None, what: str) -> str | None:
+    if value is None:
+        return None
+    try:
+        return date.fromisoformat(value).isoformat()
+    except ValueError:
+        raise InvalidValue(f"{what} must be a date in YYYY-MM-DD form, not {value!r}") from None
+
+
+def _check_profile_change(rec: dict[str, Any], where: str) -> _Row:
+    at = parse_time(rec["at"], where)
+    with _at(where):
+        if rec["action"] == "set":
+            if rec["value"] is None:
+                raise InvalidValue("a 'set' change needs a value")
+            key, value = validate(rec["field"], rec["value"])
+        else:
+            if rec["value"] is not None:
+                raise InvalidValue("an 'unset' change has no value")
+            key, value = normalise_key(rec["field"]), None
+        source = _text(rec["source"], "the source", max_len=200) if rec["source"] else ""
+    payload = {"field": key, "action": rec["action"], "value": value, "source": source}
+    return _Row(rec["id"], at, at, payload)
+
+
+def _check_vendor(rec: dict[str, Any], where: str) -> _Row:
+    created, updated = _stamps(rec, where)
+    with _at(where):
+        payload = clean_vendor(
+            rec["name"],
+            domains=rec["domains"],
+            country=rec["country"],
+            categories=rec["categories"],
+            directory_slug=rec["directory_slug"],
+            website=rec["website"],
+            notes=rec["notes"],
+        )
+    return _Row(rec["id"], created, updated, payload)
+
+
+def _check_relationship(rec: dict[str, Any], where: str) -> _Row:
+    created, updated = _stamps(rec, where)
+    with _at(where):
+        payload = clean_relationship(
+            status=rec["status"],
+            stance=rec["stance"],
+            customer_number=rec["customer_number"],
+            account=rec["account"],
+            since=rec["since"],
+            tags=rec["tags"],
+            notes=rec["notes"],
+        )
+    return _Row(rec["id"], created, updated, payload, {"vendor_id": rec["vendor_id"]})
+
+
+def _check_document(rec: dict[str, Any], where: str) -> _Row:
+    created, updated = _stamps(rec, where)
+    with _at(where):
+        filename = _text(Path(rec["filename"]).name, "a file name", max_len=255)
+        if filename != rec["filename"]:
+            raise InvalidValue(f"the file name {rec['filename'][:80]!r} is not a plain file name")
+        if rec["kind"] not in DOCUMENT_KINDS:
+            raise InvalidValue(f"kind must be one of {', '.join(DOCUMENT_KINDS)}, not {rec['kind']!r}")
+        payload = {
+            "filename": filename,
+            "media_type": _text(rec["media_type"], "a media type", max_len=255),
+            "size": rec["size"],
+            "title": _text(rec["title"], "a title", max_len=300),
+            "kind": rec["kind"],
+        }
+    if rec["file"] != file_entry(rec["sha256"]):
+        raise ArchiveError(f"{where}: its file {rec['file']!r} does not match its sha256")
+    plain = {"vendor_id": rec["vendor_id"], "relationship_id": rec["relationship_id"]}
+    return _Row(rec["id"], created, updated, payload, plain, rec["sha256"])
+
+
+def _check_share(rec: dict[str, Any], where: str) -> _Row:
+    created, updated = _stamps(rec, where)
+    with _at(where):
+        payload = {
+            "field": normalise_key(rec["field"]),
+            "purpose": _text(rec["purpose"], "a purpose", max_len=300),
+            "until": _date(rec["until"], "'until'"),
+            "revoked_at": rec["revoked_at"],
+        }
+    if rec["revoked_at"] is not None:
+        parse_time(rec["revoked_at"], where)
+    return _Row(rec["id"], created, updated, payload, {"relationship_id": rec["relationship_id"]})
+
+
+def _check_inbox(rec: dict[str, Any], where: str) -> _Row:
+    received = parse_time(rec["received_at"], where)
+    if len(encode_payload(rec["item"])) > MAX_INBOX_ITEM_BYTES:
+        raise ArchiveError(
+            f"{where}: the item is larger than the {MAX_INBOX_ITEM_BYTES} bytes an inbox item may be"
+        )
+    return _Row(rec["id"], received, received, rec["item"])
+
+
+_CHECKS = {
+    "profile_changes": _check_profile_change,
+    "vendors": _check_vendor,
+    "relationships": _check_relationship,
+    "documents": _check_document,
+    "shares": _check_share,
+    "inbox": _check_inbox,
+}
+
+
+def _check_records(manifest: dict[str, Any]) -> dict[str, list[_Row]]:
+    counts = manifest["counts"]
+    plan: dict[str, list[_Row]] = {}
+    for kind in KINDS:
+        records = manifest[kind]
+        if counts[kind] != len(records):
+            raise ArchiveError(
+                f"manifest.json says it holds {counts[kind]} {kind} but lists {len(records)}: it was edited"
+            )
+        rows = [_CHECKS[kind](rec, _label(kind, i, rec)) for i, rec in enumerate(records)]
+        ids = [r.id for r in rows]
+        if len(set(ids)) != len(ids):
+            dup = next(i for i in ids if ids.count(i) > 1)
+            raise ArchiveError(f"manifest.json lists the {kind} id {dup} more than once")
+        plan[kind] = rows
+    vendor_ids = {r.id for r in plan["vendors"]}
+    relationship_ids = {r.id for r in plan["relationships"]}
+    for r in plan["relationships"]:
+        if r.plain["vendor_id"] not in vendor_ids:
+            raise ArchiveError(
+                f"relationship {r.id} refers to vendor {r.plain['vendor_id']}, which is not in the archive"
+            )
+    for r in plan["documents"]:
+        if r.plain["vendor_id"] is not None and r.plain["vendor_id"] not in vendor_ids:
+            raise ArchiveError(
+                f"document {r.id} refers to vendor {r.plain['vendor_id']}, which is not in the archive"
+            )
+        if r.plain["relationship_id"] is not None and r.plain["relationship_id"] not in relationship_ids:
+            raise ArchiveError(
+                f"document {r.id} refers to relationship {r.plain['relationship_id']}, "
+                "which is not in the archive"
+            )
+    for r in plan["shares"]:
+        if r.plain["relationship_id"] not in relationship_ids:
+            raise ArchiveError(
+                f"share {r.id} refers to relationship {r.plain['relationship_id']}, "
+                "which is not in the archive"
+            )
+    return plan
+
+
+def _check_files(entries: _Entries, documents: list[_Row], progress: Progress | None) -> int:
+    """Check every file's sha256 and size from its bytes; return the total size of the files."""
+    sizes: dict[str, int] = {}
+    for doc in documents:
+        if doc.sha256 not in entries.files:
+            raise ArchiveError(f"document {doc.id}: its file {file_entry(doc.sha256)} is not in the archive")
+    referenced = {doc.sha256 for doc in documents}
+    unreferenced = sorted(set(entries.files) - referenced)
+    if unreferenced:
+        raise ArchiveError(f"{file_entry(unreferenced[0])} is not the file of any document in manifest.json")
+    total = len(entries.files)
+    if progress is not None:
+        progress("verify", 0, total)
+    for done, sha in enumerate(sorted(entries.files), start=1):
+        actual, size = entries.digest(sha)
+        if actual != sha:
+            raise ArchiveError(f"{file_entry(sha)} does not match its sha256: the file was altered")
+        sizes[sha] = size
+        if progress is not None:
+            progress("verify", done, total)
+    for doc in documents:
+        if doc.payload["size"] != sizes[doc.sha256]:
+            raise ArchiveError(
+                f"document {doc.id} says its file has {doc.payload['size']} bytes, "
+                f"but the file has {sizes[doc.sha256]}"
+            )
+    return sum(sizes.values())
+
+
+# -- writing ------------------------------------------------------------------------------------------
+
+
+def _existing(s: Session, kind: str) -> set[str]:
+    model = _MODELS[kind]
+    return set(s.scalars(select(model.id)))  # type: ignore[attr-defined]
+
+
+def _write_rows(
+    vault: UnlockedVault,
+    plan: dict[str, list[_Row]],
+    addresses: dict[str, str],
+    progress: Progress | None,
+) -> tuple[dict[str, int], dict[str, int]]:
+    box_public = vault.vault.box_public_key
+    added = {k: 0 for k in KINDS}
+    skipped = {k: 0 for k in KINDS}
+    total = sum(len(rows) for rows in plan.values())
+    done = 0
+    if progress is not None:
+        progress("records", 0, total)
+    with vault.db.write() as s:
+        for kind in KINDS:
+            model = _MODELS[kind]
+            existing = _existing(s, kind)
+            for row in plan[kind]:
+                if row.id in existing:
+                    skipped[kind] += 1
+                elif kind == "profile_changes":
+                    sealed = vault.seal(table_of(model), row.id, row.payload)
+                    s.add(ProfileChange(id=row.id, created_at=row.created_at, sealed=sealed))
+                    added[kind] += 1
+                elif kind == "inbox":
+                    sealed_box = seal_to(box_public, encode_payload(row.payload))
+                    s.add(InboxItem(id=row.id, received_at=row.created_at, sealed_box=sealed_box))
+                    added[kind] += 1
+                else:
+                    plain = dict(row.plain)
+                    if kind == "documents":
+                        plain["blob_address"] = addresses[row.sha256]
+                    insert(
+                        vault,
+                        s,
+                        model,
+                        row.payload,
+                        record_id=row.id,
+                        created_at=row.created_at,
+                        updated_at=row.updated_at,
+                        **plain,
+                    )
+                    added[kind] += 1
+                done += 1
+            s.flush()  # parents reach the database before their children
+            if progress is not None:
+                progress("records", done, total)
+    return added, skipped
+
+
+def _forget_blobs(vault: UnlockedVault, addresses: set[str]) -> None:
+    """Delete blobs this import added that no document refers to."""
+    if not addresses:
+        return
+    with vault.db.read() as s:
+        used = set(s.scalars(select(Document.blob_address).where(Document.blob_address.in_(addresses))))
+    for address in addresses - used:
+        vault.vault.blobs.delete(address)
+
+
+def _open_archive(src: Path, passphrase: str | None, limits: ImportLimits) -> tuple[IO[bytes], bool, int]:
+    try:
+        size = src.stat().st_size
+        fh: IO[bytes] = src.open("rb")
+    except FileNotFoundError:
+        raise NotFound(f"no such file: {src}") from None
+    except IsADirectoryError:
+        raise ArchiveError(f"{src} is a folder, not an archive") from None
+    head = fh.read(len(AGE_ARMOR))
+    fh.seek(0)
+    if not (head.startswith(AGE_HEADER) or head.startswith(AGE_ARMOR)):
+        return fh, False, size
+    with fh:
+        if size > limits.max_total_bytes:
+            raise ArchiveError(f"the archive is larger than the {limits.max_total_bytes} bytes allowed")
+        data = fh.read()
+    return io.BytesIO(_decrypt(data, passphrase)), True, size
+
+
+def import_archive(
+    vault: UnlockedVault,
+    src: Path,
+    *,
+    passphrase: str | None = None,
+    progress: Progress | None = None,
+    limits: ImportLimits = DEFAULT_LIMITS,
+) -> ImportSummary:
+    """Check the archive at ``src`` completely, then add its records and files to ``vault``.
+
+    ``passphrase`` opens an encrypted (age) archive; it is ignored for a plain one. Any problem raises
+    :class:`ArchiveError` (or a subclass: :class:`PassphraseNeeded`, :class:`WrongArchivePassphrase`)
+    before the vault is touched.
+    """
+    if vault.locked:
+        raise VaultLocked("the vault is locked; unlock it to import")
+    src = Path(src).expanduser().absolute()
+    fh, encrypted, archive_bytes = _open_archive(src, passphrase, limits)
+    with fh:
+        with _zip_errors():
+            zf = zipfile.ZipFile(fh)
+        with zf:
+            entries = _Entries(zf, limits)
+            manifest = entries.read_manifest()
+            validate_manifest(manifest)
+            plan = _check_records(manifest)
+            if manifest["counts"]["files"] != len(entries.files):
+                raise ArchiveError(
+                    f"manifest.json says the archive holds {manifest['counts']['files']} files "
+                    f"but it holds {len(entries.files)}"
+                )
+            file_bytes = _check_files(entries, plan["documents"], progress)
+
+            # Everything is checked: now write, files first, then every row in one transaction.
+            entries.total_read = 0  # the files are read a second time; count that pass on its own
+            with vault.db.read() as s:
+                known_docs = _existing(s, "documents")
+            needed = sorted({d.sha256 for d in plan["documents"] if d.id not in known_docs})
+            addresses: dict[str, str] = {}
+            new_blobs: set[str] = set()
+            files_added = 0
+            try:
+                if progress is not None:
+                    progress("files", 0, len(needed))
+                for done, sha in enumerate(needed, start=1):
+                    address, new = vault.put_file(entries.read_file(sha))
+                    addresses[sha] = address
+                    if new:
+                        new_blobs.add(address)
+                        files_added += 1
+                    if progress is not None:
+                        progress("files", done, len(needed))
+                added, skipped = _write_rows(vault, plan, addresses, progress)
+            except BaseException:
+                _forget_blobs(vault, new_blobs)
+                raise
+            # A document skipped at the last moment (its id appeared meanwhile) leaves its blob unused.
+            _forget_blobs(vault, new_blobs)
+    return ImportSummary(
+        path=src,
+        encrypted=encrypted,
+        bytes=archive_bytes,
+        source_vault_id=manifest["vault_id"],
+        added=added,
+        skipped=skipped,
+        files_added=files_added,
+        files_present=len(needed) - files_added,
+        file_bytes=file_bytes,
+    )

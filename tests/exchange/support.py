@@ -1,0 +1,145 @@
+"""Helpers for the exchange tests: fill a vault, and look at a vault as raw rows or as plain records."""
+
+from __future__ import annotations
+
+import io
+import json
+import zipfile
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import select
+
+from openvrm.config import Settings
+from openvrm.documents.service import DocumentService
+from openvrm.profile.service import ProfileService
+from openvrm.sharing.service import SharingService
+from openvrm.storage.models import (
+    Base,
+    Document,
+    InboxItem,
+    ProfileChange,
+    ProfileShare,
+    Relationship,
+    Vendor,
+)
+from openvrm.vault.core import UnlockedVault, Vault
+from openvrm.vendors.service import VendorService
+from tests.conftest import PASSPHRASE, fast_kdf
+
+
+def new_vault(home: Path) -> UnlockedVault:
+    """A new SQLite vault at ``home``, unlocked (callers close ``.vault``)."""
+    return Vault.open(Settings.resolve(home), create=True).create(PASSPHRASE, kdf=fast_kdf())
+
+
+def populate(vault: UnlockedVault, tag: str = "") -> dict[str, str]:
+    """A small vault with one of everything; returns some of the ids."""
+    profile = ProfileService(vault)
+    profile.set("name", f"Ada Lovelace{tag}")
+    profile.set("email", f"ada{tag}@example.org")
+    profile.set("phone", "+33 1 23 45 67 89")
+    profile.set(
+        "address.home",
+        {"street": "1 rue de la Paix", "postal_code": "75002", "city": "Paris", "country": "fr"},
+    )
+    profile.set("free.note", "likes tea")
+    profile.unset("free.note")
+    vendors = VendorService(vault)
+    shop = vendors.add(f"Example Shop{tag}", domains=["www.example.com"], country="fr", categories=["Retail"])
+    bank = vendors.add(f"Bank{tag}", website="https://bank.example", notes="main account")
+    rel = vendors.relate(shop.id, customer_number="C-1", since="2020-05-01", tags=["online"], notes="ok")
+    vendors.relate(bank.id, status="ended", stance="trusted")
+    docs = DocumentService(vault)
+    bill = docs.add(
+        f"%PDF-1.4 bill {tag}".encode(), filename="bill.pdf", kind="invoice", relationship_id=rel.id
+    )
+    docs.add(b"\x00\x01binary" + tag.encode(), filename="scan.png", title="A scan", vendor_id=bank.id)
+    docs.add(f"%PDF-1.4 bill {tag}".encode(), filename="copy.pdf", allow_duplicate=True)
+    sharing = SharingService(vault)
+    share = sharing.share(rel.id, "email", purpose="receipts", until="2030-01-01")
+    revoked = sharing.share(rel.id, "phone", purpose="delivery")
+    sharing.revoke(revoked.id)
+    vault.vault.deposit({"type": "receipt", "from": "shop", "total": "12.50", "tag": tag})
+    return {"shop": shop.id, "bank": bank.id, "rel": rel.id, "bill": bill.document.id, "share": share.id}
+
+
+def view(vault: UnlockedVault) -> dict[str, list[Any]]:
+    """Every record as plain data: ids, plain columns, timestamps, payloads and file bytes."""
+    out: dict[str, list[Any]] = {}
+    with vault.db.read() as s:
+        out["profile_changes"] = [
+            (r.id, r.created_at, vault.open("profile_changes", r.id, r.sealed))
+            for r in s.scalars(select(ProfileChange).order_by(ProfileChange.id))
+        ]
+        out["vendors"] = [
+            (r.id, r.created_at, r.updated_at, vault.open("vendors", r.id, r.sealed))
+            for r in s.scalars(select(Vendor).order_by(Vendor.id))
+        ]
+        out["relationships"] = [
+            (r.id, r.vendor_id, r.created_at, r.updated_at, vault.open("relationships", r.id, r.sealed))
+            for r in s.scalars(select(Relationship).order_by(Relationship.id))
+        ]
+        docs = list(s.scalars(select(Document).order_by(Document.id)))
+        out["shares"] = [
+            (
+                r.id,
+                r.relationship_id,
+                r.created_at,
+                r.updated_at,
+                vault.open("profile_shares", r.id, r.sealed),
+            )
+            for r in s.scalars(select(ProfileShare).order_by(ProfileShare.id))
+        ]
+        inbox_ids = [(r.id, r.received_at) for r in s.scalars(select(InboxItem).order_by(InboxItem.id))]
+    out["documents"] = [
+        (
+            d.id,
+            d.vendor_id,
+            d.relationship_id,
+            d.created_at,
+            d.updated_at,
+            vault.open("documents", d.id, d.sealed),
+            vault.get_file(d.blob_address),
+        )
+        for d in docs
+    ]
+    items = {e.id: e.item for e in vault.inbox()}
+    out["inbox"] = [(i, at, items[i]) for i, at in inbox_ids]
+    return out
+
+
+def dump(vault: Vault) -> dict[str, Any]:
+    """Every row of every table exactly as stored, and every stored blob: the vault's whole state."""
+    out: dict[str, Any] = {}
+    with vault.db.read() as s:
+        for table in Base.metadata.sorted_tables:
+            out[table.name] = sorted(tuple(row) for row in s.execute(select(table)))
+    out["blob store"] = {a: vault.blobs.get(a) for a in vault.blobs.addresses()}
+    return out
+
+
+def rewrite(
+    archive: bytes,
+    *,
+    manifest: Callable[[dict[str, Any]], None] | None = None,
+    files: Callable[[dict[str, bytes]], None] | None = None,
+    extra: list[tuple[str, bytes]] | None = None,
+) -> bytes:
+    """A copy of a plain archive with its manifest and/or files changed (and entries added)."""
+    with zipfile.ZipFile(io.BytesIO(archive)) as zf:
+        data = json.loads(zf.read("manifest.json"))
+        contents = {n: zf.read(n) for n in zf.namelist() if n != "manifest.json"}
+    if manifest is not None:
+        manifest(data)
+    if files is not None:
+        files(contents)
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as zf:
+        for name, content in contents.items():
+            zf.writestr(name, content)
+        for name, content in extra or []:
+            zf.writestr(name, content)
+        zf.writestr("manifest.json", json.dumps(data))
+    return buf.getvalue()

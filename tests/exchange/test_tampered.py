@@ -1,0 +1,290 @@
+"""Bad archives: each is refused with a clear error, and the vault is exactly as it was before."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import struct
+import zipfile
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from openvrm.errors import ArchiveError, NotFound
+from openvrm.exchange import (
+    ImportLimits,
+    PassphraseNeeded,
+    WrongArchivePassphrase,
+    export_vault,
+    import_archive,
+)
+from openvrm.vault.core import UnlockedVault
+
+from .support import dump, new_vault, populate, rewrite
+
+ARCHIVE_PASSPHRASE = "archive passphrase 42"
+
+
+@pytest.fixture(scope="module")
+def archives(tmp_path_factory: pytest.TempPathFactory) -> dict[str, bytes]:
+    """One plain and one encrypted export of a small vault."""
+    base = tmp_path_factory.mktemp("source")
+    source = new_vault(base / "home")
+    try:
+        populate(source)
+        export_vault(source, base / "plain.zip")
+        export_vault(source, base / "secret.zip.age", passphrase=ARCHIVE_PASSPHRASE)
+    finally:
+        source.vault.close()
+    return {"plain": (base / "plain.zip").read_bytes(), "age": (base / "secret.zip.age").read_bytes()}
+
+
+@pytest.fixture
+def target(unlocked: UnlockedVault) -> Iterator[UnlockedVault]:
+    """A vault on each backend that already holds records of its own."""
+    populate(unlocked, tag="-mine")
+    yield unlocked
+
+
+def refused(
+    vault: UnlockedVault,
+    tmp_path: Path,
+    data: bytes,
+    match: str,
+    *,
+    error: type[Exception] = ArchiveError,
+    **kw: Any,
+) -> None:
+    path = tmp_path / "bad.zip"
+    path.write_bytes(data)
+    before = dump(vault.vault)
+    with pytest.raises(error, match=match):
+        import_archive(vault, path, **kw)
+    assert dump(vault.vault) == before
+
+
+def _file_entry(archive: bytes) -> zipfile.ZipInfo:
+    with zipfile.ZipFile(io.BytesIO(archive)) as zf:
+        return next(i for i in zf.infolist() if i.filename.startswith("files/"))
+
+
+def _data_offset(archive: bytes, info: zipfile.ZipInfo) -> int:
+    name_len, extra_len = struct.unpack("<HH", archive[info.header_offset + 26 : info.header_offset + 30])
+    return info.header_offset + 30 + name_len + extra_len
+
+
+def test_truncated_archive(target: UnlockedVault, tmp_path: Path, archives: dict[str, bytes]) -> None:
+    data = archives["plain"]
+    refused(target, tmp_path, data[: len(data) // 2], "damaged or truncated")
+    refused(target, tmp_path, data[:-10], "damaged or truncated")
+
+
+def test_not_an_archive_at_all(target: UnlockedVault, tmp_path: Path) -> None:
+    refused(target, tmp_path, b"just some text\n" * 20, "damaged or truncated")
+    with pytest.raises(NotFound, match="no such file"):
+        import_archive(target, tmp_path / "missing.zip")
+
+
+def test_one_byte_flipped_in_a_file(
+    target: UnlockedVault, tmp_path: Path, archives: dict[str, bytes]
+) -> None:
+    data = bytearray(archives["plain"])
+    info = _file_entry(bytes(data))
+    data[_data_offset(bytes(data), info) + info.compress_size // 2] ^= 0x01
+    refused(target, tmp_path, bytes(data), "damaged or truncated")
+
+
+def test_file_altered_with_a_valid_zip(
+    target: UnlockedVault, tmp_path: Path, archives: dict[str, bytes]
+) -> None:
+    def alter(files: dict[str, bytes]) -> None:
+        name = sorted(files)[0]
+        files[name] = files[name][:-1] + bytes([files[name][-1] ^ 1])
+
+    refused(target, tmp_path, rewrite(archives["plain"], files=alter), "does not match its sha256")
+
+
+def test_manifest_that_breaks_the_schema(
+    target: UnlockedVault, tmp_path: Path, archives: dict[str, bytes]
+) -> None:
+    def bad_name(m: dict[str, Any]) -> None:
+        m["vendors"][0]["name"] = 42
+
+    def extra_key(m: dict[str, Any]) -> None:
+        m["vendors"][0]["admin"] = True
+
+    def bad_id(m: dict[str, Any]) -> None:
+        m["profile_changes"][0]["id"] = "../../etc"
+
+    def no_counts(m: dict[str, Any]) -> None:
+        del m["counts"]
+
+    refused(target, tmp_path, rewrite(archives["plain"], manifest=bad_name), r"schema at vendors/0/name")
+    refused(target, tmp_path, rewrite(archives["plain"], manifest=extra_key), r"schema at vendors/0")
+    refused(target, tmp_path, rewrite(archives["plain"], manifest=bad_id), r"schema at profile_changes/0/id")
+    refused(target, tmp_path, rewrite(archives["plain"], manifest=no_counts), "counts")
+
+
+def test_manifest_that_is_not_json_or_not_ours(
+    target: UnlockedVault, tmp_path: Path, archives: dict[str, bytes]
+) -> None:
+    def version_2(m: dict[str, Any]) -> None:
+        m["format_version"] = 2
+
+    def other_format(m: dict[str, Any]) -> None:
+        m["format"] = "something-else"
+
+    refused(target, tmp_path, rewrite(archives["plain"], manifest=version_2), "format version 2")
+    refused(target, tmp_path, rewrite(archives["plain"], manifest=other_format), "not an openvrm export")
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w") as zf:
+        zf.writestr("manifest.json", b"{not json")
+    refused(target, tmp_path, buf.getvalue(), "not valid JSON")
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w") as zf:
+        zf.writestr("files/" + "0" * 64, b"x")
+    refused(target, tmp_path, buf.getvalue(), "no manifest.json")
+
+
+@pytest.mark.parametrize(
+    ("edit", "match"),
+    [
+        (lambda m: m["profile_changes"][1].update(value="not an address"), r"profile_changes\[1\].*e-mail"),
+        (lambda m: m["vendors"][0].update(domains=["not a domain"]), r"vendors\[0\].*not a domain"),
+        (lambda m: m["relationships"][0].update(status="married"), r"relationships\[0\].*status"),
+        (lambda m: m["relationships"][0].update(vendor_id="f" * 32), "not in the archive"),
+        (lambda m: m["documents"][0].update(kind="poem"), r"documents\[0\].*kind"),
+        (lambda m: m["documents"][0].update(filename="../../.bashrc"), "not a plain file name"),
+        (lambda m: m["documents"][0].update(size=1), "bytes"),
+        (lambda m: m["documents"][0].update(file="files/" + "0" * 64), "does not match its sha256"),
+        (lambda m: m["shares"][0].update(relationship_id="e" * 32), "not in the archive"),
+        (lambda m: m["shares"][0].update(until="2030-02-31"), r"shares\[0\].*until"),
+        (
+            lambda m: m["vendors"].append(dict(m["vendors"][0])) or m["counts"].update(vendors=3),
+            "more than once",
+        ),
+        (lambda m: m["counts"].update(vendors=7), "says it holds 7 vendors"),
+        (lambda m: m["counts"].update(files=9), "holds 9 files"),
+        (lambda m: m["inbox"][0].update(received_at="2026-01-01T00:00:00"), "inbox/0/received_at"),
+        (lambda m: m["inbox"][0].update(received_at="2026-13-45T00:00:00Z"), r"inbox\[0\].*not a timestamp"),
+    ],
+    ids=[
+        "bad-email",
+        "bad-domain",
+        "bad-status",
+        "dangling-vendor",
+        "bad-kind",
+        "path-in-filename",
+        "wrong-size",
+        "wrong-file",
+        "dangling-relationship",
+        "bad-date",
+        "duplicate-id",
+        "count-mismatch",
+        "file-count",
+        "naive-timestamp",
+        "impossible-timestamp",
+    ],
+)
+def test_values_and_references_are_checked(
+    target: UnlockedVault,
+    tmp_path: Path,
+    archives: dict[str, bytes],
+    edit: Callable[[dict[str, Any]], Any],
+    match: str,
+) -> None:
+    refused(target, tmp_path, rewrite(archives["plain"], manifest=edit), match)
+
+
+def test_unsafe_and_unknown_entry_names(
+    target: UnlockedVault, tmp_path: Path, archives: dict[str, bytes]
+) -> None:
+    for name in ("../evil.sh", "files/../../evil", "/etc/passwd", "C:/evil", "files\\..\\evil"):
+        data = rewrite(archives["plain"], extra=[(name, b"boo")])
+        refused(target, tmp_path, data, "unsafe name")
+    refused(
+        target, tmp_path, rewrite(archives["plain"], extra=[("notes.txt", b"hi")]), "not part of the format"
+    )
+    orphan = b"nobody refers to me"
+    name = "files/" + hashlib.sha256(orphan).hexdigest()
+    data = rewrite(archives["plain"], extra=[(name, orphan)], manifest=lambda m: m["counts"].update(files=3))
+    refused(target, tmp_path, data, "not the file of any document")
+
+
+def test_duplicate_entry_names(target: UnlockedVault, tmp_path: Path, archives: dict[str, bytes]) -> None:
+    buf = io.BytesIO(archives["plain"])
+    with pytest.warns(UserWarning, match="Duplicate name"), zipfile.ZipFile(buf, "a") as zf:
+        zf.writestr("manifest.json", b"{}")
+    refused(target, tmp_path, buf.getvalue(), "twice")
+
+
+def test_zip_bomb_entry(target: UnlockedVault, tmp_path: Path, archives: dict[str, bytes]) -> None:
+    bomb = bytes(100 * 1024 * 1024 + 1)
+    name = "files/" + hashlib.sha256(bomb).hexdigest()
+    data = rewrite(archives["plain"], extra=[(name, bomb)])
+    assert len(data) < 1024 * 1024  # a tiny file that unpacks to more than 100 MiB
+    refused(target, tmp_path, data, "more than the 104857600 allowed")
+
+
+def test_header_that_understates_a_size(
+    target: UnlockedVault, tmp_path: Path, archives: dict[str, bytes]
+) -> None:
+    """Sizes are counted from what is decompressed; a header claiming less cannot smuggle bytes in."""
+    data = bytearray(archives["plain"])
+    info = _file_entry(bytes(data))
+    assert info.file_size > 2
+    name = info.filename.encode()
+    central = next(
+        pos
+        for pos in range(len(data))
+        if data[pos : pos + 4] == b"PK\x01\x02" and data[pos + 46 : pos + 46 + len(name)] == name
+    )
+    struct.pack_into("<I", data, central + 24, 2)  # uncompressed size in the central directory
+    struct.pack_into("<I", data, info.header_offset + 22, 2)  # and in the local header
+    refused(target, tmp_path, bytes(data), "damaged or truncated")
+
+
+def test_limits_on_total_size_and_entry_count(
+    target: UnlockedVault, tmp_path: Path, archives: dict[str, bytes]
+) -> None:
+    refused(
+        target, tmp_path, archives["plain"], "more than the 10 bytes", limits=ImportLimits(max_total_bytes=10)
+    )
+    refused(target, tmp_path, archives["plain"], "3 entries", limits=ImportLimits(max_entries=2))
+    refused(
+        target, tmp_path, archives["plain"], "manifest.json is", limits=ImportLimits(max_manifest_bytes=100)
+    )
+
+
+def test_encrypted_archive_needs_a_passphrase(
+    target: UnlockedVault, tmp_path: Path, archives: dict[str, bytes]
+) -> None:
+    refused(target, tmp_path, archives["age"], "a passphrase is needed", error=PassphraseNeeded)
+
+
+def test_wrong_archive_passphrase(target: UnlockedVault, tmp_path: Path, archives: dict[str, bytes]) -> None:
+    refused(
+        target,
+        tmp_path,
+        archives["age"],
+        "wrong passphrase",
+        error=WrongArchivePassphrase,
+        passphrase="not the passphrase",
+    )
+
+
+def test_truncated_encrypted_archive(
+    target: UnlockedVault, tmp_path: Path, archives: dict[str, bytes]
+) -> None:
+    data = archives["age"]
+    refused(target, tmp_path, data[:-100], "damaged or truncated", passphrase=ARCHIVE_PASSPHRASE)
+    refused(
+        target, tmp_path, data[:40], "damaged or truncated|wrong passphrase", passphrase=ARCHIVE_PASSPHRASE
+    )
+
+
+def test_armoured_age_file_is_explained(target: UnlockedVault, tmp_path: Path) -> None:
+    data = b"-----BEGIN AGE ENCRYPTED FILE-----\nYWdl\n-----END AGE ENCRYPTED FILE-----\n"
+    refused(target, tmp_path, data, "armoured", passphrase=ARCHIVE_PASSPHRASE)
