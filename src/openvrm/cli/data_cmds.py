@@ -16,8 +16,6 @@ from openvrm.cli.context import JsonOpt, ask_new_passphrase, emit, err, open_vau
 from openvrm.errors import InvalidValue
 from openvrm.vault import tokens as token_store
 
-AGE_MAGIC = b"age-encryption.org/v1"
-
 tokens = typer.Typer(
     help="API tokens for scripts (each unlocks the vault for its requests).", no_args_is_help=True
 )
@@ -33,10 +31,19 @@ def register(app: typer.Typer) -> None:
 
 
 @tokens.command("create")
-def tokens_create(ctx: typer.Context, name: str, as_json: JsonOpt = False) -> None:
-    """Create an API token. It is shown once: store it like a password."""
+def tokens_create(
+    ctx: typer.Context,
+    name: str,
+    kind: Annotated[
+        str, typer.Option(help="api (full API access) or feed (only the calendar feed /feeds/calendar.ics).")
+    ] = "api",
+    as_json: JsonOpt = False,
+) -> None:
+    """Create an API token (or a calendar feed token). It is shown once: store it like a password."""
+    if kind not in ("api", "feed"):
+        raise InvalidValue("--kind is api or feed")
     with unlocked(ctx) as uv:
-        token, info = token_store.create(uv, name)
+        token, info = token_store.create(uv, name, kind=kind)
     emit(as_json, info.to_json() | {"token": token}, lambda: typer.echo(token))
 
 
@@ -141,14 +148,12 @@ def import_(
     as_json: JsonOpt = False,
 ) -> None:
     """Restore an archive into this vault. Everything is checked first; a bad archive changes nothing."""
-    from openvrm.exchange import import_archive
+    from openvrm.exchange import import_archive, is_encrypted
 
     if not file.is_file():
         raise InvalidValue(f"no such archive: {file}")
     archive_pass = None
-    with file.open("rb") as fh:
-        encrypted = fh.read(len(AGE_MAGIC)) == AGE_MAGIC
-    if encrypted:
+    if is_encrypted(file):
         if export_passphrase_file is not None:
             archive_pass = ask_new_passphrase("OPENVRM_EXPORT_PASSPHRASE", export_passphrase_file)
         elif os.environ.get("OPENVRM_EXPORT_PASSPHRASE"):

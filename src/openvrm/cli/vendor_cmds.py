@@ -13,7 +13,7 @@ from openvrm.cli.context import JsonOpt, emit, err, out, unlocked
 from openvrm.documents.service import KINDS, DocumentService
 from openvrm.errors import InvalidValue, NotFound, OpenVRMError
 from openvrm.sharing.service import SharingService
-from openvrm.vendors.service import VendorService
+from openvrm.vendors.service import VendorRecord, VendorService
 
 vendors = typer.Typer(help="The vendors you deal with and your relationship with each.", no_args_is_help=True)
 docs = typer.Typer(
@@ -36,25 +36,118 @@ ListOpt = Annotated[list[str] | None, typer.Option(show_default=False)]
 @vendors.command("add")
 def vendors_add(
     ctx: typer.Context,
-    name: str,
+    name: Annotated[str | None, typer.Argument(help="The vendor's name (or use --directory).")] = None,
+    directory_slug: Annotated[
+        str | None,
+        typer.Option("--directory", help="Add this directory entry (slug from `vrm vendors search`)."),
+    ] = None,
     domain: Annotated[
         list[str] | None, typer.Option("--domain", help="A web domain of the vendor (repeatable).")
     ] = None,
     country: Annotated[str | None, typer.Option(help="Two-letter country code.")] = None,
     category: Annotated[list[str] | None, typer.Option("--category", help="A category (repeatable).")] = None,
     website: Annotated[str | None, typer.Option()] = None,
+    vat_id: Annotated[
+        list[str] | None, typer.Option("--vat-id", help="An EU VAT number (repeatable).")
+    ] = None,
     customer_number: Annotated[
         str | None, typer.Option(help="Also record a relationship with this customer number.")
     ] = None,
     as_json: JsonOpt = False,
 ) -> None:
-    """Add a vendor by hand (and, with --customer-number, your relationship with it)."""
+    """Add a vendor: from the bundled directory (--directory SLUG) or by hand (NAME).
+
+    With --customer-number your relationship with it is recorded too.
+    """
+    if (name is None) == (directory_slug is None):
+        raise InvalidValue("give either a NAME or --directory SLUG")
     with unlocked(ctx) as uv:
         svc = VendorService(uv)
-        v = svc.add(name, domains=domain or [], country=country, categories=category or [], website=website)
+        if name is None:
+            v = svc.add_from_directory(str(directory_slug))
+        else:
+            v = svc.add(
+                name,
+                domains=domain or [],
+                country=country,
+                categories=category or [],
+                website=website,
+                vat_ids=vat_id or [],
+            )
         rel = svc.relate(v.id, customer_number=customer_number) if customer_number else None
     data = v.to_json() | ({"relationship": rel.to_json()} if rel else {})
     emit(as_json, data, f"Added {v.name} ({v.id}).")
+
+
+@vendors.command("search")
+def vendors_search(
+    ctx: typer.Context,
+    query: Annotated[
+        str, typer.Argument(help="Name, brand or domain; case, accents and small typos do not matter.")
+    ],
+    country: Annotated[
+        str | None, typer.Option(help="Only vendors serving this country (two letters).")
+    ] = None,
+    category: Annotated[
+        str | None, typer.Option(help="Only this directory category, e.g. telecommunication.")
+    ] = None,
+    mine: Annotated[
+        bool, typer.Option("--mine", help="Search your own vendors instead of the directory.")
+    ] = False,
+    limit: Annotated[int, typer.Option(min=1, max=200)] = 10,
+    as_json: JsonOpt = False,
+) -> None:
+    """Search the bundled directory of 3,069 organisations (or, with --mine, your vendors)."""
+    if mine:
+        with unlocked(ctx) as uv:
+            found = VendorService(uv).search(query)[:limit]
+        emit(as_json, [v.to_json() for v in found], lambda: _vendor_table(found))
+        return
+    from openvrm.directory import directory
+
+    hits = directory().search(query, country=country, category=category, limit=limit)
+
+    def text() -> None:
+        if not hits:
+            out.print(f"Nothing in the directory matches {query!r}. Add it by hand: vrm vendors add NAME")
+            return
+        table = Table("slug", "name", "domains", "countries", "privacy contact")
+        for h in hits:
+            e = h.entry
+            table.add_row(
+                e.slug,
+                e.name,
+                ", ".join(e.domains[:3]),
+                ", ".join(e.countries[:5]),
+                e.email or e.webform or "",
+            )
+        out.print(table)
+        out.print("Add one with: vrm vendors add --directory SLUG")
+
+    emit(as_json, [h.to_json() for h in hits], text)
+
+
+def _vendor_table(items: list[VendorRecord]) -> None:
+    if not items:
+        out.print("No vendors yet. Add one with `vrm vendors add NAME`.")
+        return
+    table = Table("id", "name", "domains", "country")
+    for v in items:
+        table.add_row(v.id, v.name, ", ".join(v.domains), v.country or "")
+    out.print(table)
+
+
+@vendors.command("merge")
+def vendors_merge(
+    ctx: typer.Context,
+    keep_id: Annotated[str, typer.Argument(help="The vendor to keep.")],
+    other_id: Annotated[str, typer.Argument(help="The duplicate, folded into the first and removed.")],
+    as_json: JsonOpt = False,
+) -> None:
+    """Merge a duplicate vendor into another: relationships, contracts, documents and payments move over."""
+    with unlocked(ctx) as uv:
+        v = VendorService(uv).merge(keep_id, other_id)
+    emit(as_json, v.to_json(), f"Merged into {v.name} ({v.id}).")
 
 
 @vendors.command("list")
@@ -62,17 +155,7 @@ def vendors_list(ctx: typer.Context, as_json: JsonOpt = False) -> None:
     """List your vendors."""
     with unlocked(ctx) as uv:
         items = VendorService(uv).list()
-
-    def text() -> None:
-        if not items:
-            out.print("No vendors yet. Add one with `vrm vendors add NAME`.")
-            return
-        table = Table("id", "name", "domains", "country")
-        for v in items:
-            table.add_row(v.id, v.name, ", ".join(v.domains), v.country or "")
-        out.print(table)
-
-    emit(as_json, [v.to_json() for v in items], text)
+    emit(as_json, [v.to_json() for v in items], lambda: _vendor_table(items))
 
 
 @vendors.command("show")
@@ -178,6 +261,149 @@ def docs_add(
     emit(as_json, results, text)
     if any(r["status"] == "rejected" for r in results):
         raise typer.Exit(1)
+
+
+@docs.command("import")
+def docs_import(
+    ctx: typer.Context,
+    paths: Annotated[
+        list[Path], typer.Argument(help="Files or folders (read recursively, hidden files skipped).")
+    ],
+    no_new_vendors: Annotated[
+        bool, typer.Option("--no-new-vendors", help="Do not create vendors for sellers you do not have yet.")
+    ] = False,
+    as_json: Annotated[
+        bool, typer.Option("--json", help="Print one JSON object per file (JSON Lines).")
+    ] = False,
+) -> None:
+    """Import bills and documents: Factur-X/ZUGFeRD PDFs, CII and UBL XML, PDFs, images, e-mails (.eml).
+
+    Invoice fields are read (seller, VAT id, number, dates, totals, lines) and each bill is linked to its
+    vendor and contract. Every file gets an outcome: imported, duplicate (same content already in the
+    vault), unparsed (kept, with the reason) or rejected (unreadable or too large; not kept).
+    """
+    import json
+    import sys
+
+    from openvrm.documents.importer import ImportService, expand_paths
+
+    total = len(list(expand_paths(paths)))
+    with unlocked(ctx) as uv:
+        svc = ImportService(uv, create_vendors=not no_new_vendors)
+        with Progress(
+            TextColumn("{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            console=err,
+            disable=as_json or total < 2,
+        ) as bar:
+            task = bar.add_task("Importing", total=total)
+            outcomes = svc.import_paths(paths, progress=lambda done, _n, _p: bar.update(task, completed=done))
+    if as_json:
+        for o in outcomes:
+            sys.stdout.write(json.dumps(o.to_json(), ensure_ascii=False) + "\n")
+    else:
+        table = Table("status", "file", "format", "seller", "number", "date", "total", "reason")
+        for o in outcomes:
+            j = o.to_json()
+            total_s = f"{j['grand_total']} {j['currency']}" if j["grand_total"] else ""
+            table.add_row(
+                o.status,
+                o.path,
+                o.format or "",
+                j["seller"] or "",
+                j["invoice_number"] or "",
+                j["issue_date"] or "",
+                total_s,
+                o.reason or "",
+            )
+        out.print(table)
+        counts: dict[str, int] = {}
+        for o in outcomes:
+            counts[o.status] = counts.get(o.status, 0) + 1
+        out.print(", ".join(f"{n} {k}" for k, n in sorted(counts.items())))
+    if any(o.status == "rejected" for o in outcomes):
+        raise typer.Exit(1)
+
+
+@docs.command("search")
+def docs_search(
+    ctx: typer.Context,
+    query: Annotated[
+        str, typer.Argument(help="Words to find in titles, fields and text (all must match).")
+    ] = "",
+    vendor: Annotated[str | None, typer.Option("--vendor", help="Only this vendor's documents.")] = None,
+    kind: Annotated[str | None, typer.Option(help=f"Only this kind: {', '.join(KINDS)}.")] = None,
+    since: Annotated[str | None, typer.Option(help="Issued on or after (YYYY-MM-DD).")] = None,
+    until: Annotated[str | None, typer.Option(help="Issued on or before (YYYY-MM-DD).")] = None,
+    min_total: Annotated[str | None, typer.Option("--min", help="Total at least.")] = None,
+    max_total: Annotated[str | None, typer.Option("--max", help="Total at most.")] = None,
+    limit: Annotated[int, typer.Option(min=1, max=1000)] = 20,
+    as_json: JsonOpt = False,
+) -> None:
+    """Search documents. The index is built in memory after unlock; nothing searchable is stored in clear."""
+    from openvrm.documents.search import DocumentIndex
+    from openvrm.ledger.money import parse_amount, parse_date
+
+    with unlocked(ctx) as uv:
+        hits = DocumentIndex.build(uv).search(
+            query,
+            vendor_id=vendor,
+            kind=kind,
+            since=parse_date(since, "--since").isoformat() if since else None,
+            until=parse_date(until, "--until").isoformat() if until else None,
+            min_total=parse_amount(min_total, "--min") if min_total else None,
+            max_total=parse_amount(max_total, "--max") if max_total else None,
+            limit=limit,
+        )
+
+    def text() -> None:
+        if not hits:
+            out.print("No document matches.")
+            return
+        table = Table("id", "title", "date", "total")
+        for h in hits:
+            f = h.document.fields
+            total_s = f"{f.get('gross_total')} {f.get('currency')}" if f.get("gross_total") else ""
+            table.add_row(h.document.id, h.document.title, str(f.get("issue_date") or ""), total_s)
+        out.print(table)
+
+    emit(as_json, [h.to_json() for h in hits], text)
+
+
+@docs.command("edit")
+def docs_edit(
+    ctx: typer.Context,
+    document_id: str,
+    title: Annotated[str | None, typer.Option()] = None,
+    kind: Annotated[str | None, typer.Option(help=f"One of: {', '.join(KINDS)}.")] = None,
+    vendor: Annotated[str | None, typer.Option("--vendor", help="Link to this vendor id.")] = None,
+    contract: Annotated[str | None, typer.Option("--contract", help="Link to this contract id.")] = None,
+    warranty_until: Annotated[
+        str | None, typer.Option(help="Warranty end date (YYYY-MM-DD); '' clears it.")
+    ] = None,
+    notes: Annotated[str | None, typer.Option()] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Change a document's title, kind, vendor, contract, warranty end or notes."""
+    changes: dict[str, str | None] = {
+        k: v
+        for k, v in {
+            "title": title,
+            "kind": kind,
+            "vendor_id": vendor,
+            "contract_id": contract,
+            "notes": notes,
+        }.items()
+        if v is not None
+    }
+    if warranty_until is not None:
+        changes["warranty_until"] = warranty_until or None
+    if not changes:
+        raise InvalidValue("nothing to change: give at least one option")
+    with unlocked(ctx) as uv:
+        d = DocumentService(uv).edit(document_id, **changes)
+    emit(as_json, d.to_json(), f"Updated {d.title}.")
 
 
 @docs.command("list")

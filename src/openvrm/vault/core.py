@@ -54,7 +54,12 @@ def check_new_passphrase(passphrase: str) -> None:
 
 
 def encode_payload(payload: Mapping[str, Any]) -> bytes:
-    return json.dumps(payload, separators=(",", ":"), ensure_ascii=False, sort_keys=True).encode()
+    text = json.dumps(payload, separators=(",", ":"), ensure_ascii=False, sort_keys=True)
+    try:
+        return text.encode()
+    except UnicodeEncodeError:
+        # Lone surrogates (text pulled out of broken PDFs) have no UTF-8 form: they become "?".
+        return text.encode("utf-8", errors="replace")
 
 
 class Vault:
