@@ -19,7 +19,7 @@ from icalendar import Event as IcsEvent
 from openvrm import __version__
 from openvrm.documents.service import DocumentService
 from openvrm.ledger.contracts import ContractService
-from openvrm.ledger.terms import deadlines
+from openvrm.ledger.terms import ContractTerms, deadlines, term_ends
 from openvrm.storage.models import utcnow
 from openvrm.vault.core import UnlockedVault
 from openvrm.vendors.service import VendorService
@@ -80,6 +80,14 @@ def _vendor_names(uv: UnlockedVault) -> dict[str, str]:
     return {v.id: v.name for v in VendorService(uv).list()}
 
 
+def _locks_in(t: ContractTerms, term_end: date | None) -> bool:
+    first_term_end = next(term_ends(t), None)
+    if t.minimum_term_months and term_end is not None and term_end == first_term_end:
+        return True
+    months = t.renewal_term_months or {"quarterly": 3, "semiannual": 6, "yearly": 12}.get(t.billing_cycle, 0)
+    return months >= 2
+
+
 @register_source
 def contract_events(uv: UnlockedVault, today: date, until: date) -> Iterable[Event]:
     names = _vendor_names(uv)
@@ -90,7 +98,11 @@ def contract_events(uv: UnlockedVault, today: date, until: date) -> Iterable[Eve
             continue
         vendor = names.get(c.vendor_id)
         label = f"{vendor or 'vendor'}: {c.plan}"
-        if dl.cancellation_deadline and today <= dl.cancellation_deadline <= until:
+        # A rolling monthly contract can be left any month: its deadlines and renewals are not news.
+        # A deadline matters when missing it locks the person in for longer: a minimum term still
+        # running, or renewals of two months or more.
+        matters = _locks_in(c.terms(), dl.term_end)
+        if matters and dl.cancellation_deadline and today <= dl.cancellation_deadline <= until:
             yield Event(
                 dl.cancellation_deadline,
                 "cancellation-deadline",
@@ -100,7 +112,7 @@ def contract_events(uv: UnlockedVault, today: date, until: date) -> Iterable[Eve
                 vendor=vendor,
                 contract_id=c.id,
             )
-        if dl.next_renewal and today <= dl.next_renewal <= until:
+        if matters and dl.next_renewal and today <= dl.next_renewal <= until:
             yield Event(
                 dl.next_renewal,
                 "renewal",

@@ -1,0 +1,236 @@
+"""PDF files: Factur-X / ZUGFeRD (a PDF carrying invoice XML) and plain PDFs.
+
+Both parsers share one reading path, so a PDF gets the same outcome whichever of them the registry picks:
+
+1. pypdf opens the file (non-strict; a damaged file is an ``"unparsed"`` result with pypdf's complaint);
+2. every ``*.xml`` attachment is screened: one with a DTD or entity declaration is never handed to any
+   XML parser, including the factur-x library's;
+3. the factur-x library selects the invoice XML (it knows the file names and flavours of Factur-X,
+   ZUGFeRD 1/2, XRechnung and Order-X); our hardened parser then reads it as CII or UBL;
+4. if the library found nothing but an XML attachment exists (a wrong encoding declaration, say), we try
+   it ourselves, so a recoverable file is not reduced to its text;
+5. the text layer is extracted for search; without usable XML, invoice fields are guessed from that text.
+
+The Factur-X parser only scores higher when the attachment names are visible in the raw bytes (they are
+in every real file seen so far); the plain PDF parser still finds XML stored in compressed object streams.
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+import re
+from dataclasses import replace
+from typing import Any
+
+# factur-x ships no type information; only get_xml_from_pdf is used and its result is checked below.
+import facturx
+from pypdf import PdfReader
+
+from openvrm.documents.parsers._util import cap_text, looks_like_pdf, squeeze_whitespace
+from openvrm.documents.parsers._xml import DOCTYPE_REFUSED, XmlRefused, has_declaration, parse_xml
+from openvrm.documents.parsers.cii import is_cii_namespace, read_cii
+from openvrm.documents.parsers.model import MAX_TEXT_CHARS, Format, ParsedDocument
+from openvrm.documents.parsers.textfields import guess_fields
+from openvrm.documents.parsers.ubl import is_ubl_namespace, read_ubl
+
+log = logging.getLogger(__name__)
+# The factur-x library logs the whole invoice XML at DEBUG level; invoice content must never reach logs.
+logging.getLogger("factur-x").setLevel(logging.WARNING)
+
+MAX_PAGES = 1_000  # pages whose text is extracted; later pages are left out of ``text``
+_INVOICE_XML_NAME_RE = re.compile(rb"factur-x\.xml|zugferd-invoice\.xml|xrechnung\.xml", re.IGNORECASE)
+
+
+class _PdfUnreadable(Exception):
+    pass
+
+
+def _open(data: bytes) -> PdfReader:
+    try:
+        reader = PdfReader(io.BytesIO(data), strict=False)
+        if reader.is_encrypted and not reader.decrypt(""):
+            # Many "protected" invoices only carry an owner password; an empty user password opens them.
+            raise _PdfUnreadable("the PDF is password-protected")
+        _ = len(reader.pages)
+    except _PdfUnreadable:
+        raise
+    except Exception as exc:  # pypdf raises many types for damaged files
+        raise _PdfUnreadable(f"the PDF could not be read ({_describe(exc)})") from None
+    return reader
+
+
+def _describe(exc: Exception) -> str:
+    text = " ".join(str(exc).split())[:200]
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
+def _xml_attachments(reader: PdfReader) -> tuple[list[tuple[str, bytes]], list[str]]:
+    found: list[tuple[str, bytes]] = []
+    notes: list[str] = []
+    try:
+        for att in reader.attachment_list:
+            name = str(att.name or "")
+            if name.lower().endswith(".xml"):
+                found.append((name, bytes(att.content or b"")))
+    except Exception as exc:
+        notes.append(f"the PDF attachments could not be listed ({_describe(exc)})")
+    return found, notes
+
+
+def _extract_text(reader: PdfReader) -> tuple[str, list[str], int]:
+    """Text of the first pages, capped; returns (text, warnings, pages that failed)."""
+    parts: list[str] = []
+    size = 0
+    failed = 0
+    notes: list[str] = []
+    pages = reader.pages
+    total = len(pages)
+    for index in range(min(total, MAX_PAGES)):
+        try:
+            page_text = pages[index].extract_text() or ""
+        except Exception:
+            failed += 1
+            continue
+        parts.append(page_text)
+        size += len(page_text)
+        if size >= MAX_TEXT_CHARS:
+            notes.append("the text was cut at the size limit")
+            break
+    if total > MAX_PAGES:
+        notes.append(f"only the first {MAX_PAGES} of {total} pages were read for text")
+    if failed:
+        notes.append(f"the text of {failed} of {total} pages could not be extracted")
+    return cap_text(squeeze_whitespace("\n".join(parts))), notes, failed
+
+
+def _read_invoice_xml(data: bytes, fmt: Format) -> ParsedDocument:
+    try:
+        xml = parse_xml(data)
+    except XmlRefused as exc:
+        return ParsedDocument(format=fmt, status="unparsed", reason=str(exc))
+    ns = re.match(r"\{([^}]*)\}", str(xml.root.tag))
+    namespace = ns[1] if ns else None
+    if is_cii_namespace(namespace):
+        return read_cii(xml.root, fmt=fmt, warnings=xml.warnings)
+    if is_ubl_namespace(namespace):
+        return read_ubl(xml.root, fmt=fmt, warnings=xml.warnings)
+    return ParsedDocument(format=fmt, status="unparsed", reason="the XML is neither CII nor UBL")
+
+
+def _facturx_select(data: bytes) -> tuple[str | None, bytes | None, str | None]:
+    try:
+        name, xml = facturx.get_xml_from_pdf(data, check_xsd=False)
+    except Exception as exc:
+        return None, None, f"the factur-x library could not inspect the PDF ({_describe(exc)})"
+    if isinstance(xml, bytes) and xml and isinstance(name, str):
+        return name, xml, None
+    return None, None, None
+
+
+def read_pdf(data: bytes) -> ParsedDocument:
+    """The full PDF path described in the module docstring. Never raises for bad input."""
+    try:
+        reader = _open(data)
+    except _PdfUnreadable as exc:
+        return ParsedDocument(format="pdf", status="unparsed", reason=str(exc))
+
+    attachments, notes = _xml_attachments(reader)
+    invoice: ParsedDocument | None = None
+    failure: str | None = None
+
+    hostile = [name for name, content in attachments if has_declaration(content)]
+    if hostile:
+        failure = f"embedded {hostile[0]}: {DOCTYPE_REFUSED}"
+    elif attachments:
+        name, xml, error = _facturx_select(data)
+        if error:
+            notes.append(error)
+        candidates = [(name, xml)] if name and xml else []
+        candidates += [(n, c) for n, c in attachments if n != name]
+        for cand_name, content in candidates:
+            result = _read_invoice_xml(content, "facturx")
+            if result.status != "unparsed":
+                invoice = result
+                if cand_name != name:
+                    notes.append(f"{cand_name} was not accepted by the factur-x library; read it directly")
+                break
+            failure = failure or f"embedded {cand_name}: {result.reason}"
+
+    text, text_notes, failed_pages = _extract_text(reader)
+    notes += text_notes
+
+    if invoice is not None:
+        return replace(invoice, text=text or invoice.text, warnings=invoice.warnings + tuple(notes))
+
+    fields = guess_fields(text)
+    fmt: Format = "facturx" if failure else "pdf"
+    base: dict[str, Any] = {
+        "format": fmt,
+        "invoice_number": fields.invoice_number,
+        "issue_date": fields.issue_date,
+        "due_date": fields.due_date,
+        "currency": fields.currency,
+        "net_total": fields.net_total,
+        "tax_total": fields.tax_total,
+        "gross_total": fields.gross_total,
+        "seller_vat_id": fields.vat_id,
+        "text": text,
+        "warnings": tuple(notes),
+    }
+    if failure:
+        return ParsedDocument(
+            **base,
+            status="partial",
+            document_type="invoice",
+            reason=f"{failure}; only the PDF text was read"
+            + (", and fields were guessed from it" if fields.found() else ""),
+        )
+    if not text:
+        reason = "the PDF has no text layer (a scan?); no OCR is done"
+        if failed_pages:
+            reason = "the text of the PDF could not be extracted"
+        return ParsedDocument(**base, status="partial", reason=reason)
+    found, missing = fields.found(), fields.missing()
+    if not found:
+        return ParsedDocument(**base, status="parsed", document_type="other")
+    if missing:
+        return ParsedDocument(
+            **base,
+            status="partial",
+            document_type="invoice",
+            reason=f"no embedded invoice data; guessed from the text: {', '.join(found)}; "
+            f"not found: {', '.join(missing)}",
+        )
+    return ParsedDocument(**base, status="parsed", document_type="invoice")
+
+
+class FacturxParser:
+    """PDF/A-3 invoices with embedded CII (Factur-X, ZUGFeRD 1 and 2) or UBL (XRechnung) XML."""
+
+    name = "facturx"
+    formats: tuple[Format, ...] = ("facturx",)
+
+    def score(self, data: bytes, filename: str, media_type: str | None) -> int:
+        if not looks_like_pdf(data):
+            return 0
+        return 70 if _INVOICE_XML_NAME_RE.search(data) else 0
+
+    def parse(self, data: bytes, filename: str) -> ParsedDocument:
+        return read_pdf(data)
+
+
+class PdfParser:
+    """Any other PDF: its text, and invoice fields guessed from that text."""
+
+    name = "pdf"
+    formats: tuple[Format, ...] = ("pdf", "facturx")
+
+    def score(self, data: bytes, filename: str, media_type: str | None) -> int:
+        return 50 if looks_like_pdf(data) else 0
+
+    def parse(self, data: bytes, filename: str) -> ParsedDocument:
+        return read_pdf(data)
+
+
+__all__ = ["FacturxParser", "PdfParser", "read_pdf"]
