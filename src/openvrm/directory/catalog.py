@@ -31,11 +31,15 @@ _DOMAIN = re.compile(r"(?<![@\w.-])((?:[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?\.)+[
 _SECOND_LEVEL = frozenset({"co", "com", "org", "net", "gov", "ac", "gouv", "edu"})
 
 
+_NON_WORD = re.compile(r"[^\w]+")
+_COMBINING = re.compile("[\u0300-\u036f\u1ab0-\u1aff\u1dc0-\u1dff\u20d0-\u20ff\ufe20-\ufe2f]+")
+
+
 def normalise(text: str) -> str:
-    """Case-folded, accents removed, punctuation to spaces."""
-    decomposed = unicodedata.normalize("NFKD", text)
-    plain = "".join(c for c in decomposed if not unicodedata.combining(c))
-    return re.sub(r"[^\w]+", " ", plain.casefold().replace("ß", "ss")).strip()
+    """Case-folded, accents removed, punctuation to spaces (fast path for ASCII text)."""
+    if not text.isascii():
+        text = _COMBINING.sub("", unicodedata.normalize("NFKD", text)).replace("ß", "ss")
+    return _NON_WORD.sub(" ", text.casefold()).strip()
 
 
 def words(text: str) -> list[str]:

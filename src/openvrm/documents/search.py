@@ -10,6 +10,7 @@ query words hit the title and parsed fields rather than only the body text, then
 from __future__ import annotations
 
 import bisect
+import heapq
 from collections import defaultdict
 from dataclasses import dataclass
 from decimal import Decimal
@@ -48,17 +49,21 @@ class DocumentIndex:
         self, documents: list[DocumentRecord], texts: dict[str, str], vendor_names: dict[str, str]
     ) -> None:
         self.documents = {d.id: d for d in documents}
-        self._postings: dict[str, dict[str, float]] = defaultdict(dict)  # word -> {doc id: weight}
+        self._dates = {d.id: _date_of(d) for d in documents}
+        # word -> ids of documents containing it anywhere / in their title or parsed fields
+        self._any: dict[str, set[str]] = defaultdict(set)
+        self._strong: dict[str, set[str]] = defaultdict(set)
         for d in documents:
             strong = " ".join(
                 [d.title, d.filename, vendor_names.get(d.vendor_id or "", "")]
                 + [str(d.fields.get(k) or "") for k in _FIELD_KEYS]
             )
-            for w in words(texts.get(d.id, "")):
-                self._postings[w].setdefault(d.id, 1.0)
-            for w in words(strong):
-                self._postings[w][d.id] = 2.0
-        self._vocab = sorted(self._postings)
+            strong_words = set(words(strong))
+            for w in strong_words:
+                self._strong[w].add(d.id)
+            for w in strong_words.union(words(texts.get(d.id, ""))):
+                self._any[w].add(d.id)
+        self._vocab = sorted(self._any)
 
     @classmethod
     def build(cls, vault: UnlockedVault) -> DocumentIndex:
@@ -71,15 +76,16 @@ class DocumentIndex:
     def __len__(self) -> int:
         return len(self.documents)
 
-    def _matches(self, q: str) -> dict[str, float]:
-        found: dict[str, float] = dict(self._postings.get(q, {}))
+    def _expand(self, q: str) -> list[str]:
+        """Vocabulary words matching query word ``q``: itself, and words it starts (3+ letters)."""
+        found = [q] if q in self._any else []
         if len(q) >= 3:
             start = bisect.bisect_left(self._vocab, q)
             for w in self._vocab[start : start + 500]:
                 if not w.startswith(q):
                     break
-                for doc_id, weight in self._postings[w].items():
-                    found[doc_id] = max(found.get(doc_id, 0.0), weight * 0.8)
+                if w != q:
+                    found.append(w)
         return found
 
     def search(
@@ -95,21 +101,28 @@ class DocumentIndex:
         limit: int = 50,
     ) -> list[Hit]:
         qwords = words(query)
-        scores: dict[str, float]
+        candidates: set[str]
+        strong_hits: list[set[str]] = []
         if qwords:
-            per_word = [self._matches(q) for q in qwords]
-            common = set(per_word[0]).intersection(*per_word[1:])
-            scores = {doc_id: sum(m[doc_id] for m in per_word) for doc_id in common}
+            per_word: list[set[str]] = []
+            for q in qwords:
+                expanded = self._expand(q)
+                per_word.append(set().union(*(self._any[w] for w in expanded)) if expanded else set())
+                strong_hits.append(
+                    set().union(*(self._strong.get(w, set()) for w in expanded)) if expanded else set()
+                )
+            per_word.sort(key=len)
+            candidates = per_word[0].intersection(*per_word[1:]) if per_word[0] else set()
         else:
-            scores = dict.fromkeys(self.documents, 0.0)
-        hits = []
-        for doc_id, score in scores.items():
+            candidates = set(self.documents)
+        hits: list[tuple[float, str, str]] = []
+        for doc_id in candidates:
             d = self.documents[doc_id]
             if vendor_id and d.vendor_id != vendor_id:
                 continue
             if kind and d.kind != kind:
                 continue
-            day = _date_of(d)
+            day = self._dates[doc_id]
             if (since and day < since) or (until and day > until):
                 continue
             if min_total is not None or max_total is not None:
@@ -121,8 +134,8 @@ class DocumentIndex:
                     max_total is not None and amount > max_total
                 ):
                     continue
-            hits.append(Hit(d, round(score, 3)))
-        # best score first; among equal scores, newest first (two stable sorts)
-        hits.sort(key=lambda h: _date_of(h.document), reverse=True)
-        hits.sort(key=lambda h: -h.score)
-        return hits[:limit]
+            # each query word scores 1, or 2 when it is in the title or parsed fields
+            score = float(len(qwords) + sum(1 for s in strong_hits if doc_id in s))
+            hits.append((score, day, doc_id))
+        best = heapq.nlargest(limit, hits)  # best score first; among equal scores, newest first
+        return [Hit(self.documents[doc_id], score) for score, _, doc_id in best]

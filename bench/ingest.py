@@ -1,0 +1,195 @@
+"""Benchmark: importing real e-invoices, and searching 10,000 documents.
+
+1. Ingest: every file in ../shared/data/einvoices/ imported into a fresh vault through the real import
+   service (parse, seal, store, link), against plain extraction of the embedded XML from the same files
+   with the factur-x library alone, in the same run. Prints documents per second and the ratio.
+2. Search: a vault with 10,000 documents (realistic invoice fields and text); the time to unlock and build
+   the in-memory index, and the median and p95 latency of a mix of queries.
+
+    python bench/ingest.py [--corpus PATH] [--documents 10000] [--rounds 3]
+
+Figures go in docs/benchmarks.md. Nothing here is a pass/fail test.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import random
+import statistics
+import tempfile
+import time
+from decimal import Decimal
+from pathlib import Path
+
+import facturx
+
+from openvrm.config import Settings
+from openvrm.documents.importer import ImportService
+from openvrm.documents.search import DocumentIndex
+from openvrm.records import insert
+from openvrm.storage.models import Document, DocumentText
+from openvrm.vault.core import Vault
+
+PASSPHRASE = "benchmark passphrase"
+DEFAULT_CORPUS = Path(__file__).resolve().parents[2] / "shared" / "data" / "einvoices"
+SELLERS = [
+    "Free Mobile",
+    "EDF",
+    "Orange",
+    "Netflix",
+    "Spotify",
+    "Deutsche Bahn",
+    "Amazon EU",
+    "Boulanger",
+    "MAIF",
+    "Decathlon",
+    "La Poste",
+    "Fnac",
+    "Ikea",
+    "Zalando",
+    "SNCF Connect",
+    "Engie",
+    "Bouygues",
+]
+WORDS = (
+    "facture abonnement forfait mobile internet fibre electricite gaz assurance habitation livraison "
+    "commande remboursement avoir rechnung lieferung vertrag kundennummer invoice delivery order refund "
+    "subscription monthly annual premium standard energy contract customer service"
+).split()
+
+
+def ingest(corpus: Path, rounds: int) -> None:
+    files = sorted(p for p in corpus.rglob("*") if p.is_file() and p.suffix.lower() in (".pdf", ".xml"))
+    blobs = [(p.name, p.read_bytes()) for p in files]
+    logging.getLogger("factur-x").setLevel(logging.ERROR)
+
+    def baseline() -> None:
+        for name, data in blobs:
+            if name.lower().endswith(".pdf"):
+                try:
+                    facturx.get_xml_from_pdf(data, check_xsd=False)
+                except Exception:  # noqa: S112 - broken files are part of the corpus; the baseline skips them
+                    continue
+
+    base_times, ours_times = [], []
+    for _ in range(rounds):
+        start = time.perf_counter()
+        baseline()
+        base_times.append(time.perf_counter() - start)
+        with tempfile.TemporaryDirectory() as tmp:
+            vault = Vault.open(Settings.resolve(Path(tmp)), create=True)
+            uv = vault.create(PASSPHRASE)
+            svc = ImportService(uv)
+            start = time.perf_counter()
+            outcomes = []
+            for name, data in blobs:
+                outcomes += svc.import_bytes(data, filename=name)
+            ours_times.append(time.perf_counter() - start)
+            vault.close()
+    statuses: dict[str, int] = {}
+    for o in outcomes:
+        statuses[o.status] = statuses.get(o.status, 0) + 1
+    base, ours = statistics.median(base_times), statistics.median(ours_times)
+    n = len(blobs)
+    print(f"ingest: {n} files from {corpus} (median of {rounds} rounds); outcomes {statuses}")
+    print(f"  factur-x extraction alone : {n / base:8.1f} files/s")
+    print(f"  openvrm import (full)     : {n / ours:8.1f} files/s   ratio {base / ours:.2f}")
+
+
+def search(n_docs: int, seed: int = 7) -> None:
+    rng = random.Random(seed)
+    with tempfile.TemporaryDirectory() as tmp:
+        vault = Vault.open(Settings.resolve(Path(tmp)), create=True)
+        uv = vault.create(PASSPHRASE)  # default Argon2id parameters: the unlock below is the real cost
+        start = time.perf_counter()
+        for batch in range(0, n_docs, 500):
+            with uv.db.write() as s:
+                for i in range(batch, min(n_docs, batch + 500)):
+                    seller = rng.choice(SELLERS)
+                    total = Decimal(rng.randint(500, 50000)) / 100
+                    day = f"20{rng.randint(18, 26)}-{rng.randint(1, 12):02d}-{rng.randint(1, 28):02d}"
+                    fields = {
+                        "seller": seller,
+                        "invoice_number": f"INV-{i:06d}",
+                        "issue_date": day,
+                        "currency": "EUR",
+                        "gross_total": str(total),
+                        "document_type": "invoice",
+                    }
+                    body = " ".join(rng.choice(WORDS) for _ in range(250)) + f" {seller} INV-{i:06d}"
+                    address = f"{i:064x}"
+                    row = insert(
+                        uv,
+                        s,
+                        Document,
+                        {
+                            "filename": f"inv-{i}.pdf",
+                            "media_type": "application/pdf",
+                            "size": 1000,
+                            "title": f"Invoice INV-{i:06d} from {seller}",
+                            "kind": "invoice",
+                            "format": "facturx",
+                            "parse_status": "parsed",
+                            "fields": fields,
+                        },
+                        blob_address=address,
+                    )
+                    insert(uv, s, DocumentText, {"text": body}, record_id=row.id)
+        fill = time.perf_counter() - start
+        uv.lock()
+        start = time.perf_counter()
+        uv = vault.unlock(PASSPHRASE)
+        unlocked_at = time.perf_counter()
+        index = DocumentIndex.build(uv)
+        built = time.perf_counter()
+        queries = [
+            "facture",
+            "INV-004242",
+            "edf electricite",
+            "fibre internet orange",
+            "netflix",
+            "zzzz",
+            "abonnement",
+            "rech",
+            "deutsche bahn vertrag",
+            "remboursement avoir",
+        ]
+        latencies = []
+        for _ in range(20):
+            for q in queries:
+                t = time.perf_counter()
+                index.search(q, limit=50)
+                latencies.append((time.perf_counter() - t) * 1000)
+        t = time.perf_counter()
+        index.search("", since="2024-01-01", min_total=Decimal("100"), limit=50)
+        filtered = (time.perf_counter() - t) * 1000
+        vault.close()
+    latencies.sort()
+    p95 = latencies[int(len(latencies) * 0.95) - 1]
+    print(f"search: {n_docs} documents (filled in {fill:.1f} s)")
+    print(
+        f"  unlock (Argon2id) {1000 * (unlocked_at - start):.0f} ms + index build {1000 * (built - unlocked_at):.0f} ms"
+        f" = {built - start:.2f} s to searchable"
+    )
+    print(
+        f"  query latency over {len(latencies)} queries: median {statistics.median(latencies):.1f} ms,"
+        f" p95 {p95:.1f} ms, max {latencies[-1]:.1f} ms; filter-only query {filtered:.1f} ms"
+    )
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--corpus", type=Path, default=DEFAULT_CORPUS)
+    ap.add_argument("--documents", type=int, default=10_000)
+    ap.add_argument("--rounds", type=int, default=3)
+    args = ap.parse_args()
+    if args.corpus.is_dir():
+        ingest(args.corpus, args.rounds)
+    else:
+        print(f"ingest: skipped, no corpus at {args.corpus}")
+    search(args.documents)
+
+
+if __name__ == "__main__":
+    main()
