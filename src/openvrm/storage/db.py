@@ -26,7 +26,6 @@ from sqlalchemy import Connection, Engine, create_engine, event
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DatabaseError, OperationalError
 from sqlalchemy.orm import Session
-from sqlalchemy.pool import NullPool
 
 from openvrm.errors import StorageDamaged, VaultTooNew
 
@@ -65,7 +64,10 @@ class Database:
                     # Create the file private to its owner before SQLite writes anything into it.
                     fd = os.open(path, os.O_CREAT | os.O_WRONLY, 0o600)
                     os.close(fd)
-            self.engine: Engine = create_engine(url, poolclass=NullPool)
+            # A small pool of connections reused across transactions: opening one (and its PRAGMAs) per
+            # transaction cost more than the work itself. SQLAlchemy makes pooled SQLite connections
+            # usable from any thread; WAL lets them read while one writes.
+            self.engine: Engine = create_engine(url, pool_size=5, max_overflow=10)
             event.listen(self.engine, "connect", _sqlite_on_connect)
             event.listen(self.engine, "begin", _sqlite_on_begin)
         else:

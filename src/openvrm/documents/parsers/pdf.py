@@ -41,6 +41,7 @@ log = logging.getLogger(__name__)
 logging.getLogger("factur-x").setLevel(logging.WARNING)
 
 MAX_PAGES = 1_000  # pages whose text is extracted; later pages are left out of ``text``
+_STANDARD_NAMES = ("factur-x.xml", "zugferd-invoice.xml", "xrechnung.xml")
 _INVOICE_XML_NAME_RE = re.compile(rb"factur-x\.xml|zugferd-invoice\.xml|xrechnung\.xml", re.IGNORECASE)
 
 
@@ -177,6 +178,33 @@ def _facturx_select(data: bytes) -> tuple[str | None, bytes | None, str | None]:
     return None, None, None
 
 
+def _invoice_from_attachments(
+    data: bytes, attachments: list[tuple[str, bytes]], notes: list[str]
+) -> tuple[ParsedDocument | None, str | None]:
+    """The invoice among the embedded XML files, or the reason none could be read."""
+    # An attachment with a standard name is read straight from the list already made, sparing a
+    # second pass over the PDF; the factur-x library chooses only when that fails.
+    for att_name, content in attachments:
+        if att_name.lower() in _STANDARD_NAMES:
+            result = _read_invoice_xml(content, "facturx")
+            if result.status != "unparsed":
+                return result, None
+    name, xml, error = _facturx_select(data)
+    if error:
+        notes.append(error)
+    candidates: list[tuple[str, bytes]] = [(name, xml)] if name and xml else []
+    candidates += [(n, c) for n, c in attachments if n != name]
+    failure: str | None = None
+    for cand_name, content in candidates:
+        result = _read_invoice_xml(content, "facturx")
+        if result.status != "unparsed":
+            if cand_name != name:
+                notes.append(f"{cand_name} was not accepted by the factur-x library; read it directly")
+            return result, None
+        failure = failure or f"embedded {cand_name}: {result.reason}"
+    return None, failure
+
+
 def read_pdf(data: bytes) -> ParsedDocument:
     """The full PDF path described in the module docstring. Never raises for bad input."""
     try:
@@ -192,19 +220,7 @@ def read_pdf(data: bytes) -> ParsedDocument:
     if hostile:
         failure = f"embedded {hostile[0]}: {DOCTYPE_REFUSED}"
     elif attachments:
-        name, xml, error = _facturx_select(data)
-        if error:
-            notes.append(error)
-        candidates = [(name, xml)] if name and xml else []
-        candidates += [(n, c) for n, c in attachments if n != name]
-        for cand_name, content in candidates:
-            result = _read_invoice_xml(content, "facturx")
-            if result.status != "unparsed":
-                invoice = result
-                if cand_name != name:
-                    notes.append(f"{cand_name} was not accepted by the factur-x library; read it directly")
-                break
-            failure = failure or f"embedded {cand_name}: {result.reason}"
+        invoice, failure = _invoice_from_attachments(data, attachments, notes)
 
     text, text_notes, failed_pages = _extract_text(data, reader)
     notes += text_notes
