@@ -35,15 +35,20 @@ _NON_WORD = re.compile(r"[^\w]+")
 _COMBINING = re.compile("[\u0300-\u036f\u1ab0-\u1aff\u1dc0-\u1dff\u20d0-\u20ff\ufe20-\ufe2f]+")
 
 
+# ASCII punctuation and control characters to spaces, in one C-level pass (the common case).
+_ASCII_TO_SPACE = str.maketrans({c: " " for c in map(chr, range(128)) if not (c.isalnum() or c == "_")})
+
+
 def normalise(text: str) -> str:
     """Case-folded, accents removed, punctuation to spaces (fast path for ASCII text)."""
-    if not text.isascii():
-        text = _COMBINING.sub("", unicodedata.normalize("NFKD", text)).replace("ß", "ss")
+    if text.isascii():
+        return text.lower().translate(_ASCII_TO_SPACE).strip()
+    text = _COMBINING.sub("", unicodedata.normalize("NFKD", text)).replace("ß", "ss")
     return _NON_WORD.sub(" ", text.casefold()).strip()
 
 
 def words(text: str) -> list[str]:
-    return [w for w in normalise(text).split() if w]
+    return normalise(text).split()
 
 
 def main_label(domain: str) -> str:

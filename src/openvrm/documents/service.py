@@ -60,8 +60,9 @@ class AddResult:
     duplicate_of: str | None
 
 
-def _record(vault: UnlockedVault, row: Document) -> DocumentRecord:
-    p = payload_of(vault, row)
+def _record(vault: UnlockedVault, row: Any) -> DocumentRecord:
+    """From a ``Document`` or a plain result row with the same columns."""
+    p = vault.open("documents", row.id, row.sealed)
     return DocumentRecord(
         id=row.id,
         blob_address=row.blob_address,
@@ -165,11 +166,21 @@ class DocumentService:
         return AddResult(rec, dup)
 
     def list(self, *, vendor_id: str | None = None) -> list[DocumentRecord]:
+        # Plain rows rather than ORM objects: listing every document is on the search index's path.
+        cols = (
+            Document.id,
+            Document.blob_address,
+            Document.vendor_id,
+            Document.relationship_id,
+            Document.created_at,
+            Document.updated_at,
+            Document.sealed,
+        )
         with self.vault.db.read() as s:
-            q = select(Document).order_by(Document.id)
+            q = select(*cols).order_by(Document.id)
             if vendor_id is not None:
                 q = q.where(Document.vendor_id == vendor_id)
-            rows = list(s.scalars(q))
+            rows = s.execute(q).all()
         return [_record(self.vault, r) for r in rows]
 
     def get(self, document_id: str) -> DocumentRecord:
@@ -188,9 +199,12 @@ class DocumentService:
         return str(payload_of(self.vault, row).get("text", "")) if row is not None else ""
 
     def texts(self) -> dict[str, str]:
+        # Plain rows, not ORM objects: this runs over every document when the search index is built.
         with self.vault.db.read() as s:
-            rows = list(s.scalars(select(DocumentText)))
-        return {r.id: str(payload_of(self.vault, r).get("text", "")) for r in rows}
+            rows = s.execute(select(DocumentText.id, DocumentText.sealed)).all()
+        return {
+            rid: str(self.vault.open("document_texts", rid, sealed).get("text", "")) for rid, sealed in rows
+        }
 
     def edit(self, document_id: str, **changes: Any) -> DocumentRecord:
         """Change a document's title, kind, links, warranty end or notes."""
