@@ -96,35 +96,38 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--records", type=int, default=10_000)
     ap.add_argument("--files", type=int, default=1_000)
+    ap.add_argument("--rounds", type=int, default=3, help="Rounds (modes alternate; medians are reported).")
     ap.add_argument(
         "--database-url",
         help="PostgreSQL URL; each mode then runs in a new schema of its own (default: SQLite files)",
     )
     args = ap.parse_args()
     payloads = files_payloads(args.files)
-    results: dict[bool, dict[str, float]] = {}
+    runs: dict[bool, list[dict[str, float]]] = {False: [], True: []}
     with tempfile.TemporaryDirectory() as tmp:
-        for sealed in (False, True):
-            home = Path(tmp) / ("sealed" if sealed else "plain")
-            url = None
-            if args.database_url:
-                import sqlalchemy as sa
-
-                schema = f"bench_{'sealed' if sealed else 'plain'}_{os.getpid()}"
-                eng = sa.create_engine(args.database_url, isolation_level="AUTOCOMMIT")
-                with eng.connect() as c:
-                    c.execute(sa.text(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE'))
-                    c.execute(sa.text(f'CREATE SCHEMA "{schema}"'))
-                url = f"{args.database_url}?options=-csearch_path%3D{schema}"
-            try:
-                results[sealed] = run_mode(
-                    Settings.resolve(home, database_url=url), sealed, args.records, payloads
-                )
-            finally:
+        for r in range(args.rounds):
+            # alternate which mode goes first, so neither always meets a warm (or cold) cache
+            for sealed in (False, True) if r % 2 == 0 else (True, False):
+                home = Path(tmp) / f"{'sealed' if sealed else 'plain'}-{r}"
+                url = None
                 if args.database_url:
+                    import sqlalchemy as sa
+
+                    schema = f"bench_{'sealed' if sealed else 'plain'}_{os.getpid()}_{r}"
+                    eng = sa.create_engine(args.database_url, isolation_level="AUTOCOMMIT")
                     with eng.connect() as c:
                         c.execute(sa.text(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE'))
-                    eng.dispose()
+                        c.execute(sa.text(f'CREATE SCHEMA "{schema}"'))
+                    url = f"{args.database_url}?options=-csearch_path%3D{schema}"
+                try:
+                    settings = Settings.resolve(home, database_url=url)
+                    runs[sealed].append(run_mode(settings, sealed, args.records, payloads))
+                finally:
+                    if args.database_url:
+                        with eng.connect() as c:
+                            c.execute(sa.text(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE'))
+                        eng.dispose()
+        results = {m: {k: statistics.median(x[k] for x in runs[m]) for k in runs[m][0]} for m in runs}
         unlock_times = []
         home = Path(tmp) / "unlock"
         v = Vault.open(Settings.resolve(home), create=True)
@@ -135,7 +138,10 @@ def main() -> None:
         v.close()
 
     backend = "postgresql" if args.database_url else "sqlite"
-    print(f"openvrm vault benchmark ({backend}; {args.records} records, {args.files} files of 4-64 KiB)")
+    print(
+        f"openvrm vault benchmark ({backend}; {args.records} records, {args.files} files of 4-64 KiB; "
+        f"median of {args.rounds} rounds)"
+    )
     print(f"{'operation':<16}{'unsealed/s':>14}{'sealed/s':>14}{'ratio':>8}")
     for key in ("records_write", "records_read", "files_write", "files_read"):
         plain, sealed_v = results[False][key], results[True][key]
