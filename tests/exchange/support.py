@@ -6,6 +6,7 @@ import io
 import json
 import zipfile
 from collections.abc import Callable
+from datetime import date
 from pathlib import Path
 from typing import Any
 
@@ -13,12 +14,16 @@ from sqlalchemy import select
 
 from openvrm.config import Settings
 from openvrm.documents.service import DocumentService
+from openvrm.ledger.contracts import ContractService
 from openvrm.profile.service import ProfileService
+from openvrm.records import insert
 from openvrm.sharing.service import SharingService
 from openvrm.storage.models import (
     Base,
+    Contract,
     Document,
     InboxItem,
+    Payment,
     ProfileChange,
     ProfileShare,
     Relationship,
@@ -47,22 +52,101 @@ def populate(vault: UnlockedVault, tag: str = "") -> dict[str, str]:
     profile.set("free.note", "likes tea")
     profile.unset("free.note")
     vendors = VendorService(vault)
-    shop = vendors.add(f"Example Shop{tag}", domains=["www.example.com"], country="fr", categories=["Retail"])
+    shop = vendors.add(
+        f"Example Shop{tag}",
+        domains=["www.example.com"],
+        country="fr",
+        categories=["Retail"],
+        vat_ids=["fr 40 303 265 045"],
+    )
     bank = vendors.add(f"Bank{tag}", website="https://bank.example", notes="main account")
-    rel = vendors.relate(shop.id, customer_number="C-1", since="2020-05-01", tags=["online"], notes="ok")
+    rel = vendors.relate(
+        shop.id, customer_number="C-1", since="2020-05-01", tags=["online"], notes="ok", folder="home/shops"
+    )
     vendors.relate(bank.id, status="ended", stance="trusted")
+    ledger = ContractService(vault)
+    plan = ledger.add(
+        shop.id,
+        plan="Premium",
+        price="9.99",
+        start="2024-01-15",
+        category="Streaming",
+        minimum_term_months=12,
+        notice_value=1,
+        notice_unit="months",
+        notes="family plan",
+    )
+    ledger.set_price(plan.id, "11,49", effective="2025-01-15")
+    paid = ledger.pay(plan.id, due_date="2024-01-15", today=date(2024, 2, 1), note="card")
     docs = DocumentService(vault)
     bill = docs.add(
         f"%PDF-1.4 bill {tag}".encode(), filename="bill.pdf", kind="invoice", relationship_id=rel.id
     )
     docs.add(b"\x00\x01binary" + tag.encode(), filename="scan.png", title="A scan", vendor_id=bank.id)
     docs.add(f"%PDF-1.4 bill {tag}".encode(), filename="copy.pdf", allow_duplicate=True)
+    invoice = docs.add(
+        f"<Invoice>{tag}</Invoice>".encode(),
+        filename="invoice-42.xml",
+        kind="invoice",
+        title="Invoice 42 from Example Shop",
+        relationship_id=rel.id,
+        extra={
+            "format": "ubl",
+            "parse_status": "partial",
+            "reason": "the due date is missing",
+            "fields": {
+                "document_type": "invoice",
+                "seller": "Example Shop SAS",
+                "seller_vat_id": "FR40303265045",
+                "invoice_number": "42",
+                "issue_date": "2024-01-15",
+                "currency": "EUR",
+                "net_total": "8.33",
+                "tax_total": "1.66",
+                "gross_total": "9.99",
+                "line_items": [
+                    {
+                        "description": "Premium, January",
+                        "quantity": "1",
+                        "unit_price": "8.325000",
+                        "net_amount": "8.33",
+                        "tax_rate": "20.00",
+                        "unit": None,
+                    }
+                ],
+                "email_date": "2024-01-15T10:00:00+01:00",
+            },
+            "contract_id": plan.id,
+            "warranty_until": "2026-01-15",
+            "notes": "paid by card",
+        },
+        text=f"Invoice 42\nExample Shop SAS\nTotal 9,99 €{tag}",
+    ).document
+    with vault.db.write() as s:  # a payment of a bill, linked to its document (the service has no call)
+        insert(
+            vault,
+            s,
+            Payment,
+            {"due_date": None, "paid_on": "2024-01-20", "amount": "9.99", "currency": "EUR", "note": ""},
+            contract_id=plan.id,
+            vendor_id=shop.id,
+            document_id=invoice.id,
+        )
     sharing = SharingService(vault)
     share = sharing.share(rel.id, "email", purpose="receipts", until="2030-01-01")
     revoked = sharing.share(rel.id, "phone", purpose="delivery")
     sharing.revoke(revoked.id)
     vault.vault.deposit({"type": "receipt", "from": "shop", "total": "12.50", "tag": tag})
-    return {"shop": shop.id, "bank": bank.id, "rel": rel.id, "bill": bill.document.id, "share": share.id}
+    return {
+        "shop": shop.id,
+        "bank": bank.id,
+        "rel": rel.id,
+        "bill": bill.document.id,
+        "share": share.id,
+        "contract": plan.id,
+        "payment": paid.id,
+        "invoice": invoice.id,
+    }
 
 
 def view(vault: UnlockedVault) -> dict[str, list[Any]]:
@@ -80,6 +164,29 @@ def view(vault: UnlockedVault) -> dict[str, list[Any]]:
         out["relationships"] = [
             (r.id, r.vendor_id, r.created_at, r.updated_at, vault.open("relationships", r.id, r.sealed))
             for r in s.scalars(select(Relationship).order_by(Relationship.id))
+        ]
+        out["contracts"] = [
+            (
+                r.id,
+                r.vendor_id,
+                r.relationship_id,
+                r.created_at,
+                r.updated_at,
+                vault.open("contracts", r.id, r.sealed),
+            )
+            for r in s.scalars(select(Contract).order_by(Contract.id))
+        ]
+        out["payments"] = [
+            (
+                r.id,
+                r.contract_id,
+                r.vendor_id,
+                r.document_id,
+                r.created_at,
+                r.updated_at,
+                vault.open("payments", r.id, r.sealed),
+            )
+            for r in s.scalars(select(Payment).order_by(Payment.id))
         ]
         docs = list(s.scalars(select(Document).order_by(Document.id)))
         out["shares"] = [
@@ -105,6 +212,7 @@ def view(vault: UnlockedVault) -> dict[str, list[Any]]:
         )
         for d in docs
     ]
+    out["texts"] = sorted(DocumentService(vault).texts().items())
     items = {e.id: e.item for e in vault.inbox()}
     out["inbox"] = [(i, at, items[i]) for i, at in inbox_ids]
     return out

@@ -55,3 +55,76 @@ def test_timestamps_need_a_time_zone() -> None:
     assert parse_time("2026-01-02T03:04:05.000001+02:00", "x").hour == 1
     with pytest.raises(ArchiveError, match="no time zone"):
         parse_time("2026-01-02T03:04:05", "here")
+
+
+def _props(name: str) -> set[str]:
+    return set(manifest_schema()["$defs"][name]["properties"])
+
+
+def test_schema_carries_every_key_the_core_writes() -> None:
+    """When a service starts writing a new payload key, this fails until the format carries it."""
+    from datetime import date
+    from decimal import Decimal
+
+    from openvrm.documents.service import EXTRA_KEYS
+    from openvrm.exchange.format import KINDS
+    from openvrm.ledger.contracts import ContractRecord, PaymentRecord
+    from openvrm.ledger.terms import PricePoint
+    from openvrm.vendors.service import RelationshipRecord, VendorRecord
+
+    stamps = {"id", "created_at", "updated_at"}
+    assert _props("vendor") == stamps | set(VendorRecord(id="", name="x").payload())
+    relationship = RelationshipRecord(id="", vendor_id="").payload()
+    assert _props("relationship") == stamps | {"vendor_id"} | set(relationship)
+    contract = ContractRecord(
+        id="",
+        vendor_id="",
+        relationship_id=None,
+        plan="p",
+        category=None,
+        price=Decimal(1),
+        currency="EUR",
+        billing_cycle="monthly",
+        start=date(2024, 1, 1),
+        price_history=[PricePoint(date(2024, 2, 1), Decimal(2), "EUR")],
+    ).payload()
+    assert _props("contract") == stamps | {"vendor_id", "relationship_id"} | set(contract)
+    assert _props("price_point") == set(contract["price_history"][0])
+    payment = PaymentRecord(
+        id="",
+        contract_id=None,
+        vendor_id=None,
+        document_id=None,
+        due_date=None,
+        paid_on=date(2024, 1, 1),
+        amount=Decimal(1),
+        currency="EUR",
+    ).payload()
+    assert _props("payment") == stamps | {"contract_id", "vendor_id", "document_id"} | set(payment)
+    assert set(EXTRA_KEYS) | {"filename", "media_type", "title", "kind", "size", "text"} <= _props("document")
+    schema = manifest_schema()
+    assert schema["required"][-len(KINDS) :] == list(KINDS)
+    assert list(schema["properties"])[-len(KINDS) :] == list(KINDS)
+    assert schema["properties"]["counts"]["required"] == [*KINDS, "files"]
+    for name, definition in schema["$defs"].items():
+        if definition.get("type") == "object" and "required" in definition:
+            assert set(definition["required"]) == set(definition["properties"]), name
+
+
+def test_schema_carries_every_parsed_field() -> None:
+    """The parsed invoice fields, line items, formats and statuses the import service can write."""
+    importer = pytest.importorskip("openvrm.documents.importer")
+    model = pytest.importorskip("openvrm.documents.parsers.model")
+    import re
+    from dataclasses import fields
+
+    assert _props("document_fields") == set(importer._FIELDS)
+    assert _props("line_item") == {f.name for f in fields(model.LineItem)}
+    document = manifest_schema()["$defs"]["document"]["properties"]
+    assert document["parse_status"]["enum"] == [*model.STATUSES, None]
+    token = re.compile(document["format"]["anyOf"][0]["pattern"])
+    assert all(token.match(f) for f in model.FORMATS)
+    doc_type = re.compile(
+        manifest_schema()["$defs"]["document_fields"]["properties"]["document_type"]["pattern"]
+    )
+    assert all(doc_type.match(t) for t in model.DOCUMENT_TYPES)

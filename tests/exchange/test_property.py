@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import tempfile
-from datetime import date
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -12,9 +12,15 @@ from hypothesis import strategies as st
 
 from openvrm.documents.service import KINDS as DOCUMENT_KINDS
 from openvrm.documents.service import DocumentService
+from openvrm.errors import Conflict, InvalidValue
 from openvrm.exchange import export_vault, import_archive
+from openvrm.ledger.contracts import ContractService
+from openvrm.ledger.money import parse_amount
+from openvrm.ledger.terms import CYCLES, NOTICE_UNITS
 from openvrm.profile.service import ProfileService
+from openvrm.records import insert
 from openvrm.sharing.service import SharingService
+from openvrm.storage.models import Payment
 from openvrm.vault.check import check_vault
 from openvrm.vendors.service import STANCES, STATUSES, VendorService
 
@@ -50,6 +56,20 @@ profile_value = st.one_of(
     st.tuples(label.map("free.{}".format), text),
 )
 profile_ops = st.lists(st.one_of(profile_value, st.tuples(st.just("unset"), st.integers(0, 50))), max_size=12)
+# Real EU VAT numbers (valid check digits), some written the way people type them.
+vat_id = st.sampled_from(
+    [
+        "FR40303265045",
+        "fr 40 303 265 045",
+        "DE136695976",
+        "DE 136 695 976",
+        "NL004495445B01",
+        "BE0403170701",
+        "IT00743110157",
+        "ESA28015865",
+    ]
+)
+folder = st.lists(label, min_size=1, max_size=5).map("/".join)
 domain = st.from_regex(r"[a-z][a-z0-9-]{0,8}[a-z0-9]\.(com|org|fr|example)", fullmatch=True)
 vendor = st.fixed_dictionaries(
     {"name": text},
@@ -60,6 +80,7 @@ vendor = st.fixed_dictionaries(
         "website": text,
         "notes": text,
         "directory_slug": label,
+        "vat_ids": st.lists(vat_id, max_size=3),
     },
 )
 relationship = st.fixed_dictionaries(
@@ -72,6 +93,99 @@ relationship = st.fixed_dictionaries(
         "since": birth,
         "tags": st.lists(text, max_size=3),
         "notes": text,
+        "folder": folder,
+    },
+)
+amount = st.from_regex(r"[0-9]{1,6}([.,][0-9]{1,4})?", fullmatch=True)
+signed = st.from_regex(r"-?[0-9]{1,9}(\.[0-9]{1,8})?", fullmatch=True)  # as parsers read invoices
+currency = st.sampled_from(["EUR", "USD", "GBP", "CHF", "sek"])
+day = st.integers(0, 3000)  # days after a start date
+contract = st.fixed_dictionaries(
+    {
+        "vendor": st.integers(0, 20),
+        "plan": text,
+        "price": amount,
+        "currency": currency,
+        "billing_cycle": st.sampled_from(list(CYCLES)),
+        "start": st.dates(min_value=date(2000, 1, 1), max_value=date(2030, 12, 31)),
+        "price_changes": st.lists(st.tuples(day, amount, st.one_of(st.none(), currency)), max_size=3),
+        "cancel": st.one_of(st.none(), st.tuples(day, st.booleans())),
+    },
+    optional={
+        "category": text,
+        "minimum_term_months": st.integers(0, 36),
+        "auto_renewal": st.booleans(),
+        "renewal_term_months": st.integers(0, 24),
+        "notice_value": st.integers(0, 90),
+        "notice_unit": st.sampled_from(NOTICE_UNITS),
+        "variable": st.booleans(),
+        "notes": text,
+    },
+)
+payment = st.fixed_dictionaries(
+    {"contract": st.integers(0, 20), "today": day},
+    optional={"amount": amount, "paid_after": st.integers(0, 60), "note": text},
+)
+bill_payment = st.fixed_dictionaries(
+    {
+        "document": st.integers(0, 20),
+        "contract": st.one_of(st.none(), st.integers(0, 20)),
+        "paid_on": st.dates(min_value=date(2000, 1, 1), max_value=date(2030, 12, 31)),
+        "amount": amount,
+        "currency": currency,
+        "note": st.one_of(st.just(""), text.map(str.strip).filter(bool)),
+    }
+)
+MIN_TIME = datetime(1990, 1, 1)  # noqa: DTZ001 - Hypothesis wants naive bounds; times get a zone
+MAX_TIME = datetime(2040, 1, 1)  # noqa: DTZ001
+iso_day = st.dates(min_value=date(1990, 1, 1), max_value=date(2040, 12, 31)).map(date.isoformat)
+line_item = st.fixed_dictionaries(
+    {
+        "description": st.one_of(st.none(), text),
+        "quantity": st.one_of(st.none(), signed),
+        "unit_price": st.one_of(st.none(), signed),
+        "net_amount": st.one_of(st.none(), signed),
+        "tax_rate": st.one_of(st.none(), st.sampled_from(["20.00", "5.5", "0", "19"])),
+        "unit": st.one_of(st.none(), st.sampled_from(["C62", "HUR", "KGM"])),
+    }
+)
+parsed_fields = st.fixed_dictionaries(
+    {},
+    optional={
+        "document_type": st.sampled_from(["invoice", "credit_note", "receipt", "email", "other"]),
+        "profile": st.sampled_from(["EN16931", "BASIC", "urn:cen.eu:en16931:2017"]),
+        "seller": text,
+        "seller_vat_id": vat_id,
+        "seller_siren": st.from_regex(r"[0-9]{9}", fullmatch=True),
+        "seller_email": email,
+        "seller_domain": domain,
+        "buyer": text,
+        "invoice_number": text,
+        "issue_date": iso_day,
+        "due_date": iso_day,
+        "service_start": iso_day,
+        "service_end": iso_day,
+        "currency": st.sampled_from(["EUR", "USD", "GBP"]),
+        "net_total": signed,
+        "tax_total": signed,
+        "gross_total": signed,
+        "due_total": signed,
+        "line_items": st.lists(line_item, min_size=1, max_size=3),
+        "email_subject": text,
+        "email_from": email,
+        "email_date": st.datetimes(MIN_TIME, MAX_TIME, timezones=st.just(UTC)).map(datetime.isoformat),
+    },
+)
+read = st.fixed_dictionaries(
+    {},
+    optional={
+        "format": st.sampled_from(["facturx", "cii", "ubl", "pdf", "email", "image", "text", "unknown"]),
+        "parse_status": st.sampled_from(["parsed", "partial", "unparsed"]),
+        "reason": text,
+        "fields": parsed_fields,
+        "contract": st.integers(0, 20),
+        "warranty_until": iso_day,
+        "notes": text.map(str.strip).filter(bool),
     },
 )
 document = st.fixed_dictionaries(
@@ -83,6 +197,8 @@ document = st.fixed_dictionaries(
             st.none(), st.tuples(st.sampled_from(["vendor", "relationship"]), st.integers(0, 20))
         ),
         "duplicate": st.booleans(),
+        "read": read,
+        "text": st.text(max_size=200),
     },
     optional={"title": text},
 )
@@ -101,7 +217,10 @@ contents = st.fixed_dictionaries(
         "profile": profile_ops,
         "vendors": st.lists(vendor, max_size=4),
         "relationships": st.lists(relationship, max_size=4),
+        "contracts": st.lists(contract, max_size=3),
+        "payments": st.lists(payment, max_size=4),
         "documents": st.lists(document, max_size=4),
+        "bill_payments": st.lists(bill_payment, max_size=2),
         "shares": st.lists(share, max_size=4),
         "inbox": st.lists(inbox, max_size=2),
     }
@@ -124,7 +243,9 @@ def fill(vault: Any, c: dict[str, Any]) -> None:
         if vendor_ids:
             index = r.pop("vendor")
             rel_ids.append(vendors.relate(vendor_ids[index % len(vendor_ids)], **r).id)
+    contract_ids = add_contracts(vault, c, vendor_ids)
     docs = DocumentService(vault)
+    doc_ids: list[str] = []
     for d in c["documents"]:
         kw: dict[str, Any] = {"filename": d["filename"], "kind": d["kind"], "title": d.get("title")}
         if d["link"] is not None:
@@ -132,7 +253,34 @@ def fill(vault: Any, c: dict[str, Any]) -> None:
             ids = vendor_ids if what == "vendor" else rel_ids
             if ids:
                 kw[f"{what}_id"] = ids[index % len(ids)]
-        docs.add(d["data"], allow_duplicate=d["duplicate"], **kw)
+        extra = dict(d["read"])
+        linked = extra.pop("contract", None)
+        if linked is not None and contract_ids:
+            extra["contract_id"] = contract_ids[linked % len(contract_ids)]
+        added = docs.add(d["data"], allow_duplicate=d["duplicate"], extra=extra, text=d["text"], **kw)
+        doc_ids.append(added.document.id)
+    for b in c["bill_payments"]:
+        # A bill paid outside any schedule: the payment points at its document (and maybe a contract).
+        contract_id = (
+            contract_ids[b["contract"] % len(contract_ids)] if contract_ids and b["contract"] else None
+        )
+        payload = {
+            "due_date": None,
+            "paid_on": b["paid_on"].isoformat(),
+            "amount": str(parse_amount(b["amount"])),
+            "currency": b["currency"].upper(),
+            "note": b["note"],
+        }
+        with vault.db.write() as s:
+            insert(
+                vault,
+                s,
+                Payment,
+                payload,
+                contract_id=contract_id,
+                vendor_id=vendor_ids[0] if vendor_ids else None,
+                document_id=doc_ids[b["document"] % len(doc_ids)] if doc_ids else None,
+            )
     sharing = SharingService(vault)
     for s in c["shares"]:
         if rel_ids:
@@ -143,6 +291,38 @@ def fill(vault: Any, c: dict[str, Any]) -> None:
                 sharing.revoke(rec.id)
     for item in c["inbox"]:
         vault.vault.deposit(item)
+
+
+def add_contracts(vault: Any, c: dict[str, Any], vendor_ids: list[str]) -> list[str]:
+    """Contracts with price changes, some cancelled, and payments against their schedules."""
+    if not vendor_ids:
+        return []
+    ledger = ContractService(vault)
+    ids: list[str] = []
+    for k in c["contracts"]:
+        k = dict(k)
+        start: date = k["start"]
+        changes, cancel = k.pop("price_changes"), k.pop("cancel")
+        vendor_id = vendor_ids[k.pop("vendor") % len(vendor_ids)]
+        rec = ledger.add(vendor_id, **k)
+        for offset, price, cur in changes:
+            ledger.set_price(rec.id, price, effective=start + timedelta(days=offset), currency=cur)
+        if cancel is not None:
+            offset, explicit = cancel
+            when = start + timedelta(days=offset)
+            ledger.cancel(rec.id, today=when, end=when if explicit else None)
+        ids.append(rec.id)
+    for p in c["payments"] if ids else []:
+        contract_id = ids[p["contract"] % len(ids)]
+        today = ledger.get(contract_id).start + timedelta(days=p["today"])
+        paid_on = today - timedelta(days=p["paid_after"]) if "paid_after" in p else None
+        try:
+            ledger.pay(
+                contract_id, amount=p.get("amount"), paid_on=paid_on, note=p.get("note", ""), today=today
+            )
+        except (Conflict, InvalidValue):
+            pass  # nothing due yet, or everything due already paid
+    return ids
 
 
 @settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])

@@ -198,6 +198,123 @@ def test_values_and_references_are_checked(
     refused(target, tmp_path, rewrite(archives["plain"], manifest=edit), match)
 
 
+def _invoice(m: dict[str, Any]) -> dict[str, Any]:
+    """The document the import service read (it has parsed fields, text and a contract)."""
+    return next(d for d in m["documents"] if d["fields"])
+
+
+def _other_vendors_relationship(m: dict[str, Any]) -> str:
+    vendor = m["contracts"][0]["vendor_id"]
+    return str(next(r["id"] for r in m["relationships"] if r["vendor_id"] != vendor))
+
+
+def _drop_contracts(m: dict[str, Any]) -> None:
+    """Leave the contract out: the invoice and both payments now point at a contract that is not there."""
+    m["contracts"] = []
+    m["counts"]["contracts"] = 0
+
+
+def _drop_contracts_but_keep_documents_clean(m: dict[str, Any]) -> None:
+    _drop_contracts(m)
+    _invoice(m)["contract_id"] = None
+
+
+LEDGER_CASES: list[tuple[Callable[[dict[str, Any]], Any], str]] = [
+    (lambda m: m["vendors"][0].update(vat_ids=["FR00000000000"]), r"vendors\[0\].*VAT number"),
+    (lambda m: m["vendors"][0].update(vat_ids="FR40303265045"), r"schema at vendors/0/vat_ids"),
+    (lambda m: m["relationships"][0].update(folder="a/b/c/d/e/f"), r"relationships\[0\].*folder"),
+    (lambda m: m["contracts"][0].update(price="12.3.4"), r"contracts\[0\].*price is not a number"),
+    (lambda m: m["contracts"][0].update(price="-5"), r"contracts\[0\].*cannot be negative"),
+    (lambda m: m["contracts"][0].update(price=9.99), r"schema at contracts/0/price"),
+    (lambda m: m["contracts"][0].update(currency="euro"), r"contracts\[0\].*ISO 4217"),
+    (lambda m: m["contracts"][0].update(billing_cycle="fortnightly"), r"contracts\[0\].*billing cycle"),
+    (lambda m: m["contracts"][0].update(notice_unit="years"), r"contracts\[0\].*notice unit"),
+    (lambda m: m["contracts"][0].update(minimum_term_months=-1), r"schema at contracts/0/minimum_term"),
+    (lambda m: m["contracts"][0].update(auto_renewal="yes"), r"schema at contracts/0/auto_renewal"),
+    (lambda m: m["contracts"][0].update(status="paused"), r"contracts\[0\].*status"),
+    (lambda m: m["contracts"][0].update(end_date="2000-01-01"), r"contracts\[0\].*end before it starts"),
+    (lambda m: m["contracts"][0].update(start="2024-02-30"), r"contracts\[0\].*start date"),
+    (lambda m: m["contracts"][0].update(plan=" "), r"contracts\[0\].*plan name is empty"),
+    (
+        lambda m: m["contracts"][0]["price_history"][0].update(currency="€"),
+        r"contracts\[0\].*ISO 4217",
+    ),
+    (
+        lambda m: m["contracts"][0]["price_history"][0].update(price="a lot"),
+        r"contracts\[0\].*price change 1 is not a number",
+    ),
+    (
+        lambda m: m["contracts"][0]["price_history"][0].update(effective="2001-01-01"),
+        r"contracts\[0\].*before the contract starts",
+    ),
+    (
+        lambda m: m["contracts"][0]["price_history"].append(dict(m["contracts"][0]["price_history"][0])),
+        r"contracts\[0\].*two price changes",
+    ),
+    (
+        lambda m: m["contracts"][0]["price_history"][0].update(note="x"),
+        r"schema at contracts/0/price_history/0",
+    ),
+    (lambda m: m["contracts"][0].update(vendor_id="f" * 32), r"contract .* vendor f+, which is not in"),
+    (
+        lambda m: m["contracts"][0].update(relationship_id="e" * 32),
+        r"contract .* relationship e+, which is not in",
+    ),
+    (
+        lambda m: m["contracts"][0].update(relationship_id=_other_vendors_relationship(m)),
+        "with another vendor",
+    ),
+    (lambda m: m["payments"][0].update(amount="12,345.60"), r"payments\[0\].*amount is not a number"),
+    (lambda m: m["payments"][0].update(amount="-1"), r"payments\[0\].*cannot be negative"),
+    (lambda m: m["payments"][0].update(currency="E"), r"payments\[0\].*ISO 4217"),
+    (lambda m: m["payments"][0].update(paid_on=None), r"schema at payments/0/paid_on"),
+    (lambda m: m["payments"][0].update(due_date="2024-13-01"), r"payments\[0\].*due date"),
+    (lambda m: m["payments"][0].update(contract_id="d" * 32), r"payment .* contract d+, which is not in"),
+    (lambda m: m["payments"][1].update(document_id="c" * 32), r"payment .* document c+, which is not in"),
+    (lambda m: m["payments"][0].update(vendor_id="b" * 32), r"payment .* vendor b+, which is not in"),
+    (_drop_contracts, r"refers to contract .*, which is not in the archive"),
+    (_drop_contracts_but_keep_documents_clean, r"payment .* refers to contract .*, which is not in"),
+    (lambda m: _invoice(m).update(contract_id="a" * 32), r"document .* contract a+, which is not in"),
+    (lambda m: _invoice(m).update(warranty_until="2026-02-30"), r"documents\[\d\].*warranty end"),
+    (lambda m: _invoice(m).update(parse_status="maybe"), r"schema at documents/\d/parse_status"),
+    (lambda m: _invoice(m).update(format="../x"), r"schema at documents/\d/format"),
+    (lambda m: _invoice(m).update(text=None), r"schema at documents/\d/text"),
+    (lambda m: _invoice(m)["fields"].update(password="x"), r"schema at documents/\d/fields"),
+    (lambda m: _invoice(m)["fields"].update(issue_date="2024-02-30"), r"documents\[\d\].*issue_date"),
+    (lambda m: _invoice(m)["fields"].update(gross_total="NaN"), r"documents\[\d\].*gross_total"),
+    (lambda m: _invoice(m)["fields"].update(gross_total=9.99), r"schema at documents/\d/fields"),
+    (lambda m: _invoice(m)["fields"].update(currency="eur"), r"schema at documents/\d/fields/currency"),
+    (
+        lambda m: _invoice(m)["fields"].update(email_date="2024-01-15T10:00:00"),
+        r"documents\[\d\].*email_date has no time zone",
+    ),
+    (
+        lambda m: _invoice(m)["fields"]["line_items"][0].update(quantity="1e999999999"),
+        r"documents\[\d\].*quantity is out of range",
+    ),
+    (
+        lambda m: _invoice(m)["fields"]["line_items"][0].update(colour="red"),
+        r"schema at documents/\d/fields/line_items/0",
+    ),
+    (lambda m: m["counts"].update(payments=5), "says it holds 5 payments"),
+    (lambda m: m.pop("contracts"), "contracts"),
+]
+
+
+@pytest.mark.parametrize(
+    ("edit", "match"), LEDGER_CASES, ids=[f"ledger-{i}" for i in range(len(LEDGER_CASES))]
+)
+def test_ledger_values_and_references_are_checked(
+    target: UnlockedVault,
+    tmp_path: Path,
+    archives: dict[str, bytes],
+    edit: Callable[[dict[str, Any]], Any],
+    match: str,
+) -> None:
+    """Contracts, payments, parsed fields, VAT ids and folders: bad ones leave the vault as it was."""
+    refused(target, tmp_path, rewrite(archives["plain"], manifest=edit), match)
+
+
 def test_unsafe_and_unknown_entry_names(
     target: UnlockedVault, tmp_path: Path, archives: dict[str, bytes]
 ) -> None:
@@ -209,7 +326,7 @@ def test_unsafe_and_unknown_entry_names(
     )
     orphan = b"nobody refers to me"
     name = "files/" + hashlib.sha256(orphan).hexdigest()
-    data = rewrite(archives["plain"], extra=[(name, orphan)], manifest=lambda m: m["counts"].update(files=3))
+    data = rewrite(archives["plain"], extra=[(name, orphan)], manifest=lambda m: m["counts"].update(files=4))
     refused(target, tmp_path, data, "not the file of any document")
 
 
@@ -252,7 +369,7 @@ def test_limits_on_total_size_and_entry_count(
     refused(
         target, tmp_path, archives["plain"], "more than the 10 bytes", limits=ImportLimits(max_total_bytes=10)
     )
-    refused(target, tmp_path, archives["plain"], "3 entries", limits=ImportLimits(max_entries=2))
+    refused(target, tmp_path, archives["plain"], "4 entries", limits=ImportLimits(max_entries=3))
     refused(
         target, tmp_path, archives["plain"], "manifest.json is", limits=ImportLimits(max_manifest_bytes=100)
     )

@@ -35,8 +35,11 @@ from openvrm.exchange.format import (
 )
 from openvrm.exchange.snapshot import snapshot
 from openvrm.storage.models import (
+    Contract,
     Document,
+    DocumentText,
     InboxItem,
+    Payment,
     ProfileChange,
     ProfileShare,
     Relationship,
@@ -45,11 +48,69 @@ from openvrm.storage.models import (
 )
 from openvrm.vault.core import UnlockedVault, check_new_passphrase
 
-_VENDOR_KEYS = ("name", "domains", "country", "categories", "directory_slug", "website", "notes")
-_RELATIONSHIP_KEYS = ("status", "stance", "customer_number", "account", "since", "tags", "notes")
-_DOCUMENT_KEYS = ("filename", "media_type", "title", "kind")
+_VENDOR_KEYS = (
+    "name",
+    "domains",
+    "country",
+    "categories",
+    "directory_slug",
+    "website",
+    "notes",
+    "vat_ids",
+)
+_RELATIONSHIP_KEYS = ("status", "stance", "customer_number", "account", "since", "tags", "notes", "folder")
+_DOCUMENT_KEYS = (
+    "filename",
+    "media_type",
+    "title",
+    "kind",
+    "format",
+    "parse_status",
+    "reason",
+    "fields",
+    "contract_id",
+    "warranty_until",
+    "notes",
+)
+_CONTRACT_KEYS = (
+    "plan",
+    "category",
+    "price",
+    "currency",
+    "billing_cycle",
+    "start",
+    "minimum_term_months",
+    "auto_renewal",
+    "renewal_term_months",
+    "notice_value",
+    "notice_unit",
+    "end_date",
+    "status",
+    "variable",
+    "price_history",
+    "notes",
+)
+_PRICE_POINT_KEYS = ("effective", "price", "currency")
+_PAYMENT_KEYS = ("due_date", "paid_on", "amount", "currency", "note")
 _SHARE_KEYS = ("field", "purpose", "until", "revoked_at")
-_LIST_KEYS = {"domains", "categories", "tags"}
+# What a key holds when a payload written by an older openvrm lacks it (mirrors the services' defaults).
+_DEFAULTS: dict[str, Any] = {
+    "domains": [],
+    "categories": [],
+    "tags": [],
+    "vat_ids": [],
+    "price_history": [],
+    "fields": {},
+    "notes": "",
+    "note": "",
+    "minimum_term_months": 0,
+    "auto_renewal": True,
+    "renewal_term_months": 0,
+    "notice_value": 0,
+    "notice_unit": "days",
+    "status": "active",
+    "variable": False,
+}
 
 
 @dataclass(frozen=True)
@@ -73,7 +134,13 @@ class ExportSummary:
 
 
 def _pick(payload: dict[str, Any], keys: tuple[str, ...]) -> dict[str, Any]:
-    return {k: payload.get(k, [] if k in _LIST_KEYS else None) for k in keys}
+    return {k: payload.get(k, _DEFAULTS.get(k)) for k in keys}
+
+
+def _contract(payload: dict[str, Any]) -> dict[str, Any]:
+    picked = _pick(payload, _CONTRACT_KEYS)
+    picked["price_history"] = [_pick(p, _PRICE_POINT_KEYS) for p in picked["price_history"] or []]
+    return picked
 
 
 def _stamps(row: Any) -> dict[str, str]:
@@ -93,10 +160,22 @@ def _collect(vault: UnlockedVault, progress: Progress | None) -> _Snapshot:
         changes = list(s.scalars(select(ProfileChange).order_by(ProfileChange.id)))
         vendors = list(s.scalars(select(Vendor).order_by(Vendor.id)))
         relationships = list(s.scalars(select(Relationship).order_by(Relationship.id)))
+        contracts = list(s.scalars(select(Contract).order_by(Contract.id)))
         documents = list(s.scalars(select(Document).order_by(Document.id)))
+        texts = {t.id: t.sealed for t in s.scalars(select(DocumentText))}
+        payments = list(s.scalars(select(Payment).order_by(Payment.id)))
         shares = list(s.scalars(select(ProfileShare).order_by(ProfileShare.id)))
         inbox = list(s.scalars(select(InboxItem).order_by(InboxItem.id)))
-    total = len(changes) + len(vendors) + len(relationships) + len(documents) + len(shares) + len(inbox)
+    total = (
+        len(changes)
+        + len(vendors)
+        + len(relationships)
+        + len(contracts)
+        + len(documents)
+        + len(payments)
+        + len(shares)
+        + len(inbox)
+    )
     done = 0
 
     def tick() -> None:
@@ -132,18 +211,46 @@ def _collect(vault: UnlockedVault, progress: Progress | None) -> _Snapshot:
             {"id": r.id, "vendor_id": r.vendor_id, **_stamps(r), **_pick(p, _RELATIONSHIP_KEYS)}
         )
         tick()
+    for con in contracts:
+        p = vault.open("contracts", con.id, con.sealed)
+        records["contracts"].append(
+            {
+                "id": con.id,
+                "vendor_id": con.vendor_id,
+                "relationship_id": con.relationship_id,
+                **_stamps(con),
+                **_contract(p),
+            }
+        )
+        tick()
     files: dict[str, list[dict[str, Any]]] = {}
     for d in documents:
         p = vault.open("documents", d.id, d.sealed)
+        sealed_text = texts.get(d.id)
+        text = vault.open("document_texts", d.id, sealed_text).get("text", "") if sealed_text else ""
         rec = {
             "id": d.id,
             "vendor_id": d.vendor_id,
             "relationship_id": d.relationship_id,
             **_stamps(d),
             **_pick(p, _DOCUMENT_KEYS),
+            "text": str(text),
         }
         records["documents"].append(rec)
         files.setdefault(d.blob_address, []).append(rec)
+        tick()
+    for pay in payments:
+        p = vault.open("payments", pay.id, pay.sealed)
+        records["payments"].append(
+            {
+                "id": pay.id,
+                "contract_id": pay.contract_id,
+                "vendor_id": pay.vendor_id,
+                "document_id": pay.document_id,
+                **_stamps(pay),
+                **_pick(p, _PAYMENT_KEYS),
+            }
+        )
         tick()
     for sh in shares:
         p = vault.open("profile_shares", sh.id, sh.sealed)

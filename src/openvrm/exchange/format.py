@@ -30,8 +30,18 @@ FILES_DIR = "files/"
 AGE_HEADER = b"age-encryption.org/v1"
 AGE_ARMOR = b"-----BEGIN AGE ENCRYPTED FILE-----"
 
-# The kinds of records an archive holds, in the order they are written (parents before children).
-KINDS = ("profile_changes", "vendors", "relationships", "documents", "shares", "inbox")
+# The kinds of records an archive holds, in the order they are written (parents before children):
+# a contract needs its vendor and relationship, a document its contract, a payment its document.
+KINDS = (
+    "profile_changes",
+    "vendors",
+    "relationships",
+    "contracts",
+    "documents",
+    "payments",
+    "shares",
+    "inbox",
+)
 
 Progress = Callable[[str, int, int], None]
 """``progress(stage, done, total)``: called as work advances so a front end can draw a bar."""

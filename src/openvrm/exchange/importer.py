@@ -22,6 +22,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import date, datetime
+from decimal import Decimal, InvalidOperation
 from pathlib import Path
 from typing import IO, Any
 
@@ -49,12 +50,18 @@ from openvrm.exchange.format import (
     sha_of_entry,
     validate_manifest,
 )
+from openvrm.ledger.contracts import STATUSES as CONTRACT_STATUSES
+from openvrm.ledger.money import optional_date, parse_amount, parse_currency, parse_date
+from openvrm.ledger.terms import ContractTerms, PricePoint
 from openvrm.profile.fields import _text, normalise_key, validate
 from openvrm.records import insert, table_of
 from openvrm.storage.models import (
     Base,
+    Contract,
     Document,
+    DocumentText,
     InboxItem,
+    Payment,
     ProfileChange,
     ProfileShare,
     Relationship,
@@ -68,7 +75,9 @@ _MODELS: dict[str, type[Base]] = {
     "profile_changes": ProfileChange,
     "vendors": Vendor,
     "relationships": Relationship,
+    "contracts": Contract,
     "documents": Document,
+    "payments": Payment,
     "shares": ProfileShare,
     "inbox": InboxItem,
 }
@@ -241,6 +250,7 @@ class _Row:
     payload: dict[str, Any]
     plain: dict[str, Any] = field(default_factory=dict)
     sha256: str = ""  # documents only: the sha256 of the file
+    text: str = ""  # documents only: the extracted text ("" when there is none)
 
 
 @contextmanager
@@ -296,6 +306,7 @@ def _check_vendor(rec: dict[str, Any], where: str) -> _Row:
             directory_slug=rec["directory_slug"],
             website=rec["website"],
             notes=rec["notes"],
+            vat_ids=rec["vat_ids"],
         )
     return _Row(rec["id"], created, updated, payload)
 
@@ -311,6 +322,7 @@ def _check_relationship(rec: dict[str, Any], where: str) -> _Row:
             since=rec["since"],
             tags=rec["tags"],
             notes=rec["notes"],
+            folder=rec["folder"],
         )
     return _Row(rec["id"], created, updated, payload, {"vendor_id": rec["vendor_id"]})
 
@@ -330,10 +342,153 @@ def _check_document(rec: dict[str, Any], where: str) -> _Row:
             "title": _text(rec["title"], "a title", max_len=300),
             "kind": rec["kind"],
         }
+        until = optional_date(rec["warranty_until"], "the warranty end")
+        extra = {
+            "format": rec["format"],
+            "parse_status": rec["parse_status"],
+            "reason": rec["reason"],
+            "fields": _document_fields(rec["fields"]),
+            "contract_id": rec["contract_id"],
+            "warranty_until": until.isoformat() if until else None,
+            "notes": rec["notes"].strip()[:10000],
+        }
+    # Like DocumentService.add: what the import service did not read is left out, not stored empty.
+    payload |= {k: v for k, v in extra.items() if v not in (None, {}, "")}
     if rec["file"] != file_entry(rec["sha256"]):
         raise ArchiveError(f"{where}: its file {rec['file']!r} does not match its sha256")
     plain = {"vendor_id": rec["vendor_id"], "relationship_id": rec["relationship_id"]}
-    return _Row(rec["id"], created, updated, payload, plain, rec["sha256"])
+    return _Row(rec["id"], created, updated, payload, plain, rec["sha256"], rec["text"])
+
+
+# The parsed invoice fields a document may carry (openvrm.documents.importer._FIELDS), by the kind of value.
+_FIELD_DATES = ("issue_date", "due_date", "service_start", "service_end")
+_FIELD_AMOUNTS = ("net_total", "tax_total", "gross_total", "due_total")
+_LINE_DECIMALS = ("quantity", "unit_price", "net_amount", "tax_rate")
+
+
+_DECIMAL_PLACES = 40  # parsed numbers stay within 10**±40, so none can blow up later arithmetic
+
+
+def _decimal_text(value: str, what: str) -> str:
+    """A decimal number as the parsers write it, kept as written.
+
+    ``str(Decimal)`` may use an exponent (``1E-7``), so one is accepted, but only within 10**±40: a
+    parsed amount such as ``1e999999999`` is refused as the parsers themselves refuse it.
+    """
+    try:
+        number = Decimal(value)
+    except InvalidOperation:
+        raise InvalidValue(f"{what} is not a number: {value[:40]!r}") from None
+    if not number.is_finite() or value != value.strip():
+        raise InvalidValue(f"{what} is not a finite number: {value[:40]!r}")
+    exponent = number.as_tuple().exponent
+    if number.adjusted() > _DECIMAL_PLACES or not isinstance(exponent, int) or exponent < -_DECIMAL_PLACES:
+        raise InvalidValue(f"{what} is out of range: {value[:40]!r}")
+    return value
+
+
+def _document_fields(fields: dict[str, Any]) -> dict[str, Any]:
+    """Check the parsed fields (the schema already fixed their names and JSON types); keep them as is."""
+    for key in _FIELD_DATES:
+        if key in fields:
+            parse_date(fields[key], f"the field {key}")
+    for key in _FIELD_AMOUNTS:
+        if key in fields:
+            _decimal_text(fields[key], f"the field {key}")
+    if "currency" in fields and parse_currency(fields["currency"]) != fields["currency"]:
+        raise InvalidValue(f"the field currency must be an upper-case ISO 4217 code: {fields['currency']!r}")
+    if "email_date" in fields:
+        try:
+            stamp = datetime.fromisoformat(fields["email_date"])
+        except ValueError:
+            raise InvalidValue(
+                f"the field email_date is not a timestamp: {fields['email_date'][:40]!r}"
+            ) from None
+        if stamp.tzinfo is None:
+            raise InvalidValue("the field email_date has no time zone")
+    for n, item in enumerate(fields.get("line_items", [])):
+        for key in _LINE_DECIMALS:
+            if item.get(key) is not None:
+                _decimal_text(item[key], f"line item {n + 1}'s {key}")
+    return fields
+
+
+def _check_contract(rec: dict[str, Any], where: str) -> _Row:
+    created, updated = _stamps(rec, where)
+    with _at(where):
+        start = parse_date(rec["start"], "the start date")
+        end = optional_date(rec["end_date"], "the end date")
+        price = parse_amount(rec["price"], "the price")
+        currency = parse_currency(rec["currency"])
+        history: list[PricePoint] = []
+        for n, point in enumerate(rec["price_history"]):
+            what = f"price change {n + 1}"
+            pp = PricePoint(
+                parse_date(point["effective"], f"the effective date of {what}"),
+                parse_amount(point["price"], f"the price of {what}"),
+                parse_currency(point["currency"]),
+            )
+            if pp.effective < start:
+                raise InvalidValue(f"{what} takes effect before the contract starts")
+            if any(h.effective == pp.effective for h in history):
+                raise InvalidValue(f"two price changes take effect on {pp.effective.isoformat()}")
+            history.append(pp)
+        history.sort(key=lambda h: h.effective)
+        if rec["status"] not in CONTRACT_STATUSES:
+            raise InvalidValue(f"status must be one of {', '.join(CONTRACT_STATUSES)}, not {rec['status']!r}")
+        # The ledger's own rules: billing cycle, notice unit, no negative terms, no end before the start.
+        ContractTerms(
+            start=start,
+            price=price,
+            currency=currency,
+            billing_cycle=rec["billing_cycle"],
+            minimum_term_months=rec["minimum_term_months"],
+            auto_renewal=rec["auto_renewal"],
+            renewal_term_months=rec["renewal_term_months"],
+            notice_value=rec["notice_value"],
+            notice_unit=rec["notice_unit"],
+            end_date=end,
+            price_history=tuple(history),
+        )
+        category = rec["category"]
+        payload = {
+            "plan": _text(rec["plan"], "a plan name", max_len=200),
+            "category": _text(category, "a category", max_len=60).lower() if category else None,
+            "price": str(price),
+            "currency": currency,
+            "billing_cycle": rec["billing_cycle"],
+            "start": start.isoformat(),
+            "minimum_term_months": rec["minimum_term_months"],
+            "auto_renewal": rec["auto_renewal"],
+            "renewal_term_months": rec["renewal_term_months"],
+            "notice_value": rec["notice_value"],
+            "notice_unit": rec["notice_unit"],
+            "end_date": end.isoformat() if end else None,
+            "status": rec["status"],
+            "variable": rec["variable"],
+            "price_history": [
+                {"effective": h.effective.isoformat(), "price": str(h.price), "currency": h.currency}
+                for h in history
+            ],
+            "notes": rec["notes"].strip()[:10000],
+        }
+    plain = {"vendor_id": rec["vendor_id"], "relationship_id": rec["relationship_id"]}
+    return _Row(rec["id"], created, updated, payload, plain)
+
+
+def _check_payment(rec: dict[str, Any], where: str) -> _Row:
+    created, updated = _stamps(rec, where)
+    with _at(where):
+        due = optional_date(rec["due_date"], "the due date")
+        payload = {
+            "due_date": due.isoformat() if due else None,
+            "paid_on": parse_date(rec["paid_on"], "the payment date").isoformat(),
+            "amount": str(parse_amount(rec["amount"], "the amount")),
+            "currency": parse_currency(rec["currency"]),
+            "note": rec["note"].strip()[:1000],
+        }
+    plain = {k: rec[k] for k in ("contract_id", "vendor_id", "document_id")}
+    return _Row(rec["id"], created, updated, payload, plain)
 
 
 def _check_share(rec: dict[str, Any], where: str) -> _Row:
@@ -363,7 +518,9 @@ _CHECKS = {
     "profile_changes": _check_profile_change,
     "vendors": _check_vendor,
     "relationships": _check_relationship,
+    "contracts": _check_contract,
     "documents": _check_document,
+    "payments": _check_payment,
     "shares": _check_share,
     "inbox": _check_inbox,
 }
@@ -384,30 +541,43 @@ def _check_records(manifest: dict[str, Any]) -> dict[str, list[_Row]]:
             dup = next(i for i in ids if ids.count(i) > 1)
             raise ArchiveError(f"manifest.json lists the {kind} id {dup} more than once")
         plan[kind] = rows
-    vendor_ids = {r.id for r in plan["vendors"]}
-    relationship_ids = {r.id for r in plan["relationships"]}
-    for r in plan["relationships"]:
-        if r.plain["vendor_id"] not in vendor_ids:
+    _check_references(plan)
+    return plan
+
+
+def _check_references(plan: dict[str, list[_Row]]) -> None:
+    """Every reference between records must resolve inside the archive."""
+    ids = {kind: {r.id for r in rows} for kind, rows in plan.items()}
+    relationship_vendor = {r.id: r.plain["vendor_id"] for r in plan["relationships"]}
+
+    def need(what: str, row: _Row, kind: str, target: str | None, *, optional: bool = True) -> None:
+        if target is None and optional:
+            return
+        if target not in ids[kind]:
             raise ArchiveError(
-                f"relationship {r.id} refers to vendor {r.plain['vendor_id']}, which is not in the archive"
+                f"{what} {row.id} refers to {kind.removesuffix('s')} {target}, which is not in the archive"
+            )
+
+    for r in plan["relationships"]:
+        need("relationship", r, "vendors", r.plain["vendor_id"], optional=False)
+    for r in plan["contracts"]:
+        need("contract", r, "vendors", r.plain["vendor_id"], optional=False)
+        need("contract", r, "relationships", r.plain["relationship_id"])
+        rel = r.plain["relationship_id"]
+        if rel is not None and relationship_vendor[rel] != r.plain["vendor_id"]:
+            raise ArchiveError(
+                f"contract {r.id} is linked to relationship {rel}, which is with another vendor"
             )
     for r in plan["documents"]:
-        if r.plain["vendor_id"] is not None and r.plain["vendor_id"] not in vendor_ids:
-            raise ArchiveError(
-                f"document {r.id} refers to vendor {r.plain['vendor_id']}, which is not in the archive"
-            )
-        if r.plain["relationship_id"] is not None and r.plain["relationship_id"] not in relationship_ids:
-            raise ArchiveError(
-                f"document {r.id} refers to relationship {r.plain['relationship_id']}, "
-                "which is not in the archive"
-            )
+        need("document", r, "vendors", r.plain["vendor_id"])
+        need("document", r, "relationships", r.plain["relationship_id"])
+        need("document", r, "contracts", r.payload.get("contract_id"))
+    for r in plan["payments"]:
+        need("payment", r, "contracts", r.plain["contract_id"])
+        need("payment", r, "vendors", r.plain["vendor_id"])
+        need("payment", r, "documents", r.plain["document_id"])
     for r in plan["shares"]:
-        if r.plain["relationship_id"] not in relationship_ids:
-            raise ArchiveError(
-                f"share {r.id} refers to relationship {r.plain['relationship_id']}, "
-                "which is not in the archive"
-            )
-    return plan
+        need("share", r, "relationships", r.plain["relationship_id"], optional=False)
 
 
 def _check_files(entries: _Entries, documents: list[_Row], progress: Progress | None) -> int:
@@ -489,6 +659,17 @@ def _write_rows(
                         updated_at=row.updated_at,
                         **plain,
                     )
+                    if kind == "documents" and row.text:
+                        # The extracted text is sealed apart under the document's id, as the service does.
+                        insert(
+                            vault,
+                            s,
+                            DocumentText,
+                            {"text": row.text},
+                            record_id=row.id,
+                            created_at=row.created_at,
+                            updated_at=row.updated_at,
+                        )
                     added[kind] += 1
                 done += 1
             s.flush()  # parents reach the database before their children
