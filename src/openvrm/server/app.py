@@ -25,7 +25,7 @@ from openvrm import __version__
 from openvrm.config import Settings
 from openvrm.errors import OpenVRMError
 from openvrm.logs import configure, get_logger, log_event
-from openvrm.server import api, pages
+from openvrm.server import api, ledger_api, ledger_pages, pages
 from openvrm.server.middleware import RequestMiddleware
 from openvrm.server.problems import (
     ProblemError,
@@ -89,7 +89,12 @@ def create_app(settings: Settings) -> FastAPI:
     app.add_exception_handler(LoginRequired, _login_required)
     app.add_middleware(RequestMiddleware)
     app.include_router(api.health_router)
+    # The ledger's routers go first: their fixed paths (/api/v1/documents/search, /documents/search)
+    # must win over the general /documents/{document_id} routes.
+    app.include_router(ledger_api.router)
+    app.include_router(ledger_api.feeds_router)
     app.include_router(api.router)
+    app.include_router(ledger_pages.router)
     app.include_router(pages.router)
     app.mount("/static", StaticFiles(directory=str(STATIC)), name="static")
     return app

@@ -19,9 +19,11 @@ from starlette.responses import RedirectResponse, Response
 from openvrm.documents.service import KINDS as DOCUMENT_KINDS
 from openvrm.documents.service import DocumentService
 from openvrm.errors import OpenVRMError, VaultNotFound, WrongPassphrase
+from openvrm.ledger.contracts import today_local
 from openvrm.profile.fields import ADDRESS_PARTS, FIELD_TYPES, FieldValue, display, parse_key
 from openvrm.profile.service import ProfileService
 from openvrm.server.forms import read_form, text_field
+from openvrm.server.ledger_views import dashboard_context, vendor_list_context
 from openvrm.server.problems import ProblemError
 from openvrm.server.security import (
     LOGIN_CSRF_COOKIE,
@@ -56,7 +58,10 @@ NAV: list[NavItem] = [
     NavItem("Dashboard", "/"),
     NavItem("Profile", "/profile"),
     NavItem("Vendors", "/vendors"),
+    NavItem("Contracts", "/contracts"),
     NavItem("Documents", "/documents"),
+    NavItem("Upcoming", "/upcoming"),
+    NavItem("Spending", "/spending"),
 ]
 
 # htmx settings, sent in <meta name="htmx-config">: no eval (the CSP forbids it anyway), no injected
@@ -174,7 +179,8 @@ def dashboard(request: Request, session: Page) -> Response:
     cards = [
         {"key": k, "label": label, "href": href, "count": counts[k]} for k, label, href in SUMMARY_LABELS
     ]
-    return render(request, "dashboard.html", {"cards": cards}, session=session)
+    ledger = dashboard_context(session.unlocked, today_local())
+    return render(request, "dashboard.html", {"cards": cards} | ledger, session=session)
 
 
 # -- profile ------------------------------------------------------------------------------------
@@ -256,7 +262,15 @@ def _vendors_context(session: OwnerSession) -> dict[str, Any]:
 
 @router.get("/vendors")
 def vendors_page(request: Request, session: Page) -> Response:
-    return render(request, "vendors.html", _vendors_context(session), session=session)
+    params = request.query_params
+    listing = vendor_list_context(
+        session.unlocked,
+        tag=params.get("tag"),
+        folder=params.get("folder"),
+        query=params.get("q"),
+        country=params.get("country"),
+    )
+    return render(request, "vendors.html", _vendors_context(session) | listing, session=session)
 
 
 @router.post("/vendors")
