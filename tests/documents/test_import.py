@@ -196,3 +196,17 @@ def test_upcoming_shows_a_warranty_end(unlocked: UnlockedVault) -> None:
     DocumentService(unlocked).edit(d.id, warranty_until="2026-03-01")
     events = upcoming(unlocked, today=date(2026, 1, 15), days=60)
     assert [(e.kind, e.document_id) for e in events] == [("warranty-end", d.id)]
+
+
+def test_search_index_is_cached_per_unlock_and_follows_changes(unlocked: UnlockedVault) -> None:
+    svc = DocumentService(unlocked)
+    svc.add(b"first receipt about a kettle", filename="kettle.txt", text="electric kettle receipt")
+    first = DocumentIndex.for_vault(unlocked)
+    assert DocumentIndex.for_vault(unlocked) is first  # nothing changed: the same index
+    assert [h.document.filename for h in first.search("kettle")] == ["kettle.txt"]
+    svc.add(b"second receipt about a toaster", filename="toaster.txt", text="toaster receipt")
+    second = DocumentIndex.for_vault(unlocked)
+    assert second is not first
+    assert [h.document.filename for h in second.search("toaster")] == ["toaster.txt"]
+    unlocked.lock()
+    assert unlocked.caches == {}  # the index goes with the key

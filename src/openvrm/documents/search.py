@@ -44,6 +44,19 @@ def _date_of(d: DocumentRecord) -> str:
     return str(d.fields.get("issue_date") or (d.created_at.date().isoformat() if d.created_at else ""))
 
 
+def _stamp(vault: UnlockedVault) -> tuple[Any, ...]:
+    """A cheap fingerprint of everything the index is built from: row counts and latest changes."""
+    from sqlalchemy import func, select
+
+    from openvrm.storage.models import Document, DocumentText, Vendor
+
+    with vault.db.read() as s:
+        docs = s.execute(select(func.count(), func.max(Document.updated_at))).one()
+        texts = s.execute(select(func.count(), func.max(DocumentText.updated_at))).one()
+        vendors = s.execute(select(func.count(), func.max(Vendor.updated_at))).one()
+    return (*docs, *texts, *vendors)
+
+
 class DocumentIndex:
     def __init__(
         self, documents: list[DocumentRecord], texts: dict[str, str], vendor_names: dict[str, str]
@@ -64,6 +77,20 @@ class DocumentIndex:
             for w in strong_words.union(words(texts.get(d.id, ""))):
                 self._any[w].add(d.id)
         self._vocab = sorted(self._any)
+
+    @classmethod
+    def for_vault(cls, vault: UnlockedVault) -> DocumentIndex:
+        """The index for this unlock, rebuilt only when documents, texts or vendors changed.
+
+        It is kept on the unlocked vault (memory only) and dropped when the vault locks.
+        """
+        stamp = _stamp(vault)
+        cached = vault.caches.get("document-index")
+        if cached is not None and cached[0] == stamp:
+            return cached[1]  # type: ignore[no-any-return]
+        index = cls.build(vault)
+        vault.caches["document-index"] = (stamp, index)
+        return index
 
     @classmethod
     def build(cls, vault: UnlockedVault) -> DocumentIndex:

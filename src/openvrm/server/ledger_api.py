@@ -374,7 +374,7 @@ def search_documents(
     max_total: Annotated[Decimal | None, Query(ge=0, max_digits=16, decimal_places=4)] = None,
     limit: Annotated[int, Query(ge=1, le=200)] = 50,
 ) -> dict[str, Any]:
-    hits = DocumentIndex.build(principal.unlocked).search(
+    hits = DocumentIndex.for_vault(principal.unlocked).search(
         q,
         vendor_id=vendor_id,
         kind=kind,

@@ -375,7 +375,7 @@ def _search_context(session: OwnerSession, request: Request) -> dict[str, Any]:
     kind = params.get("kind") or None
     vendor_id = params.get("vendor_id") or None
     vendors = VendorService(session.unlocked).list()
-    hits = DocumentIndex.build(session.unlocked).search(
+    hits = DocumentIndex.for_vault(session.unlocked).search(
         q, kind=kind if kind in DOCUMENT_KINDS else None, vendor_id=vendor_id
     )
     return {

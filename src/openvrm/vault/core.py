@@ -214,6 +214,8 @@ class UnlockedVault:
         self._records = Sealer(hkdf(key, "openvrm/v1/records"))
         self._files = Sealer(hkdf(key, "openvrm/v1/blobs"))
         self._address_key = hkdf(key, "openvrm/v1/blob-address")
+        # Derived in-memory structures (the search index) that live exactly as long as the unlock.
+        self.caches: dict[str, Any] = {}
 
     @property
     def key(self) -> bytes:
@@ -234,6 +236,7 @@ class UnlockedVault:
     def lock(self) -> None:
         """Forget the keys. Python cannot wipe memory; dropping every reference is the best it offers."""
         self._key = None
+        self.caches.clear()
         self._records = self._files = None  # type: ignore[assignment]
         self._address_key = b""
 
