@@ -199,3 +199,19 @@ def test_feed_token(vrm: Vrm) -> None:
     t = vrm.json("tokens", "create", "phone calendar", "--kind", "feed")
     assert t["kind"] == "feed"
     assert "api or feed" in vrm("tokens", "create", "x", "--kind", "session", code=1).stderr
+
+
+def test_card_and_costs(vrm: Vrm, tmp_path: Path) -> None:
+    v = vrm.json("vendors", "add", "Orange", "--customer-number", "C-9", "--category", "telecom")
+    vrm.json("contracts", "add", v["id"], "--plan", "Livebox", "--price", "42.99", "--start", "2024-01-15")
+    card = vrm.json("vendors", "card", v["relationship"]["id"])
+    assert card["format"] == "openvrm-relationship-card" and card["relationship"]["customer_number"] == "C-9"
+    assert [c["plan"] for c in card["contracts"]] == ["Livebox"]
+    out = tmp_path / "card.json"
+    vrm("vendors", "card", v["relationship"]["id"], "-o", str(out))
+    assert json.loads(out.read_text())["vendor"]["name"] == "Orange"
+    assert "exists" in vrm("vendors", "card", v["relationship"]["id"], "-o", str(out), code=1).stderr
+    costs = vrm.json("contracts", "costs", "--by", "category")
+    assert costs == [
+        {"key": "telecom", "currency": "EUR", "monthly": "42.99", "yearly": "515.88", "contracts": 1}
+    ]

@@ -224,6 +224,34 @@ def contracts_cancel(
     emit(as_json, c.to_json(_today(today)), f"{c.plan} cancelled; it ends on {c.end_date}.")
 
 
+@contracts.command("costs")
+def contracts_costs(
+    ctx: typer.Context,
+    by: Annotated[str, typer.Option(help="Group by vendor or category.")] = "vendor",
+    today: TodayOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """What your active contracts cost per month and per year, by vendor or category."""
+    with unlocked(ctx) as uv:
+        lines = ContractService(uv).costs(by=by, today=_today(today))
+
+    def text() -> None:
+        if not lines:
+            out.print("No active contracts.")
+            return
+        table = Table(by, "per month", "per year", "contracts")
+        for line in lines:
+            table.add_row(
+                line.key,
+                f"{line.monthly} {line.currency}",
+                f"{line.yearly} {line.currency}",
+                str(line.contracts),
+            )
+        out.print(table)
+
+    emit(as_json, [line.to_json() for line in lines], text)
+
+
 def upcoming_cmd(
     ctx: typer.Context,
     days: Annotated[int, typer.Option(min=1, max=3660, help="How far ahead to look.")] = 60,

@@ -185,6 +185,51 @@ def vendors_show(ctx: typer.Context, vendor_id: str, as_json: JsonOpt = False) -
     emit(as_json, data, text)
 
 
+@vendors.command("card")
+def vendors_card(
+    ctx: typer.Context,
+    relationship_id: Annotated[
+        str, typer.Argument(help="The relationship (see `vrm vendors show VENDOR_ID`).")
+    ],
+    output: Annotated[
+        Path | None, typer.Option("-o", "--output", help="Write the card (JSON) to this file.")
+    ] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """The relationship card: everything about one relationship in one portable JSON document."""
+    import json
+
+    from openvrm.ledger.contracts import today_local
+    from openvrm.vendors.card import relationship_card
+
+    with unlocked(ctx) as uv:
+        card = relationship_card(uv, relationship_id, today=today_local())
+    if output is not None:
+        if output.exists():
+            raise InvalidValue(f"{output} exists; choose another file name")
+        output.write_text(json.dumps(card, ensure_ascii=False, indent=2) + "\n", encoding="utf-8")
+
+    def text() -> None:
+        v, r = card["vendor"], card["relationship"]
+        out.print(
+            f"[bold]{v['name']}[/]  {r['status']}, {r['stance']}, "
+            f"customer number {r['customer_number'] or '-'}"
+        )
+        out.print(
+            f"{len(card['contracts'])} contract(s), {len(card['documents'])} document(s), "
+            f"{len(card['payments'])} payment(s), {len(card['shares'])} shared field(s)"
+        )
+        for c in card["contracts"]:
+            out.print(
+                f"  {c['plan']}: {c['price']} {c['currency']}/{c['billing_cycle']}, "
+                f"cancel by {c.get('cancellation_deadline') or '-'}"
+            )
+        if output is not None:
+            out.print(f"Written to {output}.")
+
+    emit(as_json, card, text)
+
+
 @vendors.command("relate")
 def vendors_relate(
     ctx: typer.Context,
