@@ -16,7 +16,6 @@ from starlette.status import HTTP_201_CREATED, HTTP_204_NO_CONTENT
 
 from openvrm import __version__
 from openvrm.documents.service import DocumentService
-from openvrm.errors import NotFound
 from openvrm.profile.fields import FieldValue
 from openvrm.profile.service import ProfileService
 from openvrm.server.problems import PROBLEM_MEDIA_TYPE
@@ -138,9 +137,7 @@ def create_token(body: TokenIn, principal: OwnerSession) -> dict[str, Any]:
     response_class=Response,
 )
 def revoke_token(token_id: str, principal: OwnerSession) -> Response:
-    if token_id not in {t.id for t in tokens.list_tokens(principal.unlocked, kind="api")}:
-        raise NotFound(f"no API token with id {token_id[:40]!r}")
-    tokens.revoke(principal.unlocked.vault, token_id)
+    tokens.revoke(principal.unlocked.vault, token_id, kind="api")
     return Response(status_code=HTTP_204_NO_CONTENT)
 
 

@@ -448,9 +448,7 @@ def create_feed(body: FeedIn, request: Request, principal: OwnerSession) -> dict
     response_class=Response,
 )
 def revoke_feed(token_id: str, principal: OwnerSession) -> Response:
-    if token_id not in {t.id for t in tokens.list_tokens(principal.unlocked, kind="feed")}:
-        raise NotFound(f"no calendar feed with id {token_id[:40]!r}")
-    tokens.revoke(principal.unlocked.vault, token_id)
+    tokens.revoke(principal.unlocked.vault, token_id, kind="feed")
     return Response(status_code=HTTP_204_NO_CONTENT)
 
 

@@ -26,6 +26,7 @@ from openvrm.storage.models import AccessToken, new_id, utcnow
 from openvrm.vault.core import UnlockedVault, Vault
 
 KINDS = ("api", "session", "feed")
+_KIND_NAMES = {"api": "API token", "feed": "calendar feed", "session": "session"}
 _PREFIX = "vrm_"
 
 
@@ -123,11 +124,13 @@ def list_tokens(vault: UnlockedVault, *, kind: str | None = None) -> list[TokenI
     ]
 
 
-def revoke(vault: Vault, token_id: str) -> None:
+def revoke(vault: Vault, token_id: str, *, kind: str | None = None) -> None:
+    """Delete a token; with ``kind``, only a token of that kind (others are :class:`NotFound`)."""
     with vault.db.write() as s:
         row = s.get(AccessToken, token_id)
-        if row is None:
-            raise NotFound(f"no token with id {token_id[:40]!r}")
+        if row is None or (kind is not None and row.kind != kind):
+            what = _KIND_NAMES.get(kind or "", "token")
+            raise NotFound(f"no {what} with id {token_id[:40]!r}")
         s.delete(row)
 
 
