@@ -16,7 +16,7 @@ import typer
 from typer.core import TyperGroup
 
 from openvrm import __version__
-from openvrm.cli import data_cmds, ledger_cmds, profile_cmds, vault_cmds, vendor_cmds
+from openvrm.cli import data_cmds, ledger_cmds, profile_cmds, rights_cmds, vault_cmds, vendor_cmds
 from openvrm.cli.context import err, state
 from openvrm.errors import (
     AuthError,
@@ -122,6 +122,7 @@ profile_cmds.register(app)
 vendor_cmds.register(app)
 data_cmds.register(app)
 ledger_cmds.register(app)
+rights_cmds.register(app)
 
 
 def main() -> None:

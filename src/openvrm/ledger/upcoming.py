@@ -180,8 +180,17 @@ def document_events(uv: UnlockedVault, today: date, until: date) -> Iterable[Eve
             )
 
 
+# Modules of later capabilities that register sources; imported on first use, so every front end (CLI,
+# server, a script) sees the same events without having to remember to import them.
+SOURCE_MODULES = ("openvrm.rights.deadlines",)
+
+
 def upcoming(uv: UnlockedVault, *, today: date, days: int = 60) -> list[Event]:
     """Every event from ``today`` to ``today + days`` (and overdue payments of the past year)."""
+    import importlib
+
+    for module in SOURCE_MODULES:
+        importlib.import_module(module)
     until = today + timedelta(days=days)
     events = [e for source in _SOURCES for e in source(uv, today, until)]
     return sorted(events, key=lambda e: (e.day, e.kind, e.title))

@@ -13,7 +13,17 @@ import time
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import JSON, BigInteger, DateTime, ForeignKey, Integer, LargeBinary, String, TypeDecorator
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    DateTime,
+    ForeignKey,
+    Index,
+    Integer,
+    LargeBinary,
+    String,
+    TypeDecorator,
+)
 from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
@@ -229,3 +239,66 @@ SEALED_TABLES: tuple[type[Base], ...] = (
     Payment,
     DocumentText,
 )
+
+
+# -- rights, moves and the outbox (0003) ---------------------------------------------------------------
+
+
+class SealedSetting(Base):
+    """A named setting of the vault (the person's SMTP server, ...), sealed like every record."""
+
+    __tablename__ = "sealed_settings"
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    sealed: Mapped[bytes] = mapped_column(LargeBinary)
+
+
+class OutboxMessage(Base):
+    """A message to the outside world, written in the transaction that caused it, delivered later.
+
+    Only what the worker needs to pick due messages is plain: status, attempts, next attempt, and a
+    unique idempotency key made of record ids. Recipients, bodies and errors are sealed.
+    """
+
+    __tablename__ = "outbox_messages"
+    # The worker's question, "the oldest due pending message", is one walk of this index.
+    __table_args__ = (Index("ix_outbox_messages_due", "status", "next_attempt_at", "id"),)
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    idempotency_key: Mapped[str] = mapped_column(String(200), unique=True)
+    status: Mapped[str] = mapped_column(String(16))
+    attempts: Mapped[int] = mapped_column(Integer)
+    max_attempts: Mapped[int] = mapped_column(Integer)
+    next_attempt_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    sent_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    sealed: Mapped[bytes] = mapped_column(LargeBinary)
+
+
+class RightsRequest(Base):
+    """A GDPR request to a vendor (access, erasure, ...), its letter, deadlines and history."""
+
+    __tablename__ = "rights_requests"
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    vendor_id: Mapped[str] = mapped_column(ForeignKey("vendors.id", ondelete="RESTRICT"), index=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    sealed: Mapped[bytes] = mapped_column(LargeBinary)
+
+
+class Move(Base):
+    """A change of a profile field carried to every vendor that holds the old value."""
+
+    __tablename__ = "moves"
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    sealed: Mapped[bytes] = mapped_column(LargeBinary)
+
+
+SEALED_TABLES = (*SEALED_TABLES, SealedSetting, OutboxMessage, RightsRequest, Move)
