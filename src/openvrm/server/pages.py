@@ -62,6 +62,9 @@ NAV: list[NavItem] = [
     NavItem("Documents", "/documents"),
     NavItem("Upcoming", "/upcoming"),
     NavItem("Spending", "/spending"),
+    NavItem("Rights", "/rights"),
+    NavItem("Moves", "/moves"),
+    NavItem("Outbox", "/outbox"),
 ]
 
 # htmx settings, sent in <meta name="htmx-config">: no eval (the CSP forbids it anyway), no injected
