@@ -17,10 +17,14 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import socket
+import subprocess
+import sys
 import tempfile
 import threading
 import time
+from collections.abc import Callable, Iterator
 from email.message import Message
 from pathlib import Path
 from typing import Any
@@ -52,6 +56,48 @@ class CountingSink:
         return "250 OK"
 
 
+def serve_sink(port: int) -> None:
+    """Run in the sink process: accept everything on ``port`` until stdin closes, then print the count.
+
+    The SMTP server runs in its own process, as a real one would, so it does not compete with the sender
+    for the interpreter lock (which would penalise whichever side does more Python work).
+    """
+    sink = CountingSink()
+    controller = Controller(sink, hostname="127.0.0.1", port=port)
+    controller.start()
+    print("ready", flush=True)
+    sys.stdin.read()
+    controller.stop()
+    print(sink.count, flush=True)
+
+
+@contextlib.contextmanager
+def sink_process(port: int) -> Iterator[Callable[[], int]]:
+    proc = subprocess.Popen(  # noqa: S603 - our own interpreter running this file
+        [sys.executable, __file__, "--sink", str(port)],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    assert proc.stdout is not None and proc.stdin is not None
+    if proc.stdout.readline().strip() != "ready":
+        proc.kill()
+        raise RuntimeError("the SMTP sink did not start")
+    result: list[int] = []
+
+    def count() -> int:
+        if not result:
+            out, _ = proc.communicate(timeout=60)
+            result.append(int(out.strip().splitlines()[-1]))
+        return result[0]
+
+    try:
+        yield count
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+
+
 async def raw_send(messages: list[Message], port: int) -> float:
     smtp = aiosmtplib.SMTP(hostname="127.0.0.1", port=port, start_tls=False, local_hostname="bench.localhost")
     await smtp.connect()
@@ -67,16 +113,17 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--vendors", type=int, default=1000)
     ap.add_argument("--connections", type=int, default=4, help="SMTP connections the outbox uses")
+    ap.add_argument("--sink", type=int, help=argparse.SUPPRESS)  # internal: run as the SMTP sink process
     args = ap.parse_args()
+    if args.sink:
+        serve_sink(args.sink)
+        return
     n = args.vendors
 
-    sink = CountingSink()
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = int(probe.getsockname()[1])
-    controller = Controller(sink, hostname="127.0.0.1", port=port)
-    controller.start()
-    try:
+    with sink_process(port) as sink_count:
         with tempfile.TemporaryDirectory() as tmp:
             settings = Settings.resolve(Path(tmp) / "home")
             vault = Vault.open(settings, create=True)
@@ -115,11 +162,9 @@ def main() -> None:
             assert report.sent == n, report.to_json()
 
             t_raw = asyncio.run(raw_send(messages, port))
-            assert sink.count == 2 * n
             uv.lock()
             vault.close()
-    finally:
-        controller.stop()
+        assert sink_count() == 2 * n, "the sink did not receive every message"
 
     raw_rate = n / t_raw
     deliver_rate = n / t_deliver
