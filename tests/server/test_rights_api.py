@@ -209,7 +209,7 @@ async def test_request_by_email_from_preview_to_close(
 async def test_request_bad_input(client: httpx.AsyncClient, h: dict[str, str]) -> None:
     # Nothing in the profile: one message lists every missing element.
     r = await client.post("/api/v1/rights", json={"vendor": "7mind", "kind": "access"}, headers=h)
-    body = assert_problem(r, 422, "invalid-value")
+    body = assert_problem(r, 422, "missing-identity")
     assert "name" in body["detail"] and "email" in body["detail"]
     await person(client, h)
     bad: list[dict[str, Any]] = [

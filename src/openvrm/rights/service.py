@@ -188,6 +188,19 @@ def _event(what: str, note: str = "", **extra: Any) -> dict[str, Any]:
     return {"at": utcnow().isoformat(), "event": what, "note": note} | extra
 
 
+class MissingIdentity(InvalidValue):
+    """The vendor asks for identity elements the profile does not hold; ``missing`` lists them."""
+
+    code = "missing-identity"
+
+    def __init__(self, vendor: str, missing: list[str]) -> None:
+        super().__init__(
+            f"cannot write to {vendor}: missing {', '.join(missing)}; add them to your profile "
+            "(`vrm profile set`) or give them with the request (--element 'NAME=value')"
+        )
+        self.missing = list(missing)
+
+
 class RightsService:
     def __init__(self, vault: UnlockedVault) -> None:
         self.vault = vault
@@ -256,10 +269,7 @@ class RightsService:
         if chosen == "post" and _first_address(profile) is None:
             missing.append("address (the sender of a letter)")
         if missing:
-            raise InvalidValue(
-                f"cannot write to {v.name}: missing {', '.join(missing)}; add them with `vrm profile set` "
-                "or give them with --element 'NAME=value'"
-            )
+            raise MissingIdentity(v.name, missing)
         rec = RightsRequestRecord(
             id="",
             vendor_id=v.id,

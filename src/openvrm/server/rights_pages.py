@@ -248,7 +248,7 @@ async def rights_create(request: Request, session: Page) -> Response:
     except (OpenVRMError, ProblemError, PageError) as exc:
         error = exc if isinstance(exc, PageError) else _as_page_error(exc)
         ctx = await run_in_threadpool(_new_context, session, request)
-        ctx |= {"error": error.message, "missing": missing_elements(error.message), "form": _values(form)}
+        ctx |= {"error": error.message, "missing": missing_elements(exc), "form": _values(form)}
         return render(request, "rights_new.html", ctx, session=session, status=error.status)
     return see_other(f"/rights/{rec.id}")
 

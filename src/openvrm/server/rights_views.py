@@ -9,7 +9,6 @@ other run of this server is handing it to the mail server right now.
 from __future__ import annotations
 
 import asyncio
-import re
 from datetime import date
 from email.message import Message
 from typing import Any
@@ -24,7 +23,7 @@ from openvrm.outbox.transport import SmtpTransport
 from openvrm.profile.fields import FieldValue, parse_key
 from openvrm.profile.service import ProfileService
 from openvrm.rights.letters import Letter
-from openvrm.rights.service import RightsRequestRecord
+from openvrm.rights.service import MissingIdentity, RightsRequestRecord
 from openvrm.server.problems import ProblemError
 from openvrm.vault.core import UnlockedVault
 
@@ -58,7 +57,6 @@ MOVABLE_NAMES = {
     "family-name": "Family name",
     "iban": "Bank account (IBAN)",
 }
-_MISSING = re.compile(r"missing (?P<list>.+?); add them")
 
 
 def mail_not_set_up() -> ProblemError:
@@ -92,12 +90,9 @@ async def deliver(request: Request, uv: UnlockedVault, *, limit: int | None = No
         return await Outbox(uv).deliver(transport, limit=limit)
 
 
-def missing_elements(message: str) -> list[str]:
+def missing_elements(error: Exception) -> list[str]:
     """The identity elements a refused request names, one per item (empty when it names none)."""
-    found = _MISSING.search(message)
-    if found is None:
-        return []
-    return [m.strip() for m in found.group("list").split(", ") if m.strip()]
+    return list(error.missing) if isinstance(error, MissingIdentity) else []
 
 
 def recipient(rec: RightsRequestRecord) -> str:
