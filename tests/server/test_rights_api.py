@@ -276,6 +276,8 @@ async def test_post_and_web_form_requests(client: httpx.AsyncClient, h: dict[str
     r = await client.post(f"/api/v1/rights/{form['id']}/send", json={"confirm": True}, headers=h)
     assert r.json()["status"] == "sent"
     assert (await client.get("/api/v1/outbox")).json()["messages"] == []
+    # a request that went out keeps its history: it cannot be discarded, only closed
+    assert_problem(await client.delete(f"/api/v1/rights/{letter['id']}", headers=h), 409)
 
 
 async def relate_directory(client: httpx.AsyncClient, h: dict[str, str], slug: str) -> str:
@@ -413,3 +415,17 @@ async def test_outbox_lists_without_text_and_handles_decisions(
     for action in ("retry", "confirm", "cancel"):
         assert_problem(await client.post(f"/api/v1/outbox/nope/{action}", headers=h), 404)
     assert_problem(await client.post("/api/v1/outbox/send"), 403, "csrf-failed")
+
+
+async def test_a_draft_can_be_discarded_a_sent_request_cannot(
+    client: httpx.AsyncClient, h: dict[str, str]
+) -> None:
+    await person(client, h)
+    r = await client.post(
+        "/api/v1/rights", json={"vendor": "7mind", "kind": "access", "channel": "post"}, headers=h
+    )
+    assert r.status_code == 201, r.text
+    rid = r.json()["id"]
+    assert (await client.delete(f"/api/v1/rights/{rid}", headers=h)).status_code == 204
+    assert_problem(await client.get(f"/api/v1/rights/{rid}", headers=h), 404)
+    assert_problem(await client.delete(f"/api/v1/rights/{rid}", headers=h), 404)

@@ -362,6 +362,18 @@ def rights_close(
     _simple(ctx, "close", request_id, note, as_json)
 
 
+@rights.command("discard")
+def rights_discard(
+    ctx: typer.Context,
+    request_id: Annotated[str, typer.Argument(help="The draft's id.")],
+    as_json: JsonOpt = False,
+) -> None:
+    """Delete a draft request that was never sent."""
+    with unlocked(ctx) as uv:
+        RightsService(uv).discard(request_id)
+    emit(as_json, {"discarded": request_id}, f"Discarded draft {request_id}.")
+
+
 @rights.command("answer")
 def rights_answer(
     ctx: typer.Context,

@@ -397,6 +397,15 @@ class RightsService:
 
         return self._change(request_id, apply)
 
+    def discard(self, request_id: str) -> None:
+        """Delete a draft that was never sent (a preview the person decided against)."""
+        with self.vault.db.write() as s:
+            row = get_row(s, RightsRequest, request_id, "request")
+            status = RightsRequestRecord.from_row(row, payload_of(self.vault, row)).stored_status
+            if status != "draft":
+                raise Conflict(f"only a draft can be discarded; this request is {status} (close it instead)")
+            s.delete(row)
+
     def answer(self, request_id: str, files: Sequence[tuple[str, bytes]], *, note: str = "") -> AnswerResult:
         """Record the vendor's answer; each file (ZIP members one by one) becomes a document."""
         rec = self.get(request_id)

@@ -17,7 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import FormData, UploadFile
 from starlette.responses import Response
-from starlette.status import HTTP_201_CREATED
+from starlette.status import HTTP_201_CREATED, HTTP_204_NO_CONTENT
 
 from openvrm.errors import InvalidValue, NotFound
 from openvrm.ledger.contracts import today_local
@@ -247,6 +247,17 @@ def acknowledge_request(request_id: str, principal: Owner, body: NoteIn | None =
 def extend_request(request_id: str, principal: Owner, body: NoteIn | None = None) -> dict[str, Any]:
     RightsService(principal.unlocked).extend(request_id, body.note if body else "")
     return _request(principal.unlocked, request_id)
+
+
+@router.delete(
+    "/rights/{request_id}",
+    summary="Discard a draft request (never sent)",
+    status_code=HTTP_204_NO_CONTENT,
+    response_class=Response,
+)
+def discard_request(request_id: str, principal: Owner) -> Response:
+    RightsService(principal.unlocked).discard(request_id)
+    return Response(status_code=HTTP_204_NO_CONTENT)
 
 
 @router.post("/rights/{request_id}/close", summary="Close a request (satisfied, or given up)")
