@@ -15,18 +15,24 @@ from sqlalchemy import select
 from openvrm.config import Settings
 from openvrm.documents.service import DocumentService
 from openvrm.ledger.contracts import ContractService
+from openvrm.moves.service import MoveService
+from openvrm.outbox.settings import clean_mail_settings, save_mail_settings
 from openvrm.profile.service import ProfileService
 from openvrm.records import insert
+from openvrm.rights.service import RightsService
 from openvrm.sharing.service import SharingService
 from openvrm.storage.models import (
     Base,
     Contract,
     Document,
     InboxItem,
+    Move,
     Payment,
     ProfileChange,
     ProfileShare,
     Relationship,
+    RightsRequest,
+    SealedSetting,
     Vendor,
 )
 from openvrm.vault.core import UnlockedVault, Vault
@@ -137,6 +143,29 @@ def populate(vault: UnlockedVault, tag: str = "") -> dict[str, str]:
     revoked = sharing.share(rel.id, "phone", purpose="delivery")
     sharing.revoke(revoked.id)
     vault.vault.deposit({"type": "receipt", "from": "shop", "total": "12.50", "tag": tag})
+    # The person's mail server, a GDPR request sent by e-mail and answered, and a move of the e-mail
+    # address (its notice to the shop waits in the outbox, which the archive does not carry).
+    save_mail_settings(
+        vault,
+        clean_mail_settings(
+            host="smtp.example.org",
+            port=587,
+            from_addr=f"ada{tag}@example.org",
+            username="ada",
+            password=f"smtp secret{tag}",
+            from_name="Ada Lovelace",
+        ),
+    )
+    rights = RightsService(vault)
+    request = rights.create(shop.id, "access", to="privacy@shop.example", language="fr")
+    rights.send(request.id, today=date(2026, 1, 31))
+    rights.extend(request.id, note="they need more time")
+    answer = rights.answer(request.id, [("my-data.csv", f"order;total\n42;9.99{tag}\n".encode())])
+    draft = rights.create(bank.id, "erasure", to="dpo@bank.example")
+    rights.close(draft.id, note="changed my mind")
+    move = MoveService(vault).start(
+        "email", f"ada.new{tag}@example.org", contacts={shop.id: "dpo@shop.example"}, language="en"
+    )
     return {
         "shop": shop.id,
         "bank": bank.id,
@@ -146,6 +175,10 @@ def populate(vault: UnlockedVault, tag: str = "") -> dict[str, str]:
         "contract": plan.id,
         "payment": paid.id,
         "invoice": invoice.id,
+        "request": request.id,
+        "draft": draft.id,
+        "answer": answer.request.documents[0],
+        "move": move.id,
     }
 
 
@@ -200,6 +233,19 @@ def view(vault: UnlockedVault) -> dict[str, list[Any]]:
             for r in s.scalars(select(ProfileShare).order_by(ProfileShare.id))
         ]
         inbox_ids = [(r.id, r.received_at) for r in s.scalars(select(InboxItem).order_by(InboxItem.id))]
+        out["rights_requests"] = [
+            (r.id, r.created_at, r.updated_at, vault.open("rights_requests", r.id, r.sealed))
+            for r in s.scalars(select(RightsRequest).order_by(RightsRequest.id))
+        ]
+        out["moves"] = [
+            (r.id, r.created_at, r.updated_at, vault.open("moves", r.id, r.sealed))
+            for r in s.scalars(select(Move).order_by(Move.id))
+        ]
+        out["vendor of request"] = [(r.id, r.vendor_id) for r in s.scalars(select(RightsRequest))]
+        out["settings"] = [
+            (r.id, r.created_at, r.updated_at, vault.open("sealed_settings", r.id, r.sealed))
+            for r in s.scalars(select(SealedSetting).order_by(SealedSetting.id))
+        ]
     out["documents"] = [
         (
             d.id,
@@ -215,6 +261,23 @@ def view(vault: UnlockedVault) -> dict[str, list[Any]]:
     out["texts"] = sorted(DocumentService(vault).texts().items())
     items = {e.id: e.item for e in vault.inbox()}
     out["inbox"] = [(i, at, items[i]) for i, at in inbox_ids]
+    return out
+
+
+def without_outbox(seen: dict[str, list[Any]]) -> dict[str, list[Any]]:
+    """``view`` as an import gives it back: the outbox is not carried, so nothing names its messages."""
+    out = dict(seen)
+    requests = []
+    for rid, created, updated, p in seen["rights_requests"]:
+        p = {**p, "outbox_id": None}
+        if p["complaint"] is not None:
+            p["complaint"] = {**p["complaint"], "outbox_id": None}
+        requests.append((rid, created, updated, p))
+    out["rights_requests"] = requests
+    out["moves"] = [
+        (mid, created, updated, {**p, "notices": [{**n, "outbox_id": None} for n in p["notices"]]})
+        for mid, created, updated, p in seen["moves"]
+    ]
     return out
 
 

@@ -30,8 +30,11 @@ def test_backup_opens_unlocks_and_checks(unlocked: UnlockedVault, tmp_path: Path
     assert isinstance(summary, BackupSummary)
     assert summary.source_backend == backend
     assert summary.rows["vault_meta"] == 1 and summary.rows["access_tokens"] == 1
-    assert summary.rows["profile_changes"] == 6 and summary.rows["documents"] == 4
-    assert "blobs" not in summary.rows and summary.blobs == 3 and summary.missing_blobs == ()
+    assert summary.rows["profile_changes"] == 7 and summary.rows["documents"] == 5
+    # The backup is the whole vault: the new tables, the outbox included, are copied as they are.
+    assert summary.rows["rights_requests"] == 2 and summary.rows["moves"] == 1
+    assert summary.rows["sealed_settings"] == 1 and summary.rows["outbox_messages"] == 2
+    assert "blobs" not in summary.rows and summary.blobs == 4 and summary.missing_blobs == ()
     assert summary.to_json()["database"] == str(dest / "vault.db")
     assert stat.S_IMODE(dest.stat().st_mode) == 0o700
     assert stat.S_IMODE((dest / "vault.db").stat().st_mode) == 0o600
@@ -40,7 +43,7 @@ def test_backup_opens_unlocks_and_checks(unlocked: UnlockedVault, tmp_path: Path
         assert copy.settings.blob_backend == "files" and copy.vault_id == unlocked.vault.vault_id
         opened = copy.unlock(PASSPHRASE)
         report = check_vault(opened)
-        assert report.ok and report.problems == [] and report.blobs == 3
+        assert report.ok and report.problems == [] and report.blobs == 4
         original = unlocked.vault.unlock(PASSPHRASE)
         assert view(opened) == view(original)
         assert not tokens.unlock(copy, token).locked  # the API token travels with the backup

@@ -25,12 +25,18 @@ from openvrm.exchange import (
 from openvrm.exchange import importer as importer_module
 from openvrm.exchange.format import validate_manifest
 from openvrm.ledger.contracts import ContractService
+from openvrm.moves.service import MoveService
+from openvrm.outbox.service import Outbox
+from openvrm.outbox.settings import clean_mail_settings, load_mail_settings, save_mail_settings
 from openvrm.profile.service import ProfileService
+from openvrm.records import insert
+from openvrm.rights.service import RightsService
+from openvrm.storage.models import Move, SealedSetting
 from openvrm.vault.check import check_vault
 from openvrm.vault.core import UnlockedVault
 from openvrm.vendors.service import VendorService
 
-from .support import dump, new_vault, populate, view
+from .support import dump, new_vault, populate, view, without_outbox
 
 ARCHIVE_PASSPHRASE = "archive passphrase 42"
 
@@ -45,15 +51,18 @@ def test_round_trip_from_each_backend(unlocked: UnlockedVault, tmp_path: Path, e
     assert isinstance(summary, ExportSummary)
     assert summary.encrypted is encrypted and is_encrypted(archive) is encrypted
     assert summary.counts == {
-        "profile_changes": 6,
+        "profile_changes": 7,
         "vendors": 2,
         "relationships": 2,
         "contracts": 1,
-        "documents": 4,
+        "documents": 5,
         "payments": 2,
         "shares": 2,
+        "rights_requests": 2,
+        "moves": 1,
+        "settings": 1,
         "inbox": 1,
-        "files": 3,
+        "files": 4,
     }
     assert summary.bytes == archive.stat().st_size
     assert stat.S_IMODE(archive.stat().st_mode) == 0o600
@@ -65,9 +74,9 @@ def test_round_trip_from_each_backend(unlocked: UnlockedVault, tmp_path: Path, e
         assert isinstance(result, ImportSummary)
         assert result.encrypted is encrypted
         assert result.source_vault_id == unlocked.vault_id
-        assert result.added_total == 20 and result.skipped_total == 0
-        assert result.files_added == 3
-        assert view(target) == view(unlocked)
+        assert result.added_total == 26 and result.skipped_total == 0
+        assert result.files_added == 4
+        assert view(target) == without_outbox(view(unlocked))
         assert check_vault(target).ok
         json.dumps(result.to_json())
         json.dumps(summary.to_json())
@@ -83,7 +92,7 @@ def test_round_trip_into_each_backend(unlocked: UnlockedVault, tmp_path: Path) -
         before = view(unlocked)
         assert all(not rows for rows in before.values())
         import_archive(unlocked, tmp_path / "a.zip")
-        assert view(unlocked) == view(source)
+        assert view(unlocked) == without_outbox(view(source))
         assert check_vault(unlocked).ok
     finally:
         source.vault.close()
@@ -103,8 +112,9 @@ def test_manifest_is_what_the_format_says(unlocked: UnlockedVault, tmp_path: Pat
     assert manifest["vault_id"] == unlocked.vault_id
     assert names == sorted(["manifest.json", *{d["file"] for d in manifest["documents"]}])
     assert bill["relationship_id"] == ids["rel"] and bill["kind"] == "invoice" and bill["size"] == 14
-    assert [c["field"] for c in manifest["profile_changes"]][-1] == "free.note"
-    assert manifest["profile_changes"][-1]["action"] == "unset"
+    assert [c["field"] for c in manifest["profile_changes"]][-2:] == ["free.note", "email"]
+    assert manifest["profile_changes"][-2]["action"] == "unset"
+    assert manifest["profile_changes"][-1]["source"] == "move"
     assert manifest_schema()["$schema"] == "https://json-schema.org/draft/2020-12/schema"
     # The ledger and what the import service read travel too.
     shop = next(v for v in manifest["vendors"] if v["id"] == ids["shop"])
@@ -124,7 +134,7 @@ def test_manifest_is_what_the_format_says(unlocked: UnlockedVault, tmp_path: Pat
     assert scheduled["id"] == ids["payment"] and scheduled["due_date"] == "2024-01-15"
     assert scheduled["amount"] == "9.99" and scheduled["document_id"] is None
     assert by_bill["document_id"] == ids["invoice"] and by_bill["contract_id"] == ids["contract"]
-    assert list(manifest)[-8:] == [
+    assert list(manifest)[-11:] == [
         "profile_changes",
         "vendors",
         "relationships",
@@ -132,6 +142,9 @@ def test_manifest_is_what_the_format_says(unlocked: UnlockedVault, tmp_path: Pat
         "documents",
         "payments",
         "shares",
+        "rights_requests",
+        "moves",
+        "settings",
         "inbox",
     ]
 
@@ -171,20 +184,26 @@ def test_import_skips_records_that_already_exist(unlocked: UnlockedVault, tmp_pa
             "documents": 0,
             "payments": 0,
             "shares": 0,
+            "rights_requests": 0,
+            "moves": 0,
+            "settings": 0,
             "inbox": 0,
         }
         assert result.skipped == {
-            "profile_changes": 6,
+            "profile_changes": 7,
             "vendors": 2,
             "relationships": 2,
             "contracts": 1,
-            "documents": 4,
+            "documents": 5,
             "payments": 2,
             "shares": 2,
+            "rights_requests": 2,
+            "moves": 1,
+            "settings": 1,
             "inbox": 1,
         }
-        assert result.skipped_total == 20 and result.files_added == 0
-        assert result.to_json()["skipped_total"] == 20
+        assert result.skipped_total == 26 and result.files_added == 0
+        assert result.to_json()["skipped_total"] == 26
         mine = view(unlocked)
         theirs = view(source)
         assert mine["vendors"] == theirs["vendors"]
@@ -192,7 +211,7 @@ def test_import_skips_records_that_already_exist(unlocked: UnlockedVault, tmp_pa
         # Importing again changes nothing at all.
         before = dump(unlocked.vault)
         again = import_archive(unlocked, tmp_path / "second.zip")
-        assert again.added_total == 0 and again.skipped_total == 22
+        assert again.added_total == 0 and again.skipped_total == 28
         assert dump(unlocked.vault) == before
     finally:
         source.vault.close()
@@ -203,7 +222,7 @@ def test_import_of_own_export_changes_nothing(unlocked: UnlockedVault, tmp_path:
     export_vault(unlocked, tmp_path / "a.zip")
     before = dump(unlocked.vault)
     result = import_archive(unlocked, tmp_path / "a.zip")
-    assert result.added_total == 0 and result.skipped_total == 20
+    assert result.added_total == 0 and result.skipped_total == 26
     assert dump(unlocked.vault) == before
 
 
@@ -233,13 +252,13 @@ def test_progress_reports_every_stage(unlocked: UnlockedVault, tmp_path: Path) -
     seen: list[tuple[str, int, int]] = []
     export_vault(unlocked, tmp_path / "a.zip", progress=lambda *a: seen.append(a))
     assert {s for s, _, _ in seen} == {"records", "files"}
-    assert ("records", 20, 20) in seen and ("files", 3, 3) in seen
+    assert ("records", 26, 26) in seen and ("files", 4, 4) in seen
     target = new_vault(tmp_path / "t")
     try:
         seen.clear()
         import_archive(target, tmp_path / "a.zip", progress=lambda *a: seen.append(a))
         assert {s for s, _, _ in seen} == {"verify", "files", "records"}
-        assert ("verify", 3, 3) in seen and ("files", 3, 3) in seen and ("records", 20, 20) in seen
+        assert ("verify", 4, 4) in seen and ("files", 4, 4) in seen and ("records", 26, 26) in seen
         assert all(0 <= done <= total for _, done, total in seen)
     finally:
         target.vault.close()
@@ -266,7 +285,7 @@ def test_a_directory_entry_for_files_is_accepted(unlocked: UnlockedVault, tmp_pa
     (tmp_path / "b.zip").write_bytes(buf.getvalue())
     target = new_vault(tmp_path / "t")
     try:
-        assert import_archive(target, tmp_path / "b.zip").added_total == 20
+        assert import_archive(target, tmp_path / "b.zip").added_total == 26
     finally:
         target.vault.close()
 
@@ -313,7 +332,7 @@ def test_an_archive_just_within_the_limits_imports(unlocked: UnlockedVault, tmp_
     target = new_vault(tmp_path / "t")
     try:
         limits = ImportLimits(max_total_bytes=total, max_entries=count)
-        assert import_archive(target, tmp_path / "a.zip", limits=limits).added_total == 20
+        assert import_archive(target, tmp_path / "a.zip", limits=limits).added_total == 26
     finally:
         target.vault.close()
 
@@ -357,3 +376,95 @@ def test_real_invoices_through_the_import_service_round_trip(unlocked: UnlockedV
         assert check_vault(unlocked).ok
     finally:
         source.vault.close()
+
+
+def test_rights_requests_moves_and_settings_travel(unlocked: UnlockedVault, tmp_path: Path) -> None:
+    """The person's requests, moves and mail server are carried; the outbox is not."""
+    ids = populate(unlocked)
+    vendors = VendorService(unlocked)
+    gone = vendors.add("Gone Corp")
+    with unlocked.db.write() as s:  # a move that told a vendor since deleted
+        insert(
+            unlocked,
+            s,
+            Move,
+            {
+                "field": "phone",
+                "old": "+33123456789",
+                "new": "+493012345678",
+                "on": "2025-06-01",
+                "notices": [
+                    {
+                        "vendor_id": gone.id,
+                        "vendor_name": "Gone Corp",
+                        "channel": "post",
+                        "status": "sent",
+                        "to": "1 Gone Street, Paris",
+                        "customer_number": None,
+                        "language": "fr",
+                        "reasons": ["customer"],
+                        "missing": None,
+                        "outbox_id": None,
+                        "last_error": None,
+                    }
+                ],
+            },
+        )
+    vendors.delete(gone.id)
+    # The move's e-mail to the shop was cancelled in the outbox: the move reads "failed" for it.
+    move = MoveService(unlocked).get(ids["move"])
+    Outbox(unlocked).cancel(move.notices[0].outbox_id or "")
+    assert MoveService(unlocked).get(ids["move"]).notices[0].status == "failed"
+    export_vault(unlocked, tmp_path / "a.zip")
+    with zipfile.ZipFile(tmp_path / "a.zip") as zf:
+        manifest = json.loads(zf.read("manifest.json"))
+    assert "outbox" not in manifest and "outbox_messages" not in manifest
+    [setting] = manifest["settings"]
+    assert setting["id"] == "smtp" and setting["value"]["password"] == "smtp secret"  # plaintext, by design
+    request = next(r for r in manifest["rights_requests"] if r["id"] == ids["request"])
+    assert request["vendor_id"] == ids["shop"] and request["status"] == "answered" and request["extended"]
+    assert request["documents"] == [ids["answer"]] and request["outbox_id"] is not None
+    assert [e["event"] for e in request["events"]] == ["created", "sent", "extended", "answered"]
+    assert request["events"][-1]["documents"] == [ids["answer"]] and request["events"][0]["documents"] is None
+    shop_move, gone_move = sorted(manifest["moves"], key=lambda m: m["field"])
+    assert shop_move["notices"][0]["status"] == "failed"  # as the move reads it, from the outbox
+    assert (
+        gone_move["notices"][0]["vendor_id"] is None and gone_move["notices"][0]["vendor_name"] == "Gone Corp"
+    )
+
+    target = new_vault(tmp_path / "t")
+    try:
+        result = import_archive(target, tmp_path / "a.zip")
+        assert result.added["rights_requests"] == 2 and result.added["moves"] == 2
+        assert result.added["settings"] == 1
+        assert Outbox(target).list() == []  # pending messages are not carried over
+        assert load_mail_settings(target) == load_mail_settings(unlocked)
+        rights = RightsService(target)
+        got = rights.get(ids["request"])
+        assert got.outbox_id is None and got.stored_status == "answered" and got.extended
+        assert got.to_json() == RightsService(unlocked).get(ids["request"]).to_json() | {"outbox_id": None}
+        assert rights.letter(ids["request"]).body == RightsService(unlocked).letter(ids["request"]).body
+        moves = {m.field: m for m in MoveService(target).list()}
+        assert moves["email"].notices[0].status == "failed" and moves["email"].notices[0].outbox_id is None
+        assert moves["phone"].to_json()["notices"][0]["vendor_id"] is None  # the vendor was deleted
+        assert check_vault(target).ok
+        # The target's own mail server is never replaced by an archive's.
+        again = new_vault(tmp_path / "t2")
+        try:
+            save_mail_settings(again, clean_mail_settings(host="mine.example", from_addr="me@mine.example"))
+            assert import_archive(again, tmp_path / "a.zip").skipped["settings"] == 1
+            assert load_mail_settings(again).host == "mine.example"
+        finally:
+            again.vault.close()
+    finally:
+        target.vault.close()
+
+
+def test_a_setting_the_format_does_not_know_stops_the_export(unlocked: UnlockedVault, tmp_path: Path) -> None:
+    """Rather than an archive that silently lacks part of the vault, no archive at all."""
+    with unlocked.db.write() as s:
+        insert(unlocked, s, SealedSetting, {"server": "imap.example.org"}, record_id="imap")
+    with pytest.raises(InvalidValue, match="setting 'imap'.*does not know"):
+        export_vault(unlocked, tmp_path / "a.zip")
+    assert not (tmp_path / "a.zip").exists()
+    assert not [p for p in tmp_path.iterdir() if p.name.endswith(".tmp")]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ast
 from importlib import resources
 from pathlib import Path
 
@@ -128,3 +129,84 @@ def test_schema_carries_every_parsed_field() -> None:
         manifest_schema()["$defs"]["document_fields"]["properties"]["document_type"]["pattern"]
     )
     assert all(doc_type.match(t) for t in model.DOCUMENT_TYPES)
+
+
+def _source_tree(module: str) -> ast.Module:
+    path = resources.files(module.rpartition(".")[0]).joinpath(module.rpartition(".")[2] + ".py")
+    return ast.parse(path.read_text("utf-8"))
+
+
+def test_schema_carries_every_key_of_rights_moves_and_settings() -> None:
+    """When the rights, moves or mail settings code writes a new key, this fails until the format has it."""
+    from dataclasses import fields
+
+    from openvrm.exchange import export, importer
+    from openvrm.moves.service import MoveRecord, MoveService, Notice
+    from openvrm.outbox.settings import SMTP_SETTING, MailSettings
+    from openvrm.rights.contacts import Contact
+    from openvrm.rights.service import RightsRequestRecord
+
+    stamps = {"id", "created_at", "updated_at"}
+    request = RightsRequestRecord(
+        id="", vendor_id="", vendor_name="", kind="", language="", channel="", stored_status="",
+        contact={}, identity=[],
+    ).payload()  # fmt: skip
+    assert _props("rights_request") == stamps | {"vendor_id"} | set(request)
+    assert set(export._RIGHTS_KEYS) == set(request)
+    assert _props("rights_contact") == set(Contact(name="x").to_json()) == set(export._CONTACT_KEYS)
+    notice = Notice(vendor_id="", vendor_name="", channel="email", status="pending")
+    move = MoveService._payload(MoveRecord("", "email", "a@b.example", "c@d.example", "", [notice]))
+    assert _props("move") == stamps | set(move) and set(export._MOVE_KEYS) == set(move)
+    assert _props("move_notice") == set(move["notices"][0]) == {f.name for f in fields(Notice)}
+    assert _props("smtp_settings") == {f.name for f in fields(MailSettings)}
+    assert manifest_schema()["$defs"]["setting"]["properties"]["id"]["enum"] == [SMTP_SETTING]
+    assert set(export._SETTINGS) == {SMTP_SETTING}
+
+    # What RightsService writes into a request's history and complaint, read from its source.
+    tree = _source_tree("openvrm.rights.service")
+    events, extras, complaint = set(), set(), set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Call) and getattr(node.func, "id", None) == "_event":
+            assert isinstance(node.args[0], ast.Constant)
+            events.add(node.args[0].value)
+            extras |= {k.arg for k in node.keywords}
+        if (
+            isinstance(node, ast.Assign)
+            and isinstance(node.targets[0], ast.Attribute)
+            and node.targets[0].attr == "complaint"
+            and isinstance(node.value, ast.Dict)
+        ):
+            complaint |= {k.value for k in node.value.keys if isinstance(k, ast.Constant)}
+    assert events == set(importer.REQUEST_EVENTS)
+    assert _props("rights_event") == {"at", "event", "note"} | extras
+    assert complaint and _props("rights_complaint") == complaint
+
+
+def test_every_sealed_setting_is_one_the_format_knows() -> None:
+    """A new sealed setting elsewhere in openvrm must be added to the archive (export, schema, import)."""
+    root = Path(__file__).resolve().parents[2] / "src" / "openvrm"
+    users = {
+        str(p.relative_to(root))
+        for p in root.rglob("*.py")
+        if "SealedSetting" in p.read_text("utf-8") and p.parent.name != "exchange"
+    }
+    assert users == {"storage/models.py", "outbox/settings.py"}
+    tree = _source_tree("openvrm.outbox.settings")
+    ids = {
+        node.targets[0].id
+        for node in ast.walk(tree)
+        if isinstance(node, ast.Assign)
+        and isinstance(node.targets[0], ast.Name)
+        and node.targets[0].id.endswith("_SETTING")
+    }
+    assert ids == {"SMTP_SETTING"}
+
+
+def test_the_outbox_is_not_part_of_the_format() -> None:
+    """Delivery state, not the person's data: no kind, no schema definition; the doc says so."""
+    from openvrm.exchange.format import KINDS
+
+    assert not any("outbox" in k for k in KINDS)
+    assert not any("outbox" in name for name in manifest_schema()["$defs"])
+    text = (DOCS / "export-format.md").read_text()
+    assert "outbox" in text and "not carried over" in text and "SMTP password" in text

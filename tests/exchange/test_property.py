@@ -7,24 +7,28 @@ from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
 from openvrm.documents.service import KINDS as DOCUMENT_KINDS
 from openvrm.documents.service import DocumentService
-from openvrm.errors import Conflict, InvalidValue
+from openvrm.errors import Conflict, InvalidValue, NotFound
 from openvrm.exchange import export_vault, import_archive
 from openvrm.ledger.contracts import ContractService
 from openvrm.ledger.money import parse_amount
 from openvrm.ledger.terms import CYCLES, NOTICE_UNITS
+from openvrm.moves.service import MoveService
+from openvrm.outbox.settings import TLS_MODES, clean_mail_settings, save_mail_settings
 from openvrm.profile.service import ProfileService
 from openvrm.records import insert
+from openvrm.rights.letters import LANGUAGES, REQUEST_TYPES
+from openvrm.rights.service import RightsService
 from openvrm.sharing.service import SharingService
 from openvrm.storage.models import Payment
 from openvrm.vault.check import check_vault
 from openvrm.vendors.service import STANCES, STATUSES, VendorService
 
-from .support import new_vault, view
+from .support import new_vault, view, without_outbox
 
 text = st.text(st.characters(categories=("L", "N", "P", "S", "Zs")), min_size=1, max_size=30).filter(
     lambda s: s.strip() != ""
@@ -212,6 +216,42 @@ share = st.fixed_dictionaries(
     }
 )
 inbox = st.dictionaries(st.sampled_from(["type", "from", "total", "note"]), text, min_size=1)
+mail = st.fixed_dictionaries(
+    {
+        "host": st.from_regex(r"smtp\.[a-z]{1,10}\.example", fullmatch=True),
+        "tls": st.sampled_from(TLS_MODES),
+        "from_addr": email,
+    },
+    optional={
+        "port": st.integers(1, 65535),
+        "login": st.tuples(label, st.one_of(st.none(), text)),  # a username, maybe with a password
+        "from_name": text,
+        "validate_certs": st.booleans(),
+    },
+)
+STEPS = ("acknowledge", "extend", "answer", "escalate", "close")
+rights_request = st.fixed_dictionaries(
+    {
+        "vendor": st.integers(0, 20),
+        "kind": st.sampled_from(list(REQUEST_TYPES)),
+        "language": st.one_of(st.none(), st.sampled_from(LANGUAGES)),
+        "to": email,
+        "details": st.one_of(st.just(""), text),
+        "send": st.booleans(),  # by e-mail, when a mail server is set up; the later steps need it
+        "steps": st.lists(st.tuples(st.sampled_from(STEPS), st.binary(min_size=1, max_size=200)), max_size=4),
+    }
+)
+move = st.fixed_dictionaries(
+    {
+        "field": st.sampled_from(["email", "phone"]),
+        "email": email,
+        "phone": phone,
+        "contacts": st.lists(st.tuples(st.integers(0, 20), email), max_size=3),
+        "exclude": st.lists(st.integers(0, 20), max_size=2),
+        "language": st.one_of(st.none(), st.sampled_from(LANGUAGES)),
+        "acknowledge": st.booleans(),
+    }
+)
 contents = st.fixed_dictionaries(
     {
         "profile": profile_ops,
@@ -223,6 +263,11 @@ contents = st.fixed_dictionaries(
         "bill_payments": st.lists(bill_payment, max_size=2),
         "shares": st.lists(share, max_size=4),
         "inbox": st.lists(inbox, max_size=2),
+        "mail": st.tuples(st.sampled_from([True, True, True, False]), mail).map(
+            lambda m: m[1] if m[0] else None
+        ),
+        "rights_requests": st.lists(rights_request, max_size=3),
+        "moves": st.lists(move, max_size=2),
     }
 )
 
@@ -291,6 +336,69 @@ def fill(vault: Any, c: dict[str, Any]) -> None:
                 sharing.revoke(rec.id)
     for item in c["inbox"]:
         vault.vault.deposit(item)
+    add_rights_and_moves(vault, c, vendor_ids)
+
+
+def add_rights_and_moves(vault: Any, c: dict[str, Any], vendor_ids: list[str]) -> None:
+    """The mail server, GDPR requests taken some way through their life, and moves of a field."""
+    if c["mail"] is not None:
+        m = dict(c["mail"])
+        username, password = m.pop("login", (None, None))
+        save_mail_settings(vault, clean_mail_settings(username=username, password=password, **m))
+    if not (c["rights_requests"] or c["moves"]):
+        return
+    if not vendor_ids:
+        vendor_ids = [VendorService(vault).add("Privacy Test Vendor").id]
+    profile = ProfileService(vault)
+    # A letter is signed with the person's name and identifies them by their e-mail address.
+    for key, value in (("name", "Ada Example"), ("email", "ada@example.org")):
+        if key not in profile.current():
+            profile.set(key, value)
+    rights = RightsService(vault)
+    sent = date(2026, 1, 31)
+    for r in c["rights_requests"]:
+        details = r["details"] or (
+            "my surname is misspelt" if r["kind"] in ("rectification", "restriction") else ""
+        )
+        try:
+            rec = rights.create(
+                vendor_ids[r["vendor"] % len(vendor_ids)], r["kind"], language=r["language"], to=r["to"],
+                details=details,
+            )  # fmt: skip
+        except (InvalidValue, NotFound):
+            continue  # a vendor the directory knows, asking for identity elements the profile lacks
+        if r["send"] and c["mail"] is not None:
+            rights.send(rec.id, today=sent)
+        for step, data in r["steps"]:
+            try:
+                if step == "acknowledge":
+                    rights.acknowledge(rec.id, note="received")
+                elif step == "extend":
+                    rights.extend(rec.id)
+                elif step == "answer":
+                    rights.answer(rec.id, [("answer.bin", data)], note="their answer")
+                elif step == "escalate":
+                    rights.escalate(rec.id, authority="frcnil", today=date(2026, 3, 10))
+                else:
+                    rights.close(rec.id)
+            except (Conflict, InvalidValue, NotFound):
+                pass  # a step the request's state does not allow, or no mail server for an e-mail
+    moves = MoveService(vault)
+    for m in c["moves"]:
+        contacts = {vendor_ids[i % len(vendor_ids)]: to for i, to in m["contacts"]}
+        try:
+            candidates = moves.plan(m["field"], m[m["field"]], contacts=contacts).candidates
+            exclude = (
+                {candidates[i % len(candidates)].vendor_id for i in m["exclude"]} if candidates else set()
+            )
+            done = moves.start(
+                m["field"], m[m["field"]], contacts=contacts, exclude=exclude, language=m["language"]
+            )
+        except (InvalidValue, NotFound):
+            continue  # no such field to move from, the same value, or no mail server for the e-mails
+        notified = [n for n in done.notices if n.status not in ("skipped", "no-contact")]
+        if m["acknowledge"] and notified:
+            moves.acknowledge(done.id, notified[0].vendor_id)
 
 
 def add_contracts(vault: Any, c: dict[str, Any], vendor_ids: list[str]) -> list[str]:
@@ -325,7 +433,7 @@ def add_contracts(vault: Any, c: dict[str, Any], vendor_ids: list[str]) -> list[
     return ids
 
 
-@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(c=contents)
 def test_export_import_round_trip(c: dict[str, Any]) -> None:
     with tempfile.TemporaryDirectory() as tmp:
@@ -337,8 +445,14 @@ def test_export_import_round_trip(c: dict[str, Any]) -> None:
             exported = export_vault(source, base / "vault.zip")
             imported = import_archive(target, base / "vault.zip")
             assert imported.skipped_total == 0
+            for kind in ("rights_requests", "moves", "settings"):  # --hypothesis-show-statistics
+                event(f"{kind}: {'some' if exported.counts[kind] else 'none'}")
+            for request in RightsService(target).list():
+                event(f"a request {request.stored_status}")
+            for m in MoveService(target).list():
+                event(f"a move with notices {sorted({n.status for n in m.notices})}")
             assert imported.added == {k: v for k, v in exported.counts.items() if k != "files"}
-            assert view(target) == view(source)
+            assert view(target) == without_outbox(view(source))
             assert check_vault(target).ok
         finally:
             source.vault.close()

@@ -72,7 +72,7 @@ def _file_entry(archive: bytes) -> zipfile.ZipInfo:
 
 def _data_offset(archive: bytes, info: zipfile.ZipInfo) -> int:
     name_len, extra_len = struct.unpack("<HH", archive[info.header_offset + 26 : info.header_offset + 30])
-    return info.header_offset + 30 + name_len + extra_len
+    return int(info.header_offset + 30 + name_len + extra_len)
 
 
 def test_truncated_archive(target: UnlockedVault, tmp_path: Path, archives: dict[str, bytes]) -> None:
@@ -216,7 +216,8 @@ def _drop_contracts(m: dict[str, Any]) -> None:
 
 def _drop_contracts_but_keep_documents_clean(m: dict[str, Any]) -> None:
     _drop_contracts(m)
-    _invoice(m)["contract_id"] = None
+    for d in m["documents"]:  # the invoice, and the vendor's answer to the rights request
+        d["contract_id"] = None
 
 
 LEDGER_CASES: list[tuple[Callable[[dict[str, Any]], Any], str]] = [
@@ -326,7 +327,7 @@ def test_unsafe_and_unknown_entry_names(
     )
     orphan = b"nobody refers to me"
     name = "files/" + hashlib.sha256(orphan).hexdigest()
-    data = rewrite(archives["plain"], extra=[(name, orphan)], manifest=lambda m: m["counts"].update(files=4))
+    data = rewrite(archives["plain"], extra=[(name, orphan)], manifest=lambda m: m["counts"].update(files=5))
     refused(target, tmp_path, data, "not the file of any document")
 
 
@@ -369,7 +370,7 @@ def test_limits_on_total_size_and_entry_count(
     refused(
         target, tmp_path, archives["plain"], "more than the 10 bytes", limits=ImportLimits(max_total_bytes=10)
     )
-    refused(target, tmp_path, archives["plain"], "4 entries", limits=ImportLimits(max_entries=3))
+    refused(target, tmp_path, archives["plain"], "5 entries", limits=ImportLimits(max_entries=4))
     refused(
         target, tmp_path, archives["plain"], "manifest.json is", limits=ImportLimits(max_manifest_bytes=100)
     )
@@ -405,3 +406,142 @@ def test_truncated_encrypted_archive(
 def test_armoured_age_file_is_explained(target: UnlockedVault, tmp_path: Path) -> None:
     data = b"-----BEGIN AGE ENCRYPTED FILE-----\nYWdl\n-----END AGE ENCRYPTED FILE-----\n"
     refused(target, tmp_path, data, "armoured", passphrase=ARCHIVE_PASSPHRASE)
+
+
+def _request(m: dict[str, Any]) -> dict[str, Any]:
+    """The request that was sent, extended and answered (the other is a closed draft)."""
+    return next(r for r in m["rights_requests"] if r["status"] == "answered")
+
+
+def _draft(m: dict[str, Any]) -> dict[str, Any]:
+    return next(r for r in m["rights_requests"] if r["status"] == "closed")
+
+
+def _smtp(m: dict[str, Any]) -> dict[str, Any]:
+    value: dict[str, Any] = m["settings"][0]["value"]
+    return value
+
+
+REQUESTS, MOVES = r"rights_requests\[\d\]", r"moves\[0\]"
+RIGHTS_CASES: list[tuple[str, Callable[[dict[str, Any]], Any], str]] = [
+    ("bad-status", lambda m: _request(m).update(status="lost"), rf"{REQUESTS}.*request status"),
+    ("stored-overdue", lambda m: _request(m).update(status="overdue"), rf"{REQUESTS}.*request status"),
+    ("bad-language", lambda m: _request(m).update(language="es"), rf"{REQUESTS}.*written in en, fr, de"),
+    ("empty-language", lambda m: _request(m).update(language=" "), rf"{REQUESTS}.*language is empty"),
+    ("bad-type", lambda m: _request(m).update(kind="forget-me"), rf"{REQUESTS}.*request type"),
+    ("bad-channel", lambda m: _request(m).update(channel="pigeon"), rf"{REQUESTS}.*channel is one of"),
+    (
+        "channel-not-on-record",
+        lambda m: _request(m).update(channel="post"),
+        rf"{REQUESTS}.*no postal address",
+    ),
+    ("bad-sent-date", lambda m: _request(m).update(sent_on="2026-02-30"), rf"{REQUESTS}.*day it was sent"),
+    ("sent-without-date", lambda m: _request(m).update(sent_on=None), rf"{REQUESTS}.*needs the day it was"),
+    (
+        "draft-with-date",
+        lambda m: _draft(m).update(status="draft", sent_on="2026-01-01"),
+        rf"{REQUESTS}.*draft request was never sent",
+    ),
+    ("escalated-without-complaint", lambda m: _request(m).update(status="escalated"), "needs its complaint"),
+    (
+        "details-missing",
+        lambda m: _request(m).update(kind="rectification", details="  "),
+        rf"{REQUESTS}.*needs details",
+    ),
+    ("bad-event", lambda m: _request(m)["events"][0].update(event="hacked"), rf"{REQUESTS}.*an event"),
+    (
+        "naive-event-time",
+        lambda m: _request(m)["events"][0].update(at="2026-01-01T00:00:00"),
+        r"schema at rights_requests/\d/events/0/at",
+    ),
+    (
+        "impossible-event-time",
+        lambda m: _request(m)["events"][0].update(at="2026-02-30T00:00:00Z"),
+        rf"{REQUESTS} .*, event 1: not a timestamp",
+    ),
+    (
+        "dangling-vendor",
+        lambda m: _request(m).update(vendor_id="f" * 32),
+        r"rights request .* vendor f+, which",
+    ),
+    (
+        "dangling-answer",
+        lambda m: _request(m).update(documents=["a" * 32]),
+        r"rights request .* document a+, which is not in",
+    ),
+    (
+        "dangling-event-document",
+        lambda m: _request(m)["events"][-1].update(documents=["b" * 32]),
+        r"rights request .* document b+, which is not in",
+    ),
+    (
+        "contact-extra-key",
+        lambda m: _request(m)["contact"].update(phone="1"),
+        r"schema at rights_requests/\d",
+    ),
+    ("identity-not-pairs", lambda m: _request(m).update(identity=[["Nom"]]), r"schema at rights_requests/\d"),
+    (
+        "bad-complaint",
+        lambda m: _request(m).update(
+            status="escalated",
+            complaint={"authority": "frcnil", "channel": "fax", "on": "2026-03-10", "outbox_id": None},
+        ),
+        rf"{REQUESTS}.*complaint's channel",
+    ),
+    ("move-unmovable-field", lambda m: m["moves"][0].update(field="birth-date"), rf"{MOVES}.*a move changes"),
+    ("move-bad-old-value", lambda m: m["moves"][0].update(old="not an address"), rf"{MOVES}.*e-mail"),
+    (
+        "move-same-values",
+        lambda m: m["moves"][0].update(old=m["moves"][0]["new"]),
+        rf"{MOVES}.*the same",
+    ),
+    ("move-bad-day", lambda m: m["moves"][0].update(on="2026-13-01"), rf"{MOVES}.*day of the move"),
+    (
+        "move-bad-status",
+        lambda m: m["moves"][0]["notices"][0].update(status="lost"),
+        rf"{MOVES}.*status of notice 1",
+    ),
+    (
+        "move-bad-language",
+        lambda m: m["moves"][0]["notices"][0].update(language="klingon"),
+        rf"{MOVES}.*written in en, fr, de",
+    ),
+    (
+        "move-bad-channel",
+        lambda m: m["moves"][0]["notices"][0].update(channel="fax"),
+        rf"{MOVES}.*channel of notice 1",
+    ),
+    (
+        "move-dangling-vendor",
+        lambda m: m["moves"][0]["notices"][0].update(vendor_id="f" * 32),
+        r"move .* vendor f+, which is not in",
+    ),
+    (
+        "move-second-notice",
+        lambda m: m["moves"][0]["notices"].append(dict(m["moves"][0]["notices"][0])),
+        rf"{MOVES}.*second notice",
+    ),
+    ("smtp-port", lambda m: _smtp(m).update(port=70000), r"settings\[0\].*SMTP port"),
+    ("smtp-port-zero", lambda m: _smtp(m).update(port=0), r"settings\[0\].*SMTP port"),
+    ("smtp-port-text", lambda m: _smtp(m).update(port="587"), r"schema at settings/0/value/port"),
+    ("smtp-tls", lambda m: _smtp(m).update(tls="ssl"), r"settings\[0\].*TLS mode"),
+    ("smtp-host", lambda m: _smtp(m).update(host="smtp.example.org/evil"), r"settings\[0\].*SMTP host"),
+    ("smtp-sender", lambda m: _smtp(m).update(from_addr="nobody"), r"settings\[0\].*From address"),
+    ("smtp-password-alone", lambda m: _smtp(m).update(username=None), r"settings\[0\].*needs a username"),
+    ("smtp-extra-key", lambda m: _smtp(m).update(oauth="x"), r"schema at settings/0/value"),
+    ("unknown-setting", lambda m: m["settings"][0].update(id="imap"), r"schema at settings/0/id"),
+    ("settings-count", lambda m: m["counts"].update(settings=2), "says it holds 2 settings"),
+    ("no-moves", lambda m: m.pop("moves"), "moves"),
+]
+
+
+@pytest.mark.parametrize(("edit", "match"), [c[1:] for c in RIGHTS_CASES], ids=[c[0] for c in RIGHTS_CASES])
+def test_requests_moves_and_settings_are_checked(
+    target: UnlockedVault,
+    tmp_path: Path,
+    archives: dict[str, bytes],
+    edit: Callable[[dict[str, Any]], Any],
+    match: str,
+) -> None:
+    """GDPR requests, moves and the mail server: a bad one is refused, and the vault is as it was."""
+    refused(target, tmp_path, rewrite(archives["plain"], manifest=edit), match)

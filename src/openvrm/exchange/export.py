@@ -13,6 +13,7 @@ import json
 import os
 import secrets
 import zipfile
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -34,15 +35,22 @@ from openvrm.exchange.format import (
     format_time,
 )
 from openvrm.exchange.snapshot import snapshot
+from openvrm.moves.service import Notice
+from openvrm.outbox.settings import SMTP_SETTING, MailSettings
+from openvrm.rights.service import RightsRequestRecord
 from openvrm.storage.models import (
     Contract,
     Document,
     DocumentText,
     InboxItem,
+    Move,
+    OutboxMessage,
     Payment,
     ProfileChange,
     ProfileShare,
     Relationship,
+    RightsRequest,
+    SealedSetting,
     Vendor,
     utcnow,
 )
@@ -93,6 +101,45 @@ _CONTRACT_KEYS = (
 _PRICE_POINT_KEYS = ("effective", "price", "currency")
 _PAYMENT_KEYS = ("due_date", "paid_on", "amount", "currency", "note")
 _SHARE_KEYS = ("field", "purpose", "until", "revoked_at")
+# A rights request is read through RightsRequestRecord (its own defaults), then written key by key.
+_RIGHTS_KEYS = (
+    "vendor_name",
+    "kind",
+    "language",
+    "channel",
+    "status",
+    "contact",
+    "identity",
+    "details",
+    "customer_number",
+    "sent_on",
+    "extended",
+    "outbox_id",
+    "documents",
+    "events",
+    "complaint",
+)
+_CONTACT_KEYS = ("name", "email", "address", "webform", "suggested", "slug")
+_EVENT_KEYS = ("at", "event", "note", "documents")
+_COMPLAINT_KEYS = ("authority", "channel", "on", "outbox_id")
+_MOVE_KEYS = ("field", "old", "new", "on", "notices")
+_NOTICE_KEYS = (
+    "vendor_id",
+    "vendor_name",
+    "channel",
+    "status",
+    "to",
+    "customer_number",
+    "language",
+    "reasons",
+    "missing",
+    "outbox_id",
+    "last_error",
+)
+# The sealed settings the archive knows, each read through its own module (which fills its defaults).
+_SETTINGS: dict[str, Callable[[dict[str, Any]], dict[str, Any]]] = {
+    SMTP_SETTING: lambda p: MailSettings(**p).to_json(reveal=True),
+}
 # What a key holds when a payload written by an older openvrm lacks it (mirrors the services' defaults).
 _DEFAULTS: dict[str, Any] = {
     "domains": [],
@@ -143,6 +190,48 @@ def _contract(payload: dict[str, Any]) -> dict[str, Any]:
     return picked
 
 
+def _rights_request(row: RightsRequest, payload: dict[str, Any]) -> dict[str, Any]:
+    p = RightsRequestRecord.from_row(row, payload).payload()
+    picked = {k: p[k] for k in _RIGHTS_KEYS}
+    picked["contact"] = {k: p["contact"].get(k) for k in _CONTACT_KEYS}
+    picked["identity"] = [[str(label), str(value)] for label, value in p["identity"]]
+    # An event carries "documents" only when it brought documents in (an answer): null otherwise.
+    picked["events"] = [{k: e.get(k) for k in _EVENT_KEYS} for e in p["events"]]
+    if p["complaint"] is not None:
+        picked["complaint"] = {k: p["complaint"].get(k) for k in _COMPLAINT_KEYS}
+    return picked
+
+
+def _move(row: Move, payload: dict[str, Any], outbox: dict[str, str], vendor_ids: set[str]) -> dict[str, Any]:
+    picked = {k: payload[k] for k in _MOVE_KEYS}
+    notices = []
+    for n in payload["notices"]:
+        read = Notice(**n).to_json()  # as MoveService reads it, with the notice's own defaults
+        notice = {k: read[k] for k in _NOTICE_KEYS}
+        # The outbox is not exported, so a notice whose e-mail it tracks takes the outbox's word for
+        # how far it got, exactly as MoveService._from_row reads it.
+        if notice["status"] == "pending" and notice["outbox_id"]:
+            live = outbox.get(f"move:{row.id}:{notice['vendor_id']}", "pending")
+            notice["status"] = {"sending": "pending", "cancelled": "failed"}.get(live, live)
+        # A vendor deleted since the move: the notice keeps its name, not a reference to nothing.
+        if notice["vendor_id"] not in vendor_ids:
+            notice["vendor_id"] = None
+        notices.append(notice)
+    picked["notices"] = notices
+    return picked
+
+
+def _setting(row: SealedSetting, payload: dict[str, Any]) -> dict[str, Any]:
+    read = _SETTINGS.get(row.id)
+    if read is None:
+        raise InvalidValue(
+            f"the vault holds a setting {row.id[:40]!r} this version of the export format does not "
+            "know; it would be lost, so nothing is exported"
+        )
+    # The value is the person's plaintext copy, the SMTP password included (see docs/export-format.md).
+    return {"id": row.id, **_stamps(row), "value": read(payload)}
+
+
 def _stamps(row: Any) -> dict[str, str]:
     return {"created_at": format_time(row.created_at), "updated_at": format_time(row.updated_at)}
 
@@ -165,6 +254,18 @@ def _collect(vault: UnlockedVault, progress: Progress | None) -> _Snapshot:
         texts = {t.id: t.sealed for t in s.scalars(select(DocumentText))}
         payments = list(s.scalars(select(Payment).order_by(Payment.id)))
         shares = list(s.scalars(select(ProfileShare).order_by(ProfileShare.id)))
+        requests = list(s.scalars(select(RightsRequest).order_by(RightsRequest.id)))
+        moves = list(s.scalars(select(Move).order_by(Move.id)))
+        settings = list(s.scalars(select(SealedSetting).order_by(SealedSetting.id)))
+        # Only what the moves' notices need to know how far their e-mails got (plain columns).
+        outbox: dict[str, str] = {
+            key: status
+            for key, status in s.execute(
+                select(OutboxMessage.idempotency_key, OutboxMessage.status).where(
+                    OutboxMessage.idempotency_key.like("move:%")
+                )
+            )
+        }
         inbox = list(s.scalars(select(InboxItem).order_by(InboxItem.id)))
     total = (
         len(changes)
@@ -174,6 +275,9 @@ def _collect(vault: UnlockedVault, progress: Progress | None) -> _Snapshot:
         + len(documents)
         + len(payments)
         + len(shares)
+        + len(requests)
+        + len(moves)
+        + len(settings)
         + len(inbox)
     )
     done = 0
@@ -256,6 +360,22 @@ def _collect(vault: UnlockedVault, progress: Progress | None) -> _Snapshot:
         p = vault.open("profile_shares", sh.id, sh.sealed)
         records["shares"].append(
             {"id": sh.id, "relationship_id": sh.relationship_id, **_stamps(sh), **_pick(p, _SHARE_KEYS)}
+        )
+        tick()
+    for req in requests:
+        p = vault.open("rights_requests", req.id, req.sealed)
+        records["rights_requests"].append(
+            {"id": req.id, "vendor_id": req.vendor_id, **_stamps(req), **_rights_request(req, p)}
+        )
+        tick()
+    vendor_ids = {v.id for v in vendors}
+    for mv in moves:
+        p = vault.open("moves", mv.id, mv.sealed)
+        records["moves"].append({"id": mv.id, **_stamps(mv), **_move(mv, p, outbox, vendor_ids)})
+        tick()
+    for setting in settings:
+        records["settings"].append(
+            _setting(setting, vault.open("sealed_settings", setting.id, setting.sealed))
         )
         tick()
     if inbox:

@@ -31,7 +31,9 @@ AGE_HEADER = b"age-encryption.org/v1"
 AGE_ARMOR = b"-----BEGIN AGE ENCRYPTED FILE-----"
 
 # The kinds of records an archive holds, in the order they are written (parents before children):
-# a contract needs its vendor and relationship, a document its contract, a payment its document.
+# a contract needs its vendor and relationship, a document its contract, a payment its document, a
+# rights request its vendor and the documents of its answer, a move the vendors it notified. Settings
+# refer to nothing; the inbox comes last. The outbox is never exported (it is delivery state).
 KINDS = (
     "profile_changes",
     "vendors",
@@ -40,6 +42,9 @@ KINDS = (
     "documents",
     "payments",
     "shares",
+    "rights_requests",
+    "moves",
+    "settings",
     "inbox",
 )
 

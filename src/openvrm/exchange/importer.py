@@ -53,18 +53,27 @@ from openvrm.exchange.format import (
 from openvrm.ledger.contracts import STATUSES as CONTRACT_STATUSES
 from openvrm.ledger.money import optional_date, parse_amount, parse_currency, parse_date
 from openvrm.ledger.terms import ContractTerms, PricePoint
+from openvrm.moves.service import NOTICE_STATUSES, movable_key
+from openvrm.outbox.settings import SMTP_SETTING, clean_mail_settings
 from openvrm.profile.fields import _text, normalise_key, validate
 from openvrm.records import insert, table_of
+from openvrm.rights.contacts import CHANNELS, Contact
+from openvrm.rights.letters import REQUEST_TYPES, pick_language
+from openvrm.rights.service import STATES as REQUEST_STATES
+from openvrm.rights.service import RightsRequestRecord
 from openvrm.storage.models import (
     Base,
     Contract,
     Document,
     DocumentText,
     InboxItem,
+    Move,
     Payment,
     ProfileChange,
     ProfileShare,
     Relationship,
+    RightsRequest,
+    SealedSetting,
     Vendor,
 )
 from openvrm.vault.core import MAX_INBOX_ITEM_BYTES, UnlockedVault, encode_payload
@@ -79,6 +88,9 @@ _MODELS: dict[str, type[Base]] = {
     "documents": Document,
     "payments": Payment,
     "shares": ProfileShare,
+    "rights_requests": RightsRequest,
+    "moves": Move,
+    "settings": SealedSetting,
     "inbox": InboxItem,
 }
 
@@ -505,6 +517,154 @@ def _check_share(rec: dict[str, Any], where: str) -> _Row:
     return _Row(rec["id"], created, updated, payload, {"relationship_id": rec["relationship_id"]})
 
 
+# "overdue" is computed from the deadline when a request is read, never stored (openvrm.rights.service).
+_STORED_REQUEST_STATES = tuple(s for s in REQUEST_STATES if s != "overdue")
+# The events RightsService writes into a request's history (its ``_event`` calls); a test keeps them in step.
+REQUEST_EVENTS = ("created", "sent", "acknowledged", "extended", "answered", "escalated", "closed")
+# How a move's notice reaches its vendor (openvrm.moves.service.Candidate.channel).
+NOTICE_CHANNELS = ("email", "post", "none")
+
+
+def _one_of(value: str, allowed: tuple[str, ...], what: str) -> str:
+    if value not in allowed:
+        raise InvalidValue(f"{what} must be one of {', '.join(allowed)}, not {value[:40]!r}")
+    return value
+
+
+def _optional_text(value: str | None, what: str, max_len: int = 500) -> str | None:
+    return _text(value, what, max_len=max_len) if value is not None else None
+
+
+def _language(value: str) -> str:
+    """A letter's language, checked by the rights package (which refuses any it cannot write)."""
+    if not value.strip():
+        raise InvalidValue("the language is empty")
+    return pick_language(None, None, value)
+
+
+def _check_rights_request(rec: dict[str, Any], where: str) -> _Row:
+    created, updated = _stamps(rec, where)
+    for n, event in enumerate(rec["events"]):
+        parse_time(event["at"], f"{where}, event {n + 1}")
+    with _at(where):
+        kind = _one_of(rec["kind"], tuple(REQUEST_TYPES), "the request type")
+        status = _one_of(rec["status"], _STORED_REQUEST_STATES, "the request status")
+        details = rec["details"].strip()
+        if len(details) > 5000:
+            raise InvalidValue("the details are longer than 5000 characters")
+        if kind in ("rectification", "restriction") and not details:
+            raise InvalidValue(f"a {kind} request needs details")
+        c = rec["contact"]
+        contact = Contact(
+            name=_text(c["name"], "the contact's name"),
+            email=_optional_text(c["email"], "the contact's e-mail address", 254),
+            address=c["address"] or None,  # several lines, as the directory writes it
+            webform=_optional_text(c["webform"], "the contact's web form", 2000),
+            suggested=c["suggested"],
+            slug=c["slug"],
+        )
+        channel = contact.choose(rec["channel"])  # a known channel, and one the contact can be reached on
+        sent_on = _date(rec["sent_on"], "the day it was sent")
+        # The request's life cycle (RightsService): a draft was never sent; a sent one has its day.
+        if status == "draft" and (sent_on or rec["extended"] or rec["complaint"]):
+            raise InvalidValue("a draft request was never sent, extended or escalated")
+        if status in ("sent", "acknowledged", "answered", "escalated") and sent_on is None:
+            raise InvalidValue(f"a request that is {status} needs the day it was sent")
+        if rec["extended"] and sent_on is None:
+            raise InvalidValue("only a sent request can have its deadline extended")
+        if status == "escalated" and rec["complaint"] is None:
+            raise InvalidValue("an escalated request needs its complaint")
+        events: list[dict[str, Any]] = []
+        for event in rec["events"]:
+            entry = {
+                "at": event["at"],
+                "event": _one_of(event["event"], REQUEST_EVENTS, "an event"),
+                "note": event["note"],
+            }
+            if event["documents"] is not None:
+                entry["documents"] = event["documents"]
+            events.append(entry)
+        complaint = rec["complaint"]
+        if complaint is not None:
+            complaint = {
+                "authority": _text(complaint["authority"], "the supervisory authority", max_len=100),
+                "channel": _one_of(complaint["channel"], CHANNELS, "the complaint's channel"),
+                "on": _date(complaint["on"], "the day of the complaint"),
+                # The outbox is not carried over: the message it names is not in this vault.
+                "outbox_id": None,
+            }
+        request = RightsRequestRecord(
+            id=rec["id"],
+            vendor_id=rec["vendor_id"],
+            vendor_name=_text(rec["vendor_name"], "the vendor's name"),
+            kind=kind,
+            language=_language(rec["language"]),
+            channel=channel,
+            stored_status=status,
+            contact=contact.to_json(),
+            identity=[(label, value) for label, value in rec["identity"]],
+            details=details,
+            customer_number=rec["customer_number"],
+            sent_on=sent_on,
+            extended=rec["extended"],
+            outbox_id=None,  # likewise: the request's e-mail stays in the outbox it was queued in
+            documents=list(rec["documents"]),
+            events=events,
+            complaint=complaint,
+        )
+    return _Row(rec["id"], created, updated, request.payload(), {"vendor_id": rec["vendor_id"]})
+
+
+def _check_move(rec: dict[str, Any], where: str) -> _Row:
+    created, updated = _stamps(rec, where)
+    with _at(where):
+        key = movable_key(rec["field"])
+        key, old = validate(key, rec["old"])
+        _, new = validate(key, rec["new"])
+        if old == new:
+            raise InvalidValue("a move changes a value: the old and the new one are the same")
+        on = parse_date(rec["on"], "the day of the move").isoformat()
+        notices: list[dict[str, Any]] = []
+        seen: set[str] = set()
+        for n, notice in enumerate(rec["notices"]):
+            what = f"notice {n + 1}"
+            vendor_id = notice["vendor_id"]
+            if vendor_id is not None:
+                if vendor_id in seen:
+                    raise InvalidValue(f"{what} is a second notice to vendor {vendor_id}")
+                seen.add(vendor_id)
+            channel = _one_of(notice["channel"], NOTICE_CHANNELS, f"the channel of {what}")
+            to = _optional_text(notice["to"], f"the address of {what}", 2000)
+            if channel != "none" and to is None:
+                raise InvalidValue(f"{what} goes by {channel} but says nowhere to")
+            notices.append(
+                {
+                    "vendor_id": vendor_id,
+                    "vendor_name": _text(notice["vendor_name"], f"the vendor's name in {what}"),
+                    "channel": channel,
+                    "status": _one_of(notice["status"], NOTICE_STATUSES, f"the status of {what}"),
+                    "to": to,
+                    "customer_number": notice["customer_number"],
+                    "language": _language(notice["language"]),
+                    "reasons": list(notice["reasons"]),
+                    "missing": notice["missing"],
+                    "outbox_id": None,  # the outbox is not carried over (see _check_rights_request)
+                    "last_error": notice["last_error"],
+                }
+            )
+    payload = {"field": key, "old": old, "new": new, "on": on, "notices": notices}
+    return _Row(rec["id"], created, updated, payload)
+
+
+def _check_setting(rec: dict[str, Any], where: str) -> _Row:
+    created, updated = _stamps(rec, where)
+    if rec["id"] != SMTP_SETTING:  # the schema lets only the settings it describes through
+        raise ArchiveError(f"{where}: unknown setting {rec['id'][:40]!r}")
+    with _at(where):
+        payload = clean_mail_settings(**rec["value"]).to_json(reveal=True)
+    return _Row(rec["id"], created, updated, payload)
+
+
 def _check_inbox(rec: dict[str, Any], where: str) -> _Row:
     received = parse_time(rec["received_at"], where)
     if len(encode_payload(rec["item"])) > MAX_INBOX_ITEM_BYTES:
@@ -522,6 +682,9 @@ _CHECKS = {
     "documents": _check_document,
     "payments": _check_payment,
     "shares": _check_share,
+    "rights_requests": _check_rights_request,
+    "moves": _check_move,
+    "settings": _check_setting,
     "inbox": _check_inbox,
 }
 
@@ -578,6 +741,14 @@ def _check_references(plan: dict[str, list[_Row]]) -> None:
         need("payment", r, "documents", r.plain["document_id"])
     for r in plan["shares"]:
         need("share", r, "relationships", r.plain["relationship_id"], optional=False)
+    for r in plan["rights_requests"]:
+        need("rights request", r, "vendors", r.plain["vendor_id"], optional=False)
+        answers = [d for e in r.payload["events"] for d in e.get("documents", [])]
+        for doc in (*r.payload["documents"], *answers):
+            need("rights request", r, "documents", doc, optional=False)
+    for r in plan["moves"]:
+        for notice in r.payload["notices"]:
+            need("move", r, "vendors", notice["vendor_id"])
 
 
 def _check_files(entries: _Entries, documents: list[_Row], progress: Progress | None) -> int:
