@@ -234,3 +234,18 @@ def test_email_needs_a_mail_server(unlocked: UnlockedVault) -> None:
     assert svc.get(rec.id).stored_status == "draft"
     use_sink(unlocked, free_port())
     assert svc.send(rec.id, today=SENT).stored_status == "sent"
+
+
+def test_merging_vendors_carries_requests_and_deleting_is_refused(unlocked: UnlockedVault) -> None:
+    from openvrm.errors import Conflict
+    from openvrm.vendors.service import VendorService
+
+    person(unlocked)
+    vendors = VendorService(unlocked)
+    keep = vendors.add("Corner Shop")
+    dup = vendors.add("Corner Shop Ltd")
+    rec = RightsService(unlocked).create(dup.id, "erasure", to="privacy@corner.example")
+    with pytest.raises(Conflict, match="GDPR requests"):
+        vendors.delete(dup.id)
+    vendors.merge(keep.id, dup.id)
+    assert RightsService(unlocked).get(rec.id).vendor_id == keep.id

@@ -24,10 +24,10 @@ from alembic.script import ScriptDirectory
 from alembic.util.exc import CommandError
 from sqlalchemy import Connection, Engine, create_engine, event
 from sqlalchemy.engine import make_url
-from sqlalchemy.exc import DatabaseError, OperationalError
+from sqlalchemy.exc import DatabaseError, IntegrityError, OperationalError
 from sqlalchemy.orm import Session
 
-from openvrm.errors import StorageDamaged, VaultTooNew
+from openvrm.errors import Conflict, StorageDamaged, VaultTooNew
 
 MIGRATIONS = Path(__file__).with_name("migrations")
 
@@ -101,6 +101,10 @@ class Database:
             if "locked" in str(exc.orig):
                 raise
             raise StorageDamaged(f"the vault database cannot be used: {_short(exc)}") from None
+        except IntegrityError as exc:
+            # A constraint refused the change (a reference to a missing row, a duplicate key): the
+            # store is fine, the change was not. The transaction is rolled back; nothing was written.
+            raise Conflict(f"the change clashes with what is stored: {_short(exc)}") from None
         except DatabaseError as exc:
             raise StorageDamaged(f"the vault database is damaged or not a vault: {_short(exc)}") from None
 

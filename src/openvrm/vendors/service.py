@@ -214,10 +214,16 @@ class VendorService:
     def delete(self, vendor_id: str) -> None:
         with self.vault.db.write() as s:
             row = get_row(s, Vendor, vendor_id, "vendor")
-            if s.scalar(
-                select(func.count()).select_from(Relationship).where(Relationship.vendor_id == row.id)
-            ):
-                raise Conflict("this vendor still has relationships; end or delete them first")
+            from openvrm.storage.models import Contract, RightsRequest
+
+            holders = (
+                (Relationship, "relationships"),
+                (Contract, "contracts"),
+                (RightsRequest, "GDPR requests"),
+            )
+            for model, what in holders:
+                if s.scalar(select(func.count()).select_from(model).where(model.vendor_id == row.id)):
+                    raise Conflict(f"this vendor still has {what}; merge it into another vendor instead")
             s.query(Document).filter(Document.vendor_id == row.id).update({Document.vendor_id: None})
             s.delete(row)
 
@@ -327,7 +333,7 @@ class VendorService:
 
     def merge(self, keep_id: str, other_id: str) -> VendorRecord:
         """Fold ``other`` into ``keep``: everything that pointed at ``other`` now points at ``keep``."""
-        from openvrm.storage.models import Contract, Payment
+        from openvrm.storage.models import Contract, Payment, RightsRequest
 
         if keep_id == other_id:
             raise InvalidValue("a vendor cannot be merged with itself")
@@ -342,7 +348,7 @@ class VendorService:
                 merged[key] = a.get(key) or b.get(key)
             merged["notes"] = "\n\n".join(n for n in (a.get("notes"), b.get("notes")) if n)
             update(self.vault, keep, merged)
-            for model in (Relationship, Document, Contract, Payment):
+            for model in (Relationship, Document, Contract, Payment, RightsRequest):
                 s.query(model).filter(model.vendor_id == other.id).update({model.vendor_id: keep.id})
             s.flush()
             s.delete(other)
