@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import socket
 import threading
@@ -50,11 +51,18 @@ def live_server(sqlite_settings: Settings) -> Iterator[str]:
         VendorService(unlocked).add("Seed Telecom", domains=["seed-telecom.example"])
         ProfileService(unlocked).set("name", "Grace Hopper")
         unlocked.lock()
+    with serve(sqlite_settings) as url:
+        yield url
+
+
+@contextlib.contextmanager
+def serve(settings: Settings) -> Iterator[str]:
+    """Run the real app under uvicorn on a free loopback port in a background thread; yield its URL."""
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind(("127.0.0.1", 0))
     port = sock.getsockname()[1]
-    config = uvicorn.Config(create_app(sqlite_settings), log_config=None, access_log=False, lifespan="on")
+    config = uvicorn.Config(create_app(settings), log_config=None, access_log=False, lifespan="on")
     server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
     thread.start()

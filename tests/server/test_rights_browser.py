@@ -6,23 +6,19 @@ Same skip/fail rule as test_browser.py."""
 from __future__ import annotations
 
 import re
-import socket
-import threading
 from collections.abc import Iterator
 
 import pytest
-import uvicorn
 from dateutil.relativedelta import relativedelta
 
 from openvrm.config import Settings
 from openvrm.ledger.contracts import today_local
 from openvrm.profile.service import ProfileService
-from openvrm.server.app import create_app
 from openvrm.vault.core import Vault
 from openvrm.vendors.service import VendorService
 from tests.conftest import PASSPHRASE, fast_kdf
 from tests.outbox.support import Sink, smtp_sink, use_sink
-from tests.server.test_browser import CHROMIUM, CHROMIUM_ARGS, require_chromium
+from tests.server.test_browser import CHROMIUM, CHROMIUM_ARGS, require_chromium, serve
 from tests.server.test_rights_api import OLD
 
 pytestmark = pytest.mark.browser
@@ -53,26 +49,8 @@ def rights_server(
             ids[slug] = v.id
         use_sink(unlocked, mail_sink[1])
         unlocked.lock()
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind(("127.0.0.1", 0))
-    port = sock.getsockname()[1]
-    config = uvicorn.Config(create_app(sqlite_settings), log_config=None, access_log=False, lifespan="on")
-    server = uvicorn.Server(config)
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
-    thread.start()
-    ready = threading.Event()
-    for _ in range(600):
-        if server.started or not thread.is_alive():
-            break
-        ready.wait(0.05)
-    assert server.started, "uvicorn did not start"
-    try:
-        yield f"http://127.0.0.1:{port}", ids
-    finally:
-        server.should_exit = True
-        thread.join(timeout=30)
-        sock.close()
+    with serve(sqlite_settings) as url:
+        yield url, ids
 
 
 def test_rights_and_move_in_chromium(
