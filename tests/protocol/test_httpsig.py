@@ -1,0 +1,170 @@
+from datetime import UTC, datetime, timedelta
+
+import httpx
+import pytest
+
+from openvrm.protocol.errors import SignatureError
+from openvrm.protocol.httpsig import (
+    MemoryNonceStore,
+    RequestVerifier,
+    content_digest,
+    did_key_resolver,
+    known_keys,
+    sign_httpx_request,
+    sign_request,
+    verify_httpx_request,
+)
+from openvrm.protocol.identity import KeyPair
+
+NOW = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
+URL = "https://vendor.example/vrm/v1/ledger?since=3"
+BODY = b'{"kind":"status"}'
+
+
+class Clock:
+    def __init__(self, now: datetime) -> None:
+        self.now = now
+
+    def __call__(self) -> datetime:
+        return self.now
+
+
+def _verifier(clock: Clock | None = None, **options: object) -> RequestVerifier:
+    return RequestVerifier(did_key_resolver, MemoryNonceStore(), clock=clock or Clock(NOW), **options)  # type: ignore[arg-type]
+
+
+def _signed(
+    key: KeyPair, *, created: datetime = NOW, nonce: str = "n-1", body: bytes = BODY
+) -> dict[str, str]:
+    return sign_request(
+        "POST", URL, {"Content-Type": "application/json"}, body, key, created=created, nonce=nonce
+    )
+
+
+def test_good_signature_verifies() -> None:
+    key = KeyPair.generate()
+    headers = _signed(key)
+    assert headers["Content-Digest"] == content_digest(BODY)
+    result = _verifier().verify("POST", URL, headers, BODY)
+    assert (result.keyid, result.created, result.nonce) == (key.did, NOW, "n-1")
+
+
+def test_content_digest_is_rfc9530_sha256() -> None:
+    assert content_digest(b"") == "sha-256=:47DEQpj8HBSa+/TImW+5JCeuQeRkm5NMpJWZG3hSuFU=:"
+
+
+def test_known_keys_resolver() -> None:
+    key = KeyPair.generate()
+    verifier = RequestVerifier(known_keys({key.did: key.public_key}), MemoryNonceStore(), clock=Clock(NOW))
+    assert verifier.verify("POST", URL, _signed(key), BODY).keyid == key.did
+    stranger = KeyPair.generate()
+    with pytest.raises(SignatureError, match="not known"):
+        verifier.verify("POST", URL, _signed(stranger), BODY)
+
+
+def test_unsigned_is_refused() -> None:
+    with pytest.raises(SignatureError, match="not signed"):
+        _verifier().verify("POST", URL, {"Content-Digest": content_digest(BODY)}, BODY)
+
+
+def test_wrong_key_is_refused() -> None:
+    key, other = KeyPair.generate(), KeyPair.generate()
+    headers = _signed(key)
+    headers["Signature-Input"] = headers["Signature-Input"].replace(key.did, other.did)
+    with pytest.raises(SignatureError, match="refused"):
+        _verifier().verify("POST", URL, headers, BODY)
+
+
+def test_altered_body_is_refused() -> None:
+    with pytest.raises(SignatureError, match="Content-Digest"):
+        _verifier().verify("POST", URL, _signed(KeyPair.generate()), b'{"kind":"data"}')
+
+
+def test_altered_path_and_method_are_refused() -> None:
+    headers = _signed(KeyPair.generate())
+    with pytest.raises(SignatureError, match="refused"):
+        _verifier().verify("POST", URL.replace("/ledger", "/grants"), headers, BODY)
+    with pytest.raises(SignatureError, match="refused"):
+        _verifier().verify("PUT", URL, headers, BODY)
+
+
+def test_missing_component_is_refused() -> None:
+    key = KeyPair.generate()
+    headers = _signed(key)
+    # Re-sign without @path by editing the covered list: the signature no longer matches, and even a
+    # signature made over fewer components would fail the required-components rule.
+    headers["Signature-Input"] = headers["Signature-Input"].replace(' "@path"', "")
+    with pytest.raises(SignatureError, match="@path|refused"):
+        _verifier().verify("POST", URL, headers, BODY)
+
+
+def test_signature_over_fewer_components_is_refused() -> None:
+    from http_message_signatures import HTTPMessageSigner, algorithms
+
+    from openvrm.protocol.httpsig import SIGNATURE_LABEL, SIGNATURE_TAG, _Message, _SignerKeys
+
+    key = KeyPair.generate()
+    message = _Message("POST", URL, {"Content-Digest": content_digest(BODY)})
+    HTTPMessageSigner(signature_algorithm=algorithms.ED25519, key_resolver=_SignerKeys(key)).sign(
+        message,
+        key_id=key.did,
+        created=NOW,
+        nonce="n-x",
+        label=SIGNATURE_LABEL,
+        tag=SIGNATURE_TAG,
+        covered_component_ids=("@method", "@authority", "content-digest"),
+        use_existing_digest=True,
+    )
+    with pytest.raises(SignatureError, match="not covered"):
+        _verifier().verify("POST", URL, message.headers, BODY)
+
+
+def test_expired_is_refused() -> None:
+    headers = _signed(KeyPair.generate(), created=NOW - timedelta(seconds=301))
+    with pytest.raises(SignatureError, match="expired"):
+        _verifier().verify("POST", URL, headers, BODY)
+
+
+def test_within_window_is_accepted() -> None:
+    headers = _signed(KeyPair.generate(), created=NOW - timedelta(seconds=299))
+    assert _verifier().verify("POST", URL, headers, BODY).nonce == "n-1"
+
+
+def test_future_dated_is_refused() -> None:
+    headers = _signed(KeyPair.generate(), created=NOW + timedelta(seconds=60))
+    with pytest.raises(SignatureError, match="future"):
+        _verifier().verify("POST", URL, headers, BODY)
+
+
+def test_replayed_nonce_is_refused_within_window_only() -> None:
+    key = KeyPair.generate()
+    clock = Clock(NOW)
+    verifier = _verifier(clock)
+    verifier.verify("POST", URL, _signed(key), BODY)
+    with pytest.raises(SignatureError, match="replayed"):
+        verifier.verify("POST", URL, _signed(key), BODY)
+    # Once the window has passed, the nonce is forgotten, and an old signature is expired anyway.
+    clock.now = NOW + timedelta(seconds=400)
+    assert verifier.verify("POST", URL, _signed(key, created=clock.now), BODY).nonce == "n-1"
+
+
+def test_missing_nonce_is_refused() -> None:
+    key = KeyPair.generate()
+    headers = _signed(key)
+    headers["Signature-Input"] = headers["Signature-Input"].replace(';nonce="n-1"', "")
+    with pytest.raises(SignatureError):
+        _verifier().verify("POST", URL, headers, BODY)
+
+
+def test_oversized_body_is_refused() -> None:
+    body = b"x" * 2048
+    headers = _signed(KeyPair.generate(), body=body)
+    with pytest.raises(SignatureError, match="larger than 1024"):
+        _verifier(max_body_bytes=1024).verify("POST", URL, headers, body)
+
+
+def test_httpx_adapters() -> None:
+    key = KeyPair.generate()
+    request = httpx.Request("POST", URL, content=BODY, headers={"Content-Type": "application/json"})
+    sign_httpx_request(request, key, created=NOW, nonce="hx")
+    assert verify_httpx_request(request, _verifier()).keyid == key.did

@@ -1,0 +1,59 @@
+import base58
+import pytest
+
+from openvrm.errors import InvalidValue
+from openvrm.protocol.identity import KeyPair, did_from_public_key, public_key_from_did, raw_public_bytes
+
+# The Ed25519 example of the W3C did:key method specification (its DID document lists this publicKeyBase58).
+SPEC_DID = "did:key:z6MkpTHR8VNsBxYAAWHut2Geadd9jSwuBV8xRoAnwWsdvktH"
+SPEC_PUBLIC_KEY_BASE58 = "B12NYF8RrR3h41TDCTJojY59usg3mbtbjnFs7Eud1Y6u"
+
+
+def test_spec_vector_resolves_and_encodes_back() -> None:
+    key = public_key_from_did(SPEC_DID)
+    assert raw_public_bytes(key) == base58.b58decode(SPEC_PUBLIC_KEY_BASE58)
+    assert did_from_public_key(key) == SPEC_DID
+
+
+def test_fragment_naming_the_key_is_accepted() -> None:
+    fragment = SPEC_DID.removeprefix("did:key:")
+    assert raw_public_bytes(public_key_from_did(f"{SPEC_DID}#{fragment}")) == raw_public_bytes(
+        public_key_from_did(SPEC_DID)
+    )
+
+
+def test_generated_key_round_trips() -> None:
+    pair = KeyPair.generate()
+    assert pair.did.startswith("did:key:z6Mk")
+    assert raw_public_bytes(public_key_from_did(pair.did)) == pair.public_bytes
+    assert len(pair.public_bytes) == 32
+    again = KeyPair.from_private_bytes(pair.private_bytes)
+    assert again.did == pair.did
+    assert pair.did in repr(pair) and pair.private_bytes.hex() not in repr(pair)
+
+
+def _did(payload: bytes) -> str:
+    return "did:key:z" + base58.b58encode(payload).decode()
+
+
+@pytest.mark.parametrize(
+    ("did", "reason"),
+    [
+        ("did:web:example.com", "must start with 'did:key:'"),
+        ("z6MkpTHR8VNsBxYAAWHut2Geadd9jSwuBV8xRoAnwWsdvktH", "must start with 'did:key:'"),
+        ("did:key:f" + "00" * 34, "base58btc"),
+        ("did:key:z0OIl", "not valid base58btc"),
+        (_did(b"\xec\x01" + bytes(32)), "wrong multicodec"),  # x25519-pub
+        (_did(b"\xed\x01" + bytes(31)), "holds 31"),
+        (_did(b"\xed\x01" + bytes(33)), "holds 33"),
+        (SPEC_DID + "#z6MkiTBz1ymuepAQ4HEHYSF1H8quG5GLVVQR3djdX3mDooWp", "fragment"),
+    ],
+)
+def test_malformed_dids_are_refused(did: str, reason: str) -> None:
+    with pytest.raises(InvalidValue, match=reason):
+        public_key_from_did(did)
+
+
+def test_private_key_length_is_checked() -> None:
+    with pytest.raises(InvalidValue):
+        KeyPair.from_private_bytes(b"short")
