@@ -18,7 +18,7 @@ from typing import Any
 # lxml ships no type information (and lxml-stubs is not installed); its objects are typed as Any here.
 from lxml import etree  # type: ignore[import-untyped]
 
-from openvrm.documents.parsers._util import sniff_head
+from openvrm.documents.parsers._util import looks_like_xml, sniff_head
 
 DOCTYPE_REFUSED = "XML with a document type declaration is refused"
 
@@ -166,3 +166,17 @@ def html_to_text(data: bytes | str, limit: int) -> str:
         br.tail = "\n" + (br.tail or "")
     text = doc.text_content() or ""
     return str(text)[: limit * 2]
+
+
+def namespace_score(data: bytes, namespaces: tuple[str, ...]) -> int:
+    """How sure an XML parser can be that ``data`` is its format, from the namespaces it owns.
+
+    80 when the root element is in one of ``namespaces``, 60 when one of them merely appears near the
+    start (a wrapper element, a BOM-less oddity), 0 otherwise or when the bytes are not XML at all.
+    """
+    if not looks_like_xml(data):
+        return 0
+    if root_namespace(data) in namespaces:
+        return 80
+    head = sniff_head(data)
+    return 60 if any(ns.encode() in head for ns in namespaces) else 0

@@ -19,14 +19,12 @@ from typing import Any
 from openvrm.documents.parsers._util import (
     clean_text,
     domain_of_email,
-    looks_like_xml,
     parse_cii_date,
     per_unit,
-    sniff_head,
     to_currency,
     to_decimal,
 )
-from openvrm.documents.parsers._xml import XmlRefused, all_text, parse_xml, root_namespace
+from openvrm.documents.parsers._xml import XmlRefused, all_text, namespace_score, parse_xml
 from openvrm.documents.parsers.model import (
     MAX_LINE_ITEMS,
     MAX_TEXT_CHARS,
@@ -314,14 +312,7 @@ class CiiParser:
     formats: tuple[Format, ...] = ("cii",)
 
     def score(self, data: bytes, filename: str, media_type: str | None) -> int:
-        if not looks_like_xml(data):
-            return 0
-        if is_cii_namespace(root_namespace(data)):
-            return 80
-        head = sniff_head(data)
-        if NS_D16B.encode() in head or NS_ZUGFERD1.encode() in head:
-            return 60
-        return 0
+        return namespace_score(data, (NS_D16B, NS_ZUGFERD1))
 
     def parse(self, data: bytes, filename: str) -> ParsedDocument:
         try:

@@ -10,14 +10,12 @@ from openvrm.documents.parsers._util import (
     clean_text,
     domain_of_email,
     domain_of_url,
-    looks_like_xml,
     parse_iso_date,
     per_unit,
-    sniff_head,
     to_currency,
     to_decimal,
 )
-from openvrm.documents.parsers._xml import XmlRefused, all_text, parse_xml, root_namespace
+from openvrm.documents.parsers._xml import XmlRefused, all_text, namespace_score, parse_xml
 from openvrm.documents.parsers.cii import CREDIT_NOTE_CODES, siren_from_vat
 from openvrm.documents.parsers.model import (
     MAX_LINE_ITEMS,
@@ -210,12 +208,7 @@ class UblParser:
     formats: tuple[Format, ...] = ("ubl",)
 
     def score(self, data: bytes, filename: str, media_type: str | None) -> int:
-        if not looks_like_xml(data):
-            return 0
-        if is_ubl_namespace(root_namespace(data)):
-            return 80
-        head = sniff_head(data)
-        return 60 if NS_INVOICE.encode() in head or NS_CREDIT_NOTE.encode() in head else 0
+        return namespace_score(data, (NS_INVOICE, NS_CREDIT_NOTE))
 
     def parse(self, data: bytes, filename: str) -> ParsedDocument:
         try:
