@@ -18,7 +18,7 @@ from openvrm import __version__
 from openvrm.documents.service import DocumentService
 from openvrm.profile.fields import FieldValue
 from openvrm.profile.service import ProfileService
-from openvrm.server.problems import PROBLEM_MEDIA_TYPE
+from openvrm.server.problems import problem_responses
 from openvrm.server.security import (
     Principal,
     clear_session_cookie,
@@ -35,10 +35,9 @@ from openvrm.summary import vault_summary
 from openvrm.vault import tokens
 from openvrm.vendors.service import VendorService
 
-_PROBLEM = {"content": {PROBLEM_MEDIA_TYPE: {}}, "description": "a problem document (RFC 9457)"}
 router = APIRouter(
     prefix="/api/v1",
-    responses={401: _PROBLEM, 403: _PROBLEM, 404: _PROBLEM, 422: _PROBLEM},
+    responses=problem_responses(401, 403, 404, 422),
 )
 Owner = Annotated[Principal, Depends(owner)]
 OwnerSession = Annotated[Principal, Depends(owner_session)]
@@ -256,7 +255,7 @@ _UPLOAD_BODY = {
     summary="Upload a document (multipart); files above the size limit get 413",
     status_code=HTTP_201_CREATED,
     openapi_extra=_UPLOAD_BODY,
-    responses={413: _PROBLEM},
+    responses=problem_responses(413),
 )
 async def upload_document(request: Request, principal: Owner) -> dict[str, Any]:
     result = await store_upload(request, principal.unlocked, await upload_form(request))

@@ -33,7 +33,7 @@ from openvrm.ledger.contracts import ContractService, today_local
 from openvrm.ledger.upcoming import to_ics, upcoming
 from openvrm.server.api import content_disposition
 from openvrm.server.forms import FORM_OVERHEAD, _limited, content_type, too_large
-from openvrm.server.problems import PROBLEM_MEDIA_TYPE, ProblemError
+from openvrm.server.problems import PROBLEM_RESPONSE, ProblemError, problem_responses
 from openvrm.server.security import Principal, authenticate, owner, owner_session
 from openvrm.server.state import state_of
 from openvrm.server.uploads import clean_media_type
@@ -42,10 +42,9 @@ from openvrm.vault.core import UnlockedVault
 from openvrm.vendors.card import relationship_card
 from openvrm.vendors.service import VendorService
 
-_PROBLEM = {"content": {PROBLEM_MEDIA_TYPE: {}}, "description": "a problem document (RFC 9457)"}
 router = APIRouter(
     prefix="/api/v1",
-    responses={401: _PROBLEM, 403: _PROBLEM, 404: _PROBLEM, 422: _PROBLEM},
+    responses=problem_responses(401, 403, 404, 422),
 )
 feeds_router = APIRouter()
 Owner = Annotated[Principal, Depends(owner)]
@@ -353,7 +352,7 @@ _IMPORT_BODY = {
     "/documents/import",
     summary="Import bills and documents (multipart, field 'file', repeatable): one outcome per file",
     openapi_extra=_IMPORT_BODY,
-    responses={413: _PROBLEM, 415: _PROBLEM},
+    responses=problem_responses(413, 415),
 )
 async def import_documents(
     request: Request, form: Annotated[FormData, Depends(_api_import_form)], principal: Owner
@@ -459,7 +458,7 @@ def revoke_feed(token_id: str, principal: OwnerSession) -> Response:
     response_class=Response,
     responses={
         200: {"content": {"text/calendar": {}}, "description": "an iCalendar file"},
-        401: _PROBLEM,
+        401: PROBLEM_RESPONSE,
     },
 )
 def calendar_feed(

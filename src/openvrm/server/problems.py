@@ -148,3 +148,15 @@ def internal_error_response(request_id: str | None) -> JSONResponse:
         "something went wrong on the server; nothing was shown or logged about your data",
         instance=f"urn:uuid:{request_id}" if request_id else None,
     )
+
+
+# The OpenAPI description of a problem response, for routes and routers to list the statuses they use.
+PROBLEM_RESPONSE: dict[str, Any] = {
+    "content": {PROBLEM_MEDIA_TYPE: {}},
+    "description": "a problem document (RFC 9457)",
+}
+
+
+def problem_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
+    """``responses=`` for FastAPI: each status answered with a problem document."""
+    return dict.fromkeys(statuses, PROBLEM_RESPONSE)

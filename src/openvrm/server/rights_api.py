@@ -27,7 +27,7 @@ from openvrm.outbox.settings import clean_mail_settings, load_mail_settings, sav
 from openvrm.rights.service import RightsService
 from openvrm.server.api import content_disposition
 from openvrm.server.ledger_api import read_import_form
-from openvrm.server.problems import PROBLEM_MEDIA_TYPE, ProblemError
+from openvrm.server.problems import ProblemError, problem_responses
 from openvrm.server.rights_views import (
     deliver,
     message_text,
@@ -38,10 +38,9 @@ from openvrm.server.security import Principal, authenticate, owner
 from openvrm.server.state import state_of
 from openvrm.vault.core import UnlockedVault
 
-_PROBLEM = {"content": {PROBLEM_MEDIA_TYPE: {}}, "description": "a problem document (RFC 9457)"}
 router = APIRouter(
     prefix="/api/v1",
-    responses={401: _PROBLEM, 403: _PROBLEM, 404: _PROBLEM, 409: _PROBLEM, 422: _PROBLEM},
+    responses=problem_responses(401, 403, 404, 409, 422),
 )
 Owner = Annotated[Principal, Depends(owner)]
 
