@@ -3,6 +3,7 @@ from datetime import UTC, datetime, timedelta
 import httpx
 import pytest
 
+from openvrm.errors import InvalidValue
 from openvrm.protocol.errors import SignatureError
 from openvrm.protocol.httpsig import (
     MemoryNonceStore,
@@ -19,6 +20,7 @@ from openvrm.protocol.identity import KeyPair
 NOW = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
 URL = "https://vendor.example/vrm/v1/ledger?since=3"
 BODY = b'{"kind":"status"}'
+IDEM = "8f14e45f-ceea-4e7a-9b1e-5c2d3a4b6c7d"
 
 
 class Clock:
@@ -37,7 +39,13 @@ def _signed(
     key: KeyPair, *, created: datetime = NOW, nonce: str = "n-1", body: bytes = BODY
 ) -> dict[str, str]:
     return sign_request(
-        "POST", URL, {"Content-Type": "application/json"}, body, key, created=created, nonce=nonce
+        "POST",
+        URL,
+        {"Content-Type": "application/json", "Idempotency-Key": IDEM},
+        body,
+        key,
+        created=created,
+        nonce=nonce,
     )
 
 
@@ -104,7 +112,7 @@ def test_signature_over_fewer_components_is_refused() -> None:
     from openvrm.protocol.httpsig import SIGNATURE_LABEL, SIGNATURE_TAG, _Message, _SignerKeys
 
     key = KeyPair.generate()
-    message = _Message("POST", URL, {"Content-Digest": content_digest(BODY)})
+    message = _Message("POST", URL, {"Content-Digest": content_digest(BODY), "Idempotency-Key": IDEM})
     HTTPMessageSigner(signature_algorithm=algorithms.ED25519, key_resolver=_SignerKeys(key)).sign(
         message,
         key_id=key.did,
@@ -165,6 +173,25 @@ def test_oversized_body_is_refused() -> None:
 
 def test_httpx_adapters() -> None:
     key = KeyPair.generate()
-    request = httpx.Request("POST", URL, content=BODY, headers={"Content-Type": "application/json"})
+    request = httpx.Request(
+        "POST", URL, content=BODY, headers={"Content-Type": "application/json", "Idempotency-Key": IDEM}
+    )
     sign_httpx_request(request, key, created=NOW, nonce="hx")
     assert verify_httpx_request(request, _verifier()).keyid == key.did
+
+
+def test_a_write_must_carry_and_cover_an_idempotency_key() -> None:
+    key = KeyPair.generate()
+    with pytest.raises(InvalidValue, match="Idempotency-Key"):
+        sign_request("POST", URL, {}, BODY, key, created=NOW)
+    headers = _signed(key)
+    assert "idempotency-key" in headers["Signature-Input"]
+    changed = dict(headers) | {"Idempotency-Key": "11111111-2222-4333-8444-555555555555"}
+    with pytest.raises(SignatureError):
+        _verifier().verify("POST", URL, changed, BODY)
+    missing = {k: v for k, v in headers.items() if k != "Idempotency-Key"}
+    with pytest.raises(SignatureError, match="Idempotency-Key"):
+        _verifier().verify("POST", URL, missing, BODY)
+    # A read needs none.
+    get = sign_request("GET", URL, {}, b"", key, created=NOW)
+    assert _verifier().verify("GET", URL, get, b"").keyid == key.did

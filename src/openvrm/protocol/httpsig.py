@@ -53,6 +53,8 @@ COVERED: tuple[str, ...] = ("@method", "@target-uri", "@authority", "@path", "co
 DEFAULT_MAX_AGE = timedelta(seconds=300)
 DEFAULT_MAX_SKEW = timedelta(seconds=5)
 DEFAULT_MAX_BODY_BYTES = 1024 * 1024
+WRITE_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
+IDEMPOTENCY_HEADER = "idempotency-key"
 
 Clock = Callable[[], datetime]
 KeyResolver = Callable[[str], Ed25519PublicKey | None]
@@ -180,6 +182,11 @@ def sign_request(
     replaced = {"content-digest", "signature", "signature-input"}
     out = {name: value for name, value in headers.items() if name.lower() not in replaced}
     out["Content-Digest"] = content_digest(body)
+    covered = COVERED
+    if any(name.lower() == IDEMPOTENCY_HEADER for name in out):
+        covered = (*COVERED, IDEMPOTENCY_HEADER)
+    elif method.upper() in WRITE_METHODS:
+        raise InvalidValue("a protocol write must carry an Idempotency-Key header")
     message = _Message(method.upper(), url, out)
     signer = HTTPMessageSigner(signature_algorithm=algorithms.ED25519, key_resolver=_SignerKeys(key))
     try:
@@ -190,7 +197,7 @@ def sign_request(
             nonce=nonce or secrets.token_urlsafe(16),
             label=SIGNATURE_LABEL,
             tag=SIGNATURE_TAG,
-            covered_component_ids=COVERED,
+            covered_component_ids=covered,
             use_existing_digest=True,
         )
     except HTTPMessageSignaturesException as exc:
@@ -225,11 +232,16 @@ class RequestVerifier:
         names = {name.lower() for name in headers}
         if "signature" not in names or "signature-input" not in names:
             raise SignatureError("the request is not signed")
+        required = COVERED
+        if method.upper() in WRITE_METHODS:
+            if IDEMPOTENCY_HEADER not in names:
+                raise SignatureError("a write must carry an Idempotency-Key header")
+            required = (*COVERED, IDEMPOTENCY_HEADER)
         message = _Message(method, url, dict(headers))
         verifier = _ClockedVerifier(self.resolver, self.clock, self.max_age, self.max_skew)
         try:
             results = verifier.verify(
-                message, max_age=None, expect_tag=SIGNATURE_TAG, require_components=COVERED, body=body
+                message, max_age=None, expect_tag=SIGNATURE_TAG, require_components=required, body=body
             )
         except (InvalidSignature, HTTPMessageSignaturesException) as exc:
             raise SignatureError(f"the request signature was refused: {_reason(exc)}") from None

@@ -302,3 +302,89 @@ class Move(Base):
 
 
 SEALED_TABLES = (*SEALED_TABLES, SealedSetting, OutboxMessage, RightsRequest, Move)
+
+
+# -- the protocol: connections to vendors, their ledgers, grants, nonces, idempotency (0004) ----------------
+
+
+class ProtocolNonce(Base):
+    """A (keyid, nonce) pair seen on a signed request, kept until it can no longer be replayed."""
+
+    __tablename__ = "protocol_nonces"
+
+    keyid: Mapped[str] = mapped_column(String(200), primary_key=True)
+    nonce: Mapped[str] = mapped_column(String(128), primary_key=True)
+    expires_at: Mapped[datetime] = mapped_column(UTCDateTime, index=True)
+
+
+class ProtocolIdempotency(Base):
+    """The first response to a signed write, replayed when the same signer sends the same key again."""
+
+    __tablename__ = "protocol_idempotency"
+
+    keyid: Mapped[str] = mapped_column(String(200), primary_key=True)
+    key: Mapped[str] = mapped_column(String(64), primary_key=True)
+    request_hash: Mapped[str] = mapped_column(String(64))
+    status_code: Mapped[int] = mapped_column(Integer)
+    media_type: Mapped[str] = mapped_column(String(64))
+    response: Mapped[bytes] = mapped_column(LargeBinary)
+    expires_at: Mapped[datetime] = mapped_column(UTCDateTime, index=True)
+
+
+class Connection(Base):
+    """A protocol relationship with a vendor: the pairwise key, the agreement, the vendor's endpoints.
+
+    Plain: the random ``handle`` in the agent URLs given to the vendor, the vendor's public did:key and the
+    status, so signed requests can be checked (and a blocked or ended vendor refused) while the vault is
+    locked. Everything else, the person's key included, is sealed.
+    """
+
+    __tablename__ = "connections"
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    handle: Mapped[str] = mapped_column(String(64), unique=True)
+    vendor_did: Mapped[str] = mapped_column(String(200), index=True)
+    status: Mapped[str] = mapped_column(String(16))
+    vendor_id: Mapped[str | None] = mapped_column(
+        ForeignKey("vendors.id", ondelete="SET NULL"), index=True, nullable=True
+    )
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    sealed: Mapped[bytes] = mapped_column(LargeBinary)
+
+
+class ConnectionEvent(Base):
+    """One ledger event of a connection (and its acknowledgement), in the order it was recorded."""
+
+    __tablename__ = "connection_events"
+    __table_args__ = (Index("ix_connection_events_order", "connection_id", "position", unique=True),)
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    connection_id: Mapped[str] = mapped_column(ForeignKey("connections.id", ondelete="CASCADE"))
+    position: Mapped[int] = mapped_column(Integer)
+    event_id: Mapped[str] = mapped_column(String(80), index=True)
+    author: Mapped[str] = mapped_column(String(8))
+    state: Mapped[str] = mapped_column(String(16))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    sealed: Mapped[bytes] = mapped_column(LargeBinary)
+
+
+class Grant(Base):
+    """Profile fields granted to a connection. ``vendor_box`` holds the values sealed to the vendor's key,
+    served while the vault is locked; revoking clears it at once. ``until`` and ``revoked_at`` are plain
+    so an expired or revoked grant is refused without the vault key."""
+
+    __tablename__ = "grants"
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    connection_id: Mapped[str] = mapped_column(ForeignKey("connections.id", ondelete="CASCADE"), index=True)
+    until: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    vendor_box: Mapped[bytes | None] = mapped_column(LargeBinary, nullable=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    sealed: Mapped[bytes] = mapped_column(LargeBinary)
+
+
+SEALED_TABLES = (*SEALED_TABLES, Connection, ConnectionEvent, Grant)

@@ -1,0 +1,131 @@
+"""Database-backed replay and idempotency stores for signed protocol requests.
+
+Both the person's agent (in the vault database) and the vendor kit (in its own store) use these, each with
+its own table of the same shape:
+
+* :class:`SqlNonceStore` remembers every ``(keyid, nonce)`` until the signature could no longer be replayed;
+  the primary key makes "first one wins" atomic across processes and on both SQLite and PostgreSQL.
+* :class:`SqlIdempotencyStore` keeps the first response to a write under ``(keyid, Idempotency-Key)`` for
+  24 hours: a retry with the same body gets the same response, the same key with another body is refused
+  (409), and the write is never applied twice.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import random
+from collections.abc import Callable
+from contextlib import AbstractContextManager
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any, Protocol
+
+from sqlalchemy import delete, select
+from sqlalchemy.exc import IntegrityError as SAIntegrityError
+from sqlalchemy.orm import Session
+
+from openvrm.errors import Conflict
+
+IDEMPOTENCY_TTL = timedelta(hours=24)
+PURGE_PROBABILITY = 0.01
+"""About one call in a hundred also deletes expired rows, so the tables stay small without a cron job."""
+
+
+class _Store(Protocol):
+    def write(self) -> AbstractContextManager[Session]: ...
+
+
+def _maybe_purge(s: Session, model: Any, now: datetime) -> None:
+    if random.random() < PURGE_PROBABILITY:  # noqa: S311 - housekeeping, not security
+        s.execute(delete(model).where(model.expires_at <= now))
+
+
+@dataclass
+class SqlNonceStore:
+    """A :class:`~openvrm.protocol.httpsig.NonceStore` on a (``keyid``, ``nonce``, ``expires_at``) table."""
+
+    db: _Store
+    model: Any
+
+    def remember(self, keyid: str, nonce: str, expires_at: datetime, now: datetime) -> bool:
+        if len(keyid) > 200 or len(nonce) > 128:
+            return False
+        try:
+            with self.db.write() as s:
+                row = s.get(self.model, (keyid, nonce))
+                if row is not None:
+                    if row.expires_at > now:
+                        return False
+                    row.expires_at = expires_at
+                else:
+                    s.add(self.model(keyid=keyid, nonce=nonce, expires_at=expires_at))
+                _maybe_purge(s, self.model, now)
+        except (SAIntegrityError, Conflict):
+            return False  # a concurrent request with the same nonce won the insert
+        return True
+
+
+@dataclass(frozen=True)
+class StoredResponse:
+    status_code: int
+    media_type: str
+    body: bytes
+
+
+def request_fingerprint(method: str, path: str, body: bytes) -> str:
+    return hashlib.sha256(method.encode() + b" " + path.encode() + b"\n" + body).hexdigest()
+
+
+@dataclass
+class SqlIdempotencyStore:
+    """First responses to writes, keyed by signer and ``Idempotency-Key``."""
+
+    db: _Store
+    model: Any
+    ttl: timedelta = IDEMPOTENCY_TTL
+    clock: Callable[[], datetime] | None = None
+
+    def _now(self) -> datetime:
+        from openvrm.protocol.messages import now_utc
+
+        return self.clock() if self.clock else now_utc()
+
+    def lookup(self, keyid: str, key: str, fingerprint: str) -> StoredResponse | None:
+        """The stored response for a retry, ``None`` for a new key; :class:`Conflict` for a reused key."""
+        now = self._now()
+        with self.db.write() as s:
+            row = s.get(self.model, (keyid, key))
+            if row is None or row.expires_at <= now:
+                return None
+            if row.request_hash != fingerprint:
+                raise Conflict("this Idempotency-Key was already used for a different request")
+            return StoredResponse(row.status_code, row.media_type, bytes(row.response))
+
+    def save(self, keyid: str, key: str, fingerprint: str, response: StoredResponse) -> None:
+        now = self._now()
+        try:
+            with self.db.write() as s:
+                row = s.get(self.model, (keyid, key))
+                if row is not None and row.expires_at > now:
+                    return  # a concurrent retry stored its (identical) response first
+                if row is not None:
+                    s.delete(row)
+                    s.flush()
+                s.add(
+                    self.model(
+                        keyid=keyid,
+                        key=key,
+                        request_hash=fingerprint,
+                        status_code=response.status_code,
+                        media_type=response.media_type,
+                        response=response.body,
+                        expires_at=now + self.ttl,
+                    )
+                )
+                _maybe_purge(s, self.model, now)
+        except (SAIntegrityError, Conflict):
+            return
+
+    def count(self) -> int:
+        with self.db.write() as s:
+            return len(list(s.scalars(select(self.model.key))))
