@@ -1,7 +1,7 @@
 """Where a vault lives: home folder, database URL and blob store, from flags and the environment.
 
 Precedence: explicit argument (``--home``) > environment (``OPENVRM_HOME``, ``OPENVRM_DATABASE_URL``,
-``OPENVRM_BLOB_STORE``) > the user's data directory (platformdirs).
+``OPENVRM_BLOB_STORE``, ``OPENVRM_ALLOW_LOOPBACK_PEERS``) > the user's data directory (platformdirs).
 """
 
 from __future__ import annotations
@@ -23,6 +23,8 @@ class Settings:
     home: Path
     database_url: str
     blob_backend: BlobBackend
+    # Outbound requests may reach vendors on loopback (http://127.0.0.1): tests and the demo only.
+    allow_loopback_peers: bool = False
 
     @property
     def is_sqlite(self) -> bool:
@@ -38,6 +40,7 @@ class Settings:
         home: Path | str | None = None,
         database_url: str | None = None,
         blob_backend: str | None = None,
+        allow_loopback_peers: bool | None = None,
     ) -> Settings:
         if home is None:
             env_home = os.environ.get("OPENVRM_HOME")
@@ -55,7 +58,14 @@ class Settings:
         )
         if backend not in ("files", "database"):
             raise InvalidValue(f"OPENVRM_BLOB_STORE must be 'files' or 'database', not {backend!r}")
-        return cls(home, url, backend)  # type: ignore[arg-type]
+        if allow_loopback_peers is None:
+            flag = os.environ.get("OPENVRM_ALLOW_LOOPBACK_PEERS", "").strip().lower()
+            if flag not in ("", "0", "false", "no", "1", "true", "yes"):
+                raise InvalidValue(
+                    f"OPENVRM_ALLOW_LOOPBACK_PEERS must be 1/true/yes or 0/false/no, not {flag!r}"
+                )
+            allow_loopback_peers = flag in ("1", "true", "yes")
+        return cls(home, url, backend, allow_loopback_peers)  # type: ignore[arg-type]
 
     def describe_database(self) -> str:
         """The database URL without any password, safe for logs and status output."""

@@ -25,7 +25,7 @@ from openvrm import __version__
 from openvrm.config import Settings
 from openvrm.errors import OpenVRMError
 from openvrm.logs import configure, get_logger, log_event
-from openvrm.server import api, ledger_api, ledger_pages, pages, rights_api, rights_pages
+from openvrm.server import agent_api, api, ledger_api, ledger_pages, pages, rights_api, rights_pages
 from openvrm.server.middleware import RequestMiddleware
 from openvrm.server.problems import (
     ProblemError,
@@ -96,6 +96,8 @@ def create_app(settings: Settings) -> FastAPI:
     # Rights, moves and the outbox: fixed paths (/rights/new, /outbox/send, /moves/plan) are declared
     # before their /{id} routes inside each router; no other router serves these prefixes.
     app.include_router(rights_api.router)
+    app.include_router(agent_api.router)
+    app.include_router(agent_api.protocol_router)
     app.include_router(api.router)
     app.include_router(ledger_pages.router)
     app.include_router(rights_pages.router)

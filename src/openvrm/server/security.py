@@ -12,6 +12,7 @@
 from __future__ import annotations
 
 import secrets
+import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Literal
@@ -26,7 +27,7 @@ from openvrm.logs import get_logger, log_event
 from openvrm.server.forms import UPLOAD_ROUTES, is_form, read_form, text_field
 from openvrm.server.problems import ProblemError
 from openvrm.server.sessions import ABSOLUTE_TIMEOUT, OwnerSession
-from openvrm.server.state import state_of
+from openvrm.server.state import ServerState, state_of
 from openvrm.vault import tokens
 from openvrm.vault.core import UnlockedVault
 
@@ -129,7 +130,26 @@ def log_in(request: Request, passphrase: str) -> OwnerSession:
     state.sessions.end(request.cookies.get(SESSION_COOKIE))
     session = state.sessions.create(unlocked)
     log_event(log, "auth.login")
+    _file_inbox_later(state, unlocked)
     return session
+
+
+def _file_inbox_later(state: ServerState, unlocked: UnlockedVault) -> None:
+    """File protocol events that arrived while the vault was locked, without holding up the login."""
+    from openvrm.agent.service import AgentService
+    from openvrm.net import policy_for
+
+    def run() -> None:
+        try:
+            agent = AgentService(unlocked, policy=policy_for(state.settings))
+            filed, refused = agent.process_inbox()
+            agent.deliver_pending()
+            if filed or refused:
+                log_event(log, "agent.inbox_filed", filed=filed, refused=refused)
+        except Exception as exc:  # noqa: BLE001 - a background chore must not die silently
+            log_event(log, "agent.inbox_failed", error=type(exc).__name__)
+
+    threading.Thread(target=run, name="openvrm-agent-inbox", daemon=True).start()
 
 
 def log_out(request: Request) -> bool:

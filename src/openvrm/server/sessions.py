@@ -101,6 +101,15 @@ class SessionStore:
         for s in gone:
             s.unlocked.lock()
 
+    def any_unlocked(self) -> UnlockedVault | None:
+        """An unlocked vault of some live session: the agent files pushed events at once with it."""
+        now = self.clock()
+        with self._lock:
+            for session in self._sessions.values():
+                if not self._expired(session, now) and not session.unlocked.locked:
+                    return session.unlocked
+        return None
+
     def active_count(self) -> int:
         self.purge()
         with self._lock:

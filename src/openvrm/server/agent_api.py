@@ -1,0 +1,346 @@
+"""The person's agent on the web: protocol endpoints for vendors, and owner routes for connections.
+
+Vendor-facing (``/vrm/p/{handle}/...``): every request must carry an RFC 9421 signature by the vendor's
+did:key recorded for that connection, with a fresh nonce inside the replay window; writes carry an
+``Idempotency-Key``. These routes work while the vault is locked: a pushed event is checked (signature,
+hashes, author) and sealed into the vault inbox (202), or filed at once with a signed acknowledgement (200)
+when the person has a live session. Granted values are served sealed to the vendor's key. A refused
+request leaves nothing in the ledger.
+
+Owner-facing (``/api/v1/connections``, ``/api/v1/grants``, ...): connect to a vendor, grant and revoke
+fields, answer data requests, send GDPR requests, end a relationship, verify the ledger.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from datetime import date
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, Query, Request
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel, ConfigDict, Field
+from sqlalchemy import select
+from starlette.concurrency import run_in_threadpool
+from starlette.responses import Response
+
+from openvrm.agent.service import INBOX_KIND, AgentService
+from openvrm.errors import NotFound, OpenVRMError
+from openvrm.net import policy_for
+from openvrm.protocol import messages as m
+from openvrm.protocol.errors import SignatureError
+from openvrm.protocol.httpsig import RequestVerifier, known_keys
+from openvrm.protocol.identity import public_key_from_did
+from openvrm.protocol.stores import SqlIdempotencyStore, SqlNonceStore, StoredResponse, request_fingerprint
+from openvrm.server.problems import ProblemError, problem_responses
+from openvrm.server.security import Principal, owner
+from openvrm.server.state import ServerState, state_of
+from openvrm.storage.models import Connection, Grant, ProtocolIdempotency, ProtocolNonce, utcnow
+from openvrm.vault.core import Vault
+
+MAX_PROTOCOL_BODY = 1024 * 1024
+
+protocol_router = APIRouter(
+    prefix="/vrm/p",
+    tags=["protocol"],
+    responses=problem_responses(401, 403, 404, 409, 413, 422),
+)
+router = APIRouter(prefix="/api/v1", tags=["connections"], responses=problem_responses(401, 404, 409, 422))
+Owner = Annotated[Principal, Depends(owner)]
+
+
+# -- vendor-facing ---------------------------------------------------------------------------------------
+
+
+async def _body(request: Request) -> bytes:
+    declared = request.headers.get("content-length")
+    if declared and declared.isdigit() and int(declared) > MAX_PROTOCOL_BODY:
+        raise ProblemError(413, "too-large", f"a protocol request is limited to {MAX_PROTOCOL_BODY} bytes")
+    data = bytearray()
+    async for chunk in request.stream():
+        data += chunk
+        if len(data) > MAX_PROTOCOL_BODY:
+            raise ProblemError(
+                413, "too-large", f"a protocol request is limited to {MAX_PROTOCOL_BODY} bytes"
+            )
+    return bytes(data)
+
+
+def _connection(vault: Vault, handle: str) -> Connection:
+    with vault.db.read() as s:
+        row = s.scalar(select(Connection).where(Connection.handle == handle))
+    if row is None:
+        raise NotFound("no relationship at this address")
+    return row
+
+
+def _verify(
+    vault: Vault, conn: Connection, method: str, url: str, headers: Mapping[str, str], body: bytes
+) -> str:
+    verifier = RequestVerifier(
+        known_keys({conn.vendor_did: public_key_from_did(conn.vendor_did)}),
+        SqlNonceStore(vault.db, ProtocolNonce),
+        max_body_bytes=MAX_PROTOCOL_BODY,
+    )
+    verified = verifier.verify(method, url, headers, body)
+    if conn.status == "blocked":
+        raise ProblemError(403, "blocked", "the person has blocked this vendor")
+    return verified.keyid
+
+
+def _push(state: ServerState, handle: str, url: str, headers: dict[str, str], body: bytes) -> Response:
+    vault = state.require_vault()
+    conn = _connection(vault, handle)
+    keyid = _verify(vault, conn, "POST", url, headers, body)
+    idem_key = next((v for k, v in headers.items() if k.lower() == "idempotency-key"), "")
+    store = SqlIdempotencyStore(vault.db, ProtocolIdempotency)
+    fingerprint = request_fingerprint("POST", url, body)
+    stored = store.lookup(keyid, idem_key, fingerprint)
+    if stored is not None:
+        return Response(stored.body, stored.status_code, media_type=stored.media_type)
+    try:
+        record = json.loads(body)
+    except ValueError:
+        raise m.ProtocolViolation("the body is not JSON") from None
+    if not isinstance(record, dict) or record.get("type") != "event":
+        raise m.ProtocolViolation("the agent's ledger accepts ledger events (type 'event')")
+    m.validate("ledger-event", record)
+    if record["author"] != conn.vendor_did:
+        raise m.ProtocolViolation("the event's author is not the vendor that signed the request")
+    if conn.status == "ended" and record["subtype"] not in m.AFTER_END:
+        raise ProblemError(403, "ended", "this relationship has ended")
+    m.check_event_hashes(record)
+    m.verify_signers(record, [conn.vendor_did])
+    unlocked = state.sessions.any_unlocked()
+    if unlocked is not None:
+        agent = AgentService(unlocked, policy=policy_for(state.settings))
+        ack = agent.receive(conn.id, record)
+        agent.import_received()
+        response = StoredResponse(200, "application/json", json.dumps(ack).encode())
+    else:
+        vault.deposit({"kind": INBOX_KIND, "connection_id": conn.id, "record": record})
+        queued = {"status": "queued", "event_id": record["event_id"]}
+        response = StoredResponse(202, "application/json", json.dumps(queued).encode())
+    store.save(keyid, idem_key, fingerprint, response)
+    return Response(response.body, response.status_code, media_type=response.media_type)
+
+
+@protocol_router.post(
+    "/{handle}/ledger",
+    summary="A vendor pushes a signed ledger event (receipt, notice, data request, GDPR answer)",
+    responses={200: {"description": "the person's signed acknowledgement"}, 202: {"description": "queued"}},
+)
+async def push_event(handle: str, request: Request) -> Response:
+    body = await _body(request)
+    headers = dict(request.headers)
+    return await run_in_threadpool(_push, state_of(request), handle, str(request.url), headers, body)
+
+
+def _grants(state: ServerState, handle: str, url: str, headers: dict[str, str]) -> dict[str, Any]:
+    vault = state.require_vault()
+    conn = _connection(vault, handle)
+    _verify(vault, conn, "GET", url, headers, b"")
+    if conn.status != "active":
+        raise ProblemError(403, conn.status, f"this relationship is {conn.status}")
+    now = utcnow()
+    with vault.db.read() as s:
+        rows = list(
+            s.scalars(
+                select(Grant)
+                .where(
+                    Grant.connection_id == conn.id, Grant.revoked_at.is_(None), Grant.vendor_box.is_not(None)
+                )
+                .order_by(Grant.created_at, Grant.id)
+            )
+        )
+    out = []
+    for g in rows:
+        if g.until is not None and g.until <= now:
+            continue
+        out.append(
+            {
+                "grant_id": g.id,
+                "until": m.timestamp(g.until) if g.until else None,
+                "sealed": json.loads(g.vendor_box or b"{}"),
+            }
+        )
+    return {"grants": out}
+
+
+@protocol_router.get(
+    "/{handle}/grants",
+    summary="A vendor fetches the data granted to it, sealed to its own key",
+)
+async def fetch_grants(handle: str, request: Request) -> JSONResponse:
+    body = await _body(request)
+    if body:
+        raise ProblemError(422, "unexpected-body", "a grants fetch has no body")
+    result = await run_in_threadpool(
+        _grants, state_of(request), handle, str(request.url), dict(request.headers)
+    )
+    return JSONResponse(result, headers={"Cache-Control": "no-store"})
+
+
+# -- owner-facing ----------------------------------------------------------------------------------------
+
+
+class _In(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class ConnectIn(_In):
+    url: str = Field(min_length=8, max_length=2048, description="the vendor's site or its /.well-known/vrm")
+    terms: list[str] | None = Field(
+        default=None, max_length=5, description="roster term ids, preferred first"
+    )
+    vendor_id: str | None = Field(default=None, max_length=32)
+
+
+class GrantIn(_In):
+    fields: list[str] = Field(min_length=1, max_length=20)
+    purpose: str = Field(default="https://w3id.org/dpv#ServiceProvision", max_length=300)
+    until: date | None = None
+
+
+class DecisionIn(_In):
+    approve: bool
+    until: date | None = None
+    fields: list[str] | None = Field(default=None, max_length=20)
+
+
+class EndIn(_In):
+    reason: str = Field(default="", max_length=300)
+    effective: date | None = None
+
+
+class GdprIn(_In):
+    right: str = Field(pattern="^(access|rectification|erasure|restriction|portability|objection)$")
+    scope: str = Field(default="all personal data you hold about me under this relationship", max_length=500)
+
+
+class BlockIn(_In):
+    blocked: bool
+
+
+def agent_for(request: Request, principal: Principal) -> AgentService:
+    return AgentService(principal.unlocked, policy=policy_for(state_of(request).settings))
+
+
+def _detail(agent: AgentService, connection_id: str) -> dict[str, Any]:
+    return {
+        "connection": agent.get(connection_id).to_json(),
+        "ledger": [e.to_json() for e in agent.ledger(connection_id)],
+        "grants": [g.to_json() for g in agent.grants(connection_id)],
+    }
+
+
+@router.get("/connections", summary="Protocol connections with vendors")
+async def list_connections(request: Request, principal: Owner) -> list[dict[str, Any]]:
+    agent = agent_for(request, principal)
+    return [c.to_json() for c in await run_in_threadpool(agent.connections)]
+
+
+@router.post("/connections", summary="Connect to a vendor: proffer terms, sign the agreement")
+async def connect(body: ConnectIn, request: Request, principal: Owner) -> dict[str, Any]:
+    agent = agent_for(request, principal)
+    base = str(request.base_url).rstrip("/")
+    result = await run_in_threadpool(
+        lambda: agent.connect(body.url, agent_base_url=base, terms=body.terms, vendor_id=body.vendor_id)
+    )
+    return result.to_json()
+
+
+@router.get("/connections/{connection_id}", summary="A connection, its ledger and its grants")
+async def show_connection(connection_id: str, request: Request, principal: Owner) -> dict[str, Any]:
+    agent = agent_for(request, principal)
+    return await run_in_threadpool(_detail, agent, connection_id)
+
+
+@router.get("/connections/{connection_id}/verify", summary="Check the agreement and the whole hash chain")
+async def verify_connection(connection_id: str, request: Request, principal: Owner) -> dict[str, Any]:
+    agent = agent_for(request, principal)
+    (report,) = await run_in_threadpool(agent.verify, connection_id)
+    return report.to_json()
+
+
+@router.post("/connections/{connection_id}/grants", status_code=201, summary="Grant profile fields")
+async def grant(connection_id: str, body: GrantIn, request: Request, principal: Owner) -> dict[str, Any]:
+    agent = agent_for(request, principal)
+    record = await run_in_threadpool(
+        lambda: agent.grant(connection_id, body.fields, purpose=body.purpose, until=body.until)
+    )
+    return record.to_json()
+
+
+@router.post("/grants/{grant_id}/revoke", summary="Revoke a grant at once and tell the vendor")
+async def revoke(grant_id: str, request: Request, principal: Owner) -> dict[str, Any]:
+    agent = agent_for(request, principal)
+    return (await run_in_threadpool(agent.revoke, grant_id)).to_json()
+
+
+@router.get("/grants/{grant_id}/receipt", summary="The grant as a Kantara Consent Receipt v1.1")
+async def receipt(grant_id: str, request: Request, principal: Owner) -> dict[str, Any]:
+    agent = agent_for(request, principal)
+    return await run_in_threadpool(agent.kantara_receipt, grant_id)
+
+
+@router.get("/holders", summary="Who holds my data: active grants per field")
+async def holders(
+    request: Request, principal: Owner, field: Annotated[str | None, Query(max_length=100)] = None
+) -> list[dict[str, Any]]:
+    agent = agent_for(request, principal)
+    return [h.to_json() for h in await run_in_threadpool(agent.holders, field)]
+
+
+@router.get("/data-requests", summary="Vendors' requests for data, waiting for a decision")
+async def data_requests(request: Request, principal: Owner) -> list[dict[str, Any]]:
+    agent = agent_for(request, principal)
+    pairs = await run_in_threadpool(agent.data_requests)
+    return [{"connection": c.to_json(), "entry": e.to_json()} for c, e in pairs]
+
+
+@router.post("/data-requests/{entry_id}", summary="Approve (maybe until a date) or deny a data request")
+async def decide(entry_id: str, body: DecisionIn, request: Request, principal: Owner) -> dict[str, Any]:
+    agent = agent_for(request, principal)
+    entry = await run_in_threadpool(
+        lambda: agent.answer_data_request(
+            entry_id, approve=body.approve, until=body.until, fields=body.fields
+        )
+    )
+    return entry.to_json()
+
+
+@router.post("/connections/{connection_id}/end", summary="End the relationship (the vendor acknowledges)")
+async def end(connection_id: str, body: EndIn, request: Request, principal: Owner) -> dict[str, Any]:
+    agent = agent_for(request, principal)
+    entry = await run_in_threadpool(
+        lambda: agent.end(
+            connection_id, reason=body.reason or "ended by the person", effective=body.effective
+        )
+    )
+    return entry.to_json()
+
+
+@router.post("/connections/{connection_id}/gdpr", summary="Send a GDPR request through the protocol")
+async def gdpr(connection_id: str, body: GdprIn, request: Request, principal: Owner) -> dict[str, Any]:
+    agent = agent_for(request, principal)
+    entry = await run_in_threadpool(lambda: agent.gdpr_request(connection_id, body.right, scope=body.scope))
+    return entry.to_json()
+
+
+@router.post("/connections/{connection_id}/block", summary="Block or unblock a vendor's connection")
+async def block(connection_id: str, body: BlockIn, request: Request, principal: Owner) -> dict[str, Any]:
+    agent = agent_for(request, principal)
+    return (await run_in_threadpool(agent.set_blocked, connection_id, body.blocked)).to_json()
+
+
+@router.post("/agent/inbox", summary="File protocol events that arrived while the vault was locked")
+async def process_inbox(request: Request, principal: Owner) -> dict[str, Any]:
+    agent = agent_for(request, principal)
+    filed, refused = await run_in_threadpool(agent.process_inbox)
+    delivered = await run_in_threadpool(agent.deliver_pending)
+    return {"filed": filed, "refused": refused, "delivered": delivered}
+
+
+__all__ = ["OpenVRMError", "SignatureError", "protocol_router", "router"]
