@@ -68,7 +68,7 @@ def _verify(record: dict[str, Any]) -> list[str]:
         header_b64, empty, sig_b64 = sig["jws"].split(".")
         assert empty == ""
         header = json.loads(_b64u(header_b64))
-        assert header == {"alg": "EdDSA", "kid": sig["kid"]}
+        assert header == {"alg": "Ed25519", "kid": sig["kid"]}
         did = sig["kid"].split("#")[0]
         _did_key(did).verify(_b64u(sig_b64), f"{header_b64}.{payload}".encode())
         signers.append(did)
@@ -147,19 +147,48 @@ def test_example_hashes_signatures_and_chain_hold() -> None:
     assert agreement["term"] == accept["term"]
     assert _verify(agreement) == [agreement["person"], agreement["vendor"]]
 
-    previous = None
-    for event in events:
+    heads: dict[str, str | None] = {agreement["person"]: None, agreement["vendor"]: None}
+    for event in events:  # each author's events chain on that author's previous one (ADR 0006)
         assert event["agreement_id"] == agreement["agreement_id"]
         assert event["payload_hash"] == _h(event["payload"])
+        previous = heads[event["author"]]
         assert event["previous_id"] == previous
         expected = _h([event["agreement_id"], event["payload_hash"], previous, event["created_at"]])
         assert event["event_id"] == expected
         assert _verify(event) == [event["author"]]
-        assert event["author"] in (agreement["person"], agreement["vendor"])
-        previous = event["event_id"]
+        heads[event["author"]] = event["event_id"]
+    assert all(heads.values()), "both parties author events in the examples"
 
     ids = {e["event_id"]: e for e in events}
     for ack in acks:
         acked = ids[ack["event_id"]]
         assert ack["author"] != acked["author"], "the other side acknowledges"
         assert _verify(ack) == [ack["author"]]
+
+
+def test_examples_are_what_the_protocol_code_derives() -> None:
+    """Keys, hashes, chains and signatures in the document are those openvrm.protocol computes."""
+    from tests.protocol.spec_examples import derive
+
+    text = DOC.read_text()
+    assert derive(text) == text, "run: python -m tests.protocol.spec_examples --write"
+
+
+def test_the_real_code_accepts_the_examples_end_to_end() -> None:
+    from openvrm.protocol import messages as m
+
+    examples = _examples()
+    (proffer,) = [ex for n, ex in examples if n == "proffer"]
+    (agreement,) = [ex for n, ex in examples if n == "agreement"]
+    answers = [ex for n, ex in examples if n == "answer"]
+    accept = next(a for a in answers if a["decision"] == "accept")
+    (discovery,) = [ex for n, ex in examples if n == "discovery"]
+    m.validate("discovery", discovery)
+    m.check_agreement(agreement, proffer=proffer, answer=accept)
+    for answer in answers:
+        m.check_answer(answer, proffer)
+    events = sorted((ex for n, ex in examples if n == "ledger-event"), key=lambda e: e["created_at"])
+    acks = {a["event_id"]: a for n, a in examples if n == "acknowledgement"}
+    report = m.verify_chain(agreement, [(e, acks.get(e["event_id"])) for e in events])
+    assert report.ok, report
+    assert (report.events, report.acknowledged) == (len(events), len(acks))
