@@ -36,7 +36,7 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from openvrm.errors import Conflict, InvalidValue, OpenVRMError
-from openvrm.net import UrlPolicy, check_url, guarded_client
+from openvrm.net import UrlPolicy, check_url, guarded_client, policy_for
 from openvrm.protocol import messages as m
 from openvrm.protocol.errors import SignatureError
 from openvrm.protocol.httpsig import sign_request
@@ -245,7 +245,7 @@ class AgentService:
         clock: Callable[[], datetime] = m.now_utc,
     ) -> None:
         self.vault = vault
-        self.policy = policy or UrlPolicy()
+        self.policy = policy or policy_for(vault.vault.settings)
         self._client_factory = client_factory or (lambda: guarded_client(self.policy))
         self.clock = clock
 
@@ -705,12 +705,19 @@ class AgentService:
             self._deliver(entry_id)
         return self.get_grant(grant_id)
 
-    def reseal_field(self, field_key: str) -> int:
-        """After a profile change: re-seal every active grant holding the field and tell each vendor."""
+    def reseal_field(self, field_key: str) -> dict[str, LedgerEntry]:
+        """After a profile change: re-seal every active grant holding the field and tell each vendor.
+
+        Returns the profile-update entry sent, per vendor id (connections without a vendor are keyed by
+        connection id).
+        """
         from openvrm.profile.fields import normalise_key
 
         key = normalise_key(field_key)
-        entries = []
+        entries: list[tuple[str, str]] = []
+        from openvrm.profile.service import ProfileService
+
+        current = ProfileService(self.vault).current()
         with self.vault.db.write() as s:
             rows = list(
                 s.scalars(select(Grant).where(Grant.revoked_at.is_(None), Grant.vendor_box.is_not(None)))
@@ -722,7 +729,9 @@ class AgentService:
                 conn = get_row(s, Connection, g.connection_id, "connection")
                 if conn.status != "active":
                     continue
-                values = self._values(gp["fields"])
+                values = {f: current[f] for f in gp["fields"] if f in current}
+                if key not in values:
+                    continue
                 g.vendor_box = self._box(conn.vendor_did, g.id, values, gp)
                 g.updated_at = utcnow()
                 sealed = seal_json_for(conn.vendor_did, {key: values[key]})
@@ -733,10 +742,8 @@ class AgentService:
                     {"grant_id": g.id, "changed": [key], "sealed": sealed},
                     note={"grant_id": g.id},
                 )
-                entries.append(erow.id)
-        for e in entries:
-            self._deliver(e)
-        return len(entries)
+                entries.append((conn.vendor_id or conn.id, erow.id))
+        return {owner: self._deliver(entry_id) for owner, entry_id in entries}
 
     def holders(self, field_key: str | None = None) -> list[Holder]:
         """Who holds my ...? Every active grant, per field (or for one field)."""

@@ -64,7 +64,7 @@ class Candidate:
     vendor_id: str
     vendor_name: str
     reasons: list[str]
-    channel: str  # "email" | "post" | "none"
+    channel: str  # "email" | "post" | "none" | "protocol"
     to: str | None = None
     missing: str | None = None
     customer_number: str | None = None
@@ -238,11 +238,25 @@ class MoveService:
             for hit in index.search(q, limit=100000):
                 d = hit.document
                 add(d.vendor_id, f"document {d.title[:60]}")
+        # Vendors connected by the protocol with a grant of this field get a signed profile update instead.
+        from openvrm.agent.service import AgentService
+
+        agent = AgentService(self.vault)
+        by_connection = {c.id: c.vendor_id for c in agent.connections()}
+        protocol: set[str] = set()
+        for holder in agent.holders(key):
+            connected = by_connection.get(holder.connection_id)
+            if connected:
+                add(connected, f"granted {holder.field} (protocol)")
+                protocol.add(connected)
         profile = self.profile.current()
         candidates = [
             self._candidate(vendors[vid], why, rels.get(vid, []), profile, contacts.get(vid), language)
             for vid, why in reasons.items()
         ]
+        for cand in candidates:
+            if cand.vendor_id in protocol:
+                cand.channel, cand.to, cand.missing = "protocol", None, None
         candidates.sort(key=lambda c: c.vendor_name.casefold())
         return MovePlan(key, old, new, candidates)
 
@@ -313,7 +327,9 @@ class MoveService:
             if c.vendor_id in excluded:
                 status = "skipped"
             else:
-                status = {"email": "pending", "post": "to-post", "none": "no-contact"}[c.channel]
+                status = {"email": "pending", "post": "to-post", "none": "no-contact", "protocol": "pending"}[
+                    c.channel
+                ]
             notices.append(
                 Notice(
                     c.vendor_id,
@@ -344,7 +360,31 @@ class MoveService:
                         origin={"kind": "move", "id": move.id, "vendor_id": n.vendor_id},
                     )
             update(self.vault, row, self._payload(move))
+        if any(n.channel == "protocol" and n.status == "pending" for n in notices):
+            self._push_protocol(move)
         return move
+
+    def _push_protocol(self, move: MoveRecord) -> None:
+        """Send the signed profile updates to protocol vendors and record how each went."""
+        from openvrm.agent.service import AgentService
+
+        results = AgentService(self.vault).reseal_field(move.field)
+        with self.vault.db.write() as s:
+            row = get_row(s, Move, move.id, "move")
+            p = payload_of(self.vault, row)
+            for n in p["notices"]:
+                if n["channel"] != "protocol" or n["status"] != "pending":
+                    continue
+                entry = results.get(n["vendor_id"])
+                if entry is not None and entry.state == "acked":
+                    n["status"], n["last_error"] = "acknowledged", None
+                else:
+                    n["status"] = "failed"
+                    n["last_error"] = (entry.note.get("error") if entry else None) or "not delivered"
+            update(self.vault, row, p)
+        for n in move.notices:
+            if n.channel == "protocol":
+                n.status = next(x["status"] for x in p["notices"] if x["vendor_id"] == n.vendor_id)
 
     def _letter(self, move: MoveRecord, n: Notice, profile: dict[str, FieldValue], signer: str) -> Letter:
         ftype, _ = parse_key(move.field)
@@ -460,7 +500,43 @@ class MoveService:
             if notice.status == "failed" and notice.outbox_id:
                 self.outbox.retry(notice.outbox_id, now=utcnow())
                 n += 1
+        if any(x.channel == "protocol" and x.status == "failed" for x in move.notices):
+            from openvrm.agent.service import AgentService
+
+            agent = AgentService(self.vault)
+            agent.deliver_pending()
+            n += sum(1 for x in move.notices if x.channel == "protocol" and x.status == "failed")
+            self._refresh_protocol(move_id, agent)
         return n
+
+    def _refresh_protocol(self, move_id: str, agent: Any) -> None:
+        """Mark failed protocol notices acknowledged once their profile updates are all acknowledged."""
+        by_vendor: dict[str, list[str]] = {}
+        for c in agent.connections():
+            if c.vendor_id:
+                by_vendor.setdefault(c.vendor_id, []).append(c.id)
+
+        def fn_for(vendor_id: str, field_key: str) -> bool:
+            updates = [
+                e
+                for cid in by_vendor.get(vendor_id, [])
+                for e in agent.ledger(cid)
+                if e.subtype == "profile-update" and field_key in e.event["payload"].get("changed", [])
+            ]
+            return bool(updates) and all(e.state == "acked" for e in updates)
+
+        move = self.get(move_id)
+        for notice in move.notices:
+            if (
+                notice.channel == "protocol"
+                and notice.status == "failed"
+                and fn_for(notice.vendor_id, move.field)
+            ):
+
+                def mark(n: dict[str, Any]) -> None:
+                    n["status"], n["last_error"] = "acknowledged", None
+
+                self._mark(move_id, notice.vendor_id, mark)
 
 
 def movable_key(key: str) -> str:

@@ -263,6 +263,10 @@ class VendorService:
             current.update({k: v for k, v in changes.items() if v is not None})
             payload = clean_relationship(**current)
             update(self.vault, row, payload)
+            if "stance" in changes and changes["stance"] is not None:
+                from openvrm.agent.service import sync_vendor_stance
+
+                sync_vendor_stance(s, row.vendor_id, payload["stance"])
         return RelationshipRecord(id=row.id, vendor_id=row.vendor_id, created_at=row.created_at, **payload)
 
     # directory, search, matching, merging
