@@ -151,8 +151,12 @@ def test_replayed_nonce_is_refused_within_window_only() -> None:
     verifier.verify("POST", URL, _signed(key), BODY)
     with pytest.raises(SignatureError, match="replayed"):
         verifier.verify("POST", URL, _signed(key), BODY)
-    # Once the window has passed, the nonce is forgotten, and an old signature is expired anyway.
+    # Still refused one window later (nonces are kept for twice the window)...
     clock.now = NOW + timedelta(seconds=400)
+    with pytest.raises(SignatureError, match="replayed"):
+        verifier.verify("POST", URL, _signed(key, created=clock.now), BODY)
+    # ...and forgotten after that, when an old signature is long expired anyway.
+    clock.now = NOW + timedelta(seconds=700)
     assert verifier.verify("POST", URL, _signed(key, created=clock.now), BODY).nonce == "n-1"
 
 

@@ -189,6 +189,13 @@ def serve(
     ctx: typer.Context,
     host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
     port: Annotated[int, typer.Option(min=1, max=65535)] = 8765,
+    demo_vendors: Annotated[
+        bool,
+        typer.Option(
+            "--demo-vendors",
+            help="Also run three reference vendors under /demo-vendors/ to try the protocol (loopback only).",
+        ),
+    ] = False,
 ) -> None:
     """Run the web app and API. The vault stays locked until you log in with your passphrase."""
     from openvrm.server.app import run
@@ -198,7 +205,12 @@ def serve(
     vault.close()
     err.print(f"openvrm is running at [bold]http://{host}:{port}/[/] (vault at {settings.home}).")
     err.print("Log in with your vault passphrase; log out to lock the vault. Press Ctrl+C to stop.")
-    run(settings, host=host, port=port)
+    if demo_vendors:
+        err.print(
+            f"Reference vendors: connect to http://{host}:{port}/demo-vendors/telco, .../energy or .../books "
+            "from the Connections page."
+        )
+    run(settings, host=host, port=port, demo_vendors=demo_vendors)
 
 
 DEMO_PASSPHRASE = "demo vault passphrase"  # noqa: S105 - public on purpose: the demo has no secrets

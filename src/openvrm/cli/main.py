@@ -16,7 +16,16 @@ import typer
 from typer.core import TyperGroup
 
 from openvrm import __version__
-from openvrm.cli import agent_cmds, data_cmds, ledger_cmds, profile_cmds, rights_cmds, vault_cmds, vendor_cmds
+from openvrm.cli import (
+    agent_cmds,
+    data_cmds,
+    ledger_cmds,
+    profile_cmds,
+    rights_cmds,
+    vault_cmds,
+    vendor_cmds,
+    vendor_kit_cmds,
+)
 from openvrm.cli.context import err, state
 from openvrm.errors import (
     AuthError,
@@ -123,6 +132,7 @@ vendor_cmds.register(app)
 data_cmds.register(app)
 ledger_cmds.register(app)
 rights_cmds.register(app)
+vendor_kit_cmds.register(app)
 agent_cmds.register(app)
 
 

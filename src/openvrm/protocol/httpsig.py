@@ -254,7 +254,8 @@ class RequestVerifier:
         if not isinstance(nonce, str) or not nonce:
             raise SignatureError("the request signature has no nonce")
         created_at = datetime.fromtimestamp(created, UTC)
-        until = created_at + self.max_age + self.max_skew
+        # Kept for twice the window (docs/protocol.md 3.1); older signatures are refused by age anyway.
+        until = created_at + 2 * self.max_age + self.max_skew
         if not self.nonces.remember(keyid, nonce, until, self.clock()):
             raise SignatureError("the request nonce was already used (replayed request)")
         return VerifiedRequest(keyid, created_at, nonce)

@@ -557,6 +557,7 @@ def verify_chain(
     heads: dict[str, str | None] = {agreement["person"]: None, agreement["vendor"]: None}
     seen: set[str] = set()
     acked = 0
+    ended = False
     for position, (event, ack) in enumerate(entries, start=1):
         eid = str(event.get("event_id")) if isinstance(event, Mapping) else None
         try:
@@ -565,6 +566,8 @@ def verify_chain(
                 raise ProtocolViolation("the event's author is not a party to the agreement")
             if eid in seen:
                 raise ProtocolViolation("the event appears twice")
+            if ended and event.get("subtype") not in AFTER_END:
+                raise ProtocolViolation("only GDPR events may follow the end of the relationship")
             check_event(event, agreement, author=str(author), previous_id=heads[str(author)])
             if ack is not None:
                 other = agreement["vendor"] if author == agreement["person"] else agreement["person"]
@@ -574,4 +577,6 @@ def verify_chain(
             return ChainReport(aid, len(entries), acked, position, eid, str(exc))
         heads[str(author)] = str(eid)
         seen.add(str(eid))
+        if event.get("subtype") == "end-of-relationship" and (ack is None or ack.get("status") == "accepted"):
+            ended = True
     return ChainReport(aid, len(entries), acked)

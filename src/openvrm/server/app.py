@@ -8,6 +8,7 @@ uvicorn, its access log replaced by openvrm's structured request log.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -54,8 +55,15 @@ async def _login_required(request: Request, exc: Exception) -> Response:
     return RedirectResponse("/login", status_code=303)
 
 
-def create_app(settings: Settings) -> FastAPI:
-    """The openvrm server application for the vault at ``settings``."""
+def create_app(settings: Settings, *, demo_vendors_url: str | None = None) -> FastAPI:
+    """The openvrm server application for the vault at ``settings``.
+
+    With ``demo_vendors_url`` (the URL this server is reachable at), three reference vendors of the vendor
+    kit are mounted under ``/demo-vendors/`` so every protocol exchange can be tried on one machine; the
+    agent may then reach loopback addresses.
+    """
+    if demo_vendors_url is not None and not settings.allow_loopback_peers:
+        settings = dataclasses.replace(settings, allow_loopback_peers=True)
     state = ServerState(settings)
 
     @asynccontextmanager
@@ -103,14 +111,19 @@ def create_app(settings: Settings) -> FastAPI:
     app.include_router(rights_pages.router)
     app.include_router(pages.router)
     app.mount("/static", StaticFiles(directory=str(STATIC)), name="static")
+    if demo_vendors_url is not None:
+        from openvrm.vendor.demo import mount_reference_vendors
+
+        for path, vendor_app in mount_reference_vendors(demo_vendors_url, settings.home / "demo-vendors"):
+            app.mount(path, vendor_app)
     return app
 
 
-def run(settings: Settings, *, host: str = "127.0.0.1", port: int = 8765) -> None:
+def run(settings: Settings, *, host: str = "127.0.0.1", port: int = 8765, demo_vendors: bool = False) -> None:
     """Serve the app with uvicorn until interrupted; logs are JSON lines on stderr."""
     configure(logging.INFO)
     config = uvicorn.Config(
-        create_app(settings),
+        create_app(settings, demo_vendors_url=f"http://{host}:{port}" if demo_vendors else None),
         host=host,
         port=port,
         access_log=False,  # replaced by the "http.request" events of RequestMiddleware

@@ -76,13 +76,22 @@ def problem_response(
     return JSONResponse(body, status_code=status, headers=dict(headers or {}), media_type=PROBLEM_MEDIA_TYPE)
 
 
+ACCEPT_SIGNATURE = (
+    'vrm=("@method" "@target-uri" "@authority" "@path" "content-digest");alg="ed25519";tag="openvrm"'
+)
+
+
 def _auth_headers(status: int) -> dict[str, str]:
     return {"WWW-Authenticate": 'Bearer realm="openvrm"'} if status == 401 else {}
 
 
 async def openvrm_error_handler(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, OpenVRMError)  # noqa: S101 - registered for this class only
-    headers = _auth_headers(exc.status) if isinstance(exc, AuthError) or exc.status == 401 else {}
+    if exc.code == "bad-signature":
+        # RFC 9421 section 5: tell the peer which signature to send (label, components, algorithm).
+        headers = {"Accept-Signature": ACCEPT_SIGNATURE}
+    else:
+        headers = _auth_headers(exc.status) if isinstance(exc, AuthError) or exc.status == 401 else {}
     return problem_response(
         exc.status, exc.code, exc.title, exc.message, instance=instance_of(request), headers=headers
     )
