@@ -14,23 +14,43 @@ there is one way in.
 from __future__ import annotations
 
 import mimetypes
-from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+import time
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, replace
 from datetime import date
 from pathlib import Path
 from typing import Any
 
+from sqlalchemy import select
+from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.orm import Session
+
 from openvrm.directory.catalog import domain_of
 from openvrm.documents.parsers import parse
 from openvrm.documents.parsers.model import ParsedDocument
-from openvrm.documents.service import DocumentService
+from openvrm.documents.service import EXTRA_KEYS, KINDS, DocumentRecord, DocumentService, _record
 from openvrm.errors import InvalidValue, OpenVRMError
 from openvrm.ledger.contracts import ContractService
 from openvrm.ledger.terms import deadlines
+from openvrm.profile.fields import _text
+from openvrm.records import get_row, insert
+from openvrm.storage.models import Document, DocumentText, Relationship, Vendor
 from openvrm.vault.core import MAX_FILE_BYTES, UnlockedVault
 from openvrm.vendors.service import VendorRecord, VendorService
 
 MAX_DEPTH = 3
+# A folder import commits its files in groups: at most this many files, or this long after the first one.
+BATCH_FILES = 32
+BATCH_SECONDS = 0.25
+# Files read and parsed ahead of the one being stored, at most this many bytes of them.
+READ_AHEAD_BYTES = 64 * 2**20
+# Threads reading and parsing ahead: two, so one can be in PDFium (which releases the GIL and allows one
+# caller at a time) while the other reads XML.
+READERS = 2
+# Threads writing the sealed files of one group.
+BLOB_WRITERS = 4
 _KIND = {"invoice": "invoice", "credit_note": "invoice", "receipt": "receipt", "email": "letter"}
 # Parsed fields kept in the sealed document payload (JSON-ready).
 _FIELDS = (
@@ -182,6 +202,29 @@ class ImportService:
             return [ImportOutcome(label, "rejected", f"larger than the {MAX_FILE_BYTES // 2**20} MiB limit")]
         media_type = media_type or mimetypes.guess_type(filename)[0]
         parsed = parse(data, filename=filename, media_type=media_type)
+        return self._import_parsed(
+            data,
+            parsed,
+            filename=filename,
+            media_type=media_type,
+            label=label,
+            vendor_id=vendor_id,
+            parent=parent,
+            depth=depth,
+        )
+
+    def _import_parsed(
+        self,
+        data: bytes,
+        parsed: ParsedDocument,
+        *,
+        filename: str,
+        media_type: str | None,
+        label: str,
+        vendor_id: str | None,
+        parent: str | None,
+        depth: int,
+    ) -> list[ImportOutcome]:
         existing = self.docs.find_by_content(data)
         if existing is not None:
             return [
@@ -268,29 +311,319 @@ class ImportService:
     def import_paths(
         self, paths: Iterable[Path], *, progress: Callable[[int, int, str], None] | None = None
     ) -> list[ImportOutcome]:
-        """Import files and folders (recursively, hidden files skipped), in a stable order."""
+        """Import files and folders (recursively, hidden files skipped), in a stable order.
+
+        Files are read and parsed one step ahead in a worker thread while the ones before them are
+        stored, and stored in groups (:data:`BATCH_FILES` files or :data:`BATCH_SECONDS`): every sealed
+        file of a group is written and fsync'd, then their rows are inserted in one transaction, each in
+        its own savepoint, so a file that fails is reported ``rejected`` without losing the others. A file
+        is reported (and ``progress`` called for it) only once its blob is on disk and its row committed.
+        E-mails, whose attachments are imported in turn, are stored one by one.
+        """
         files = list(expand_paths(paths))
         outcomes: list[ImportOutcome] = []
-        for n, f in enumerate(files, 1):
-            try:
-                size = f.stat().st_size
-                if size > MAX_FILE_BYTES:
-                    outcomes.append(
-                        ImportOutcome(
-                            str(f), "rejected", f"larger than the {MAX_FILE_BYTES // 2**20} MiB limit"
-                        )
+        batch: list[_Prepared] = []
+        done = 0
+        first_at = 0.0
+
+        def report(results: list[list[ImportOutcome]]) -> None:
+            nonlocal done
+            for result in results:
+                outcomes.extend(result)
+                done += 1
+                if progress is not None:
+                    progress(done, len(files), result[0].path)
+
+        def flush() -> None:
+            if batch:
+                report(self._store_batch(batch))
+                batch.clear()
+
+        for prep in _read_ahead(files):
+            if prep.early is not None:
+                flush()
+                report([[prep.early]])
+            elif prep.parsed.attachments:
+                flush()
+                try:
+                    result = self._import_parsed(
+                        prep.data,
+                        prep.parsed,
+                        filename=prep.path.name,
+                        media_type=prep.media_type,
+                        label=str(prep.path),
+                        vendor_id=None,
+                        parent=None,
+                        depth=0,
                     )
-                else:
-                    outcomes += self.import_bytes(f.read_bytes(), filename=f.name, path=str(f))
-            except OSError as exc:
-                outcomes.append(
-                    ImportOutcome(str(f), "rejected", f"cannot read the file: {exc.strerror or exc}")
-                )
-            except OpenVRMError as exc:
-                outcomes.append(ImportOutcome(str(f), "rejected", str(exc)))
-            if progress is not None:
-                progress(n, len(files), str(f))
+                except OpenVRMError as exc:
+                    result = [ImportOutcome(str(prep.path), "rejected", str(exc))]
+                report([result])
+            else:
+                if not batch:
+                    first_at = time.monotonic()
+                batch.append(prep)
+                if len(batch) >= BATCH_FILES or time.monotonic() - first_at >= BATCH_SECONDS:
+                    flush()
+        flush()
         return outcomes
+
+    def _store_batch(self, batch: list[_Prepared]) -> list[list[ImportOutcome]]:
+        """Store parsed files (no attachments) as one group; one outcome list per file, in order."""
+        results: list[list[ImportOutcome] | None] = [None] * len(batch)
+        addresses = [self.vault.address_of(p.data) for p in batch]
+        with self.vault.db.read() as s:
+            rows = s.scalars(select(Document).where(Document.blob_address.in_(set(addresses)))).all()
+        stored: dict[str, DocumentRecord] = {}
+        for row in sorted(rows, key=lambda r: r.id):
+            if row.blob_address not in stored:
+                stored[row.blob_address] = _record(self.vault, row)
+        contracts: dict[str | None, str | None] = {}
+        relationships: dict[str, str | None] = {}
+        plans: list[_Plan] = []
+        first_of: dict[str, int] = {}  # address -> index of the first file of this group holding it
+        for i, (prep, address) in enumerate(zip(batch, addresses, strict=True)):
+            label = str(prep.path)
+            existing = stored.get(address)
+            if existing is not None:
+                results[i] = [_duplicate(label, prep.parsed, existing)]
+                continue
+            if address in first_of:
+                continue  # a copy of an earlier file of this group: settled once that one is stored
+            try:
+                plan = self._plan(i, prep, address, contracts, relationships)
+            except OpenVRMError as exc:
+                results[i] = [ImportOutcome(label, "rejected", str(exc))]
+                continue
+            first_of[address] = i
+            plans.append(plan)
+        # Every blob is on disk (each fsync'd) before the rows that point at it are committed. The blobs
+        # of a group are written side by side (the fsyncs wait on the disk, not on Python), and all of
+        # them are done before the write transaction opens (a SQL blob store writes in its own).
+        written: list[_Plan] = []
+        with ThreadPoolExecutor(max_workers=BLOB_WRITERS, thread_name_prefix="openvrm-blobs") as pool:
+            puts = [(plan, pool.submit(self.vault.put_file, plan.prep.data)) for plan in plans]
+            for plan, put in puts:
+                try:
+                    put.result()
+                except OpenVRMError as exc:
+                    results[plan.index] = [ImportOutcome(str(plan.prep.path), "rejected", str(exc))]
+                    continue
+                written.append(plan)
+        records = self._write_rows(written, results)
+        for plan in written:
+            doc = records.get(plan.index)
+            if doc is None:
+                continue
+            parsed = plan.prep.parsed
+            status = "unparsed" if parsed.status == "unparsed" else "imported"
+            results[plan.index] = [
+                ImportOutcome(
+                    str(plan.prep.path),
+                    status,
+                    parsed.reason,
+                    parsed.format,
+                    doc.id,
+                    doc.vendor_id,
+                    plan.contract_id,
+                    None,
+                    plan.fields,
+                )
+            ]
+        for i, (prep, address) in enumerate(zip(batch, addresses, strict=True)):
+            if results[i] is None:
+                first = first_of[address]
+                if first in records:
+                    original = _record(self.vault, records[first])
+                    results[i] = [_duplicate(str(prep.path), prep.parsed, original)]
+                else:
+                    # The first copy could not be stored: this one meets the same fate.
+                    results[i] = [replace(o, path=str(prep.path)) for o in results[first] or []]
+        return [r or [] for r in results]
+
+    def _insert_rows(self, s: Session, plan: _Plan) -> Document:
+        # As DocumentService.add does: the links must still hold in this transaction (a vendor deleted
+        # since it was matched is refused here, not stored as a dangling id).
+        if plan.vendor_id is not None:
+            get_row(s, Vendor, plan.vendor_id, "vendor")
+        if plan.relationship_id is not None:
+            get_row(s, Relationship, plan.relationship_id, "relationship")
+        row = insert(
+            self.vault,
+            s,
+            Document,
+            plan.payload,
+            blob_address=plan.address,
+            vendor_id=plan.vendor_id,
+            relationship_id=plan.relationship_id,
+        )
+        if plan.prep.parsed.text:
+            insert(self.vault, s, DocumentText, {"text": plan.prep.parsed.text}, record_id=row.id)
+        return row
+
+    def _write_rows(
+        self, plans: list[_Plan], results: list[list[ImportOutcome] | None]
+    ) -> dict[int, Document]:
+        """Insert the rows of a group in one transaction; the stored rows by file index.
+
+        All rows go in at once; should that transaction fail, it is rolled back whole and the rows are
+        inserted again each in its own savepoint, so only the files at fault are reported ``rejected``.
+        """
+        if not plans:
+            return {}
+        try:
+            with self.vault.db.write() as s:
+                rows = {plan.index: self._insert_rows(s, plan) for plan in plans}
+            return rows
+        except (OpenVRMError, SQLAlchemyError):
+            pass  # nothing of the group was written: each file is tried on its own below
+        rows = {}
+        with self.vault.db.write() as s:
+            for plan in plans:
+                try:
+                    with s.begin_nested():
+                        rows[plan.index] = self._insert_rows(s, plan)
+                except (OpenVRMError, SQLAlchemyError) as exc:
+                    reason = str(exc) if isinstance(exc, OpenVRMError) else _db_refusal(exc)
+                    results[plan.index] = [ImportOutcome(str(plan.prep.path), "rejected", reason)]
+        return rows
+
+    def _plan(
+        self,
+        index: int,
+        prep: _Prepared,
+        address: str,
+        contracts: dict[str | None, str | None],
+        relationships: dict[str, str | None],
+    ) -> _Plan:
+        """Link and describe one file of a group, checking all that can be checked before writing."""
+        parsed = prep.parsed
+        vendor = self._link_vendor(parsed) if parsed.status != "unparsed" else None
+        vendor_id = vendor.id if vendor else None
+        if vendor_id not in contracts:
+            contracts[vendor_id] = self._link_contract(vendor_id)
+        relationship: str | None = None
+        if vendor is not None:
+            if vendor.id not in relationships:
+                rels = self.vendors.relationships(vendor.id)
+                relationships[vendor.id] = rels[0].id if rels else None
+            relationship = relationships[vendor.id]
+        fields = _fields(parsed)
+        # The same description DocumentService.add seals.
+        filename = _text(Path(prep.path.name).name, "a file name", max_len=255)
+        title = _title(parsed, prep.path.name, vendor)
+        kind = _KIND.get(parsed.document_type, "other")
+        if kind not in KINDS:
+            raise InvalidValue(f"kind must be one of {', '.join(KINDS)}, not {kind!r}")
+        extra = {
+            "format": parsed.format,
+            "parse_status": parsed.status,
+            "reason": parsed.reason,
+            "fields": fields,
+            "contract_id": contracts[vendor_id],
+        }
+        payload: dict[str, Any] = {
+            "filename": filename,
+            "media_type": prep.media_type or mimetypes.guess_type(filename)[0] or "application/octet-stream",
+            "size": len(prep.data),
+            "title": _text(title, "a title", max_len=300) if title else filename,
+            "kind": kind,
+        }
+        payload |= {k: v for k, v in extra.items() if k in EXTRA_KEYS and v not in (None, {}, "")}
+        return _Plan(index, prep, address, payload, vendor_id, relationship, contracts[vendor_id], fields)
+
+
+@dataclass
+class _Prepared:
+    """A file read and parsed ahead of storing, or the outcome that stopped it (``early``)."""
+
+    path: Path
+    data: bytes = b""
+    parsed: ParsedDocument = ParsedDocument(format="unknown", status="unparsed", reason="not read")
+    media_type: str | None = None
+    early: ImportOutcome | None = None
+
+
+@dataclass
+class _Plan:
+    """One file of a group, linked and described, ready for its row."""
+
+    index: int
+    prep: _Prepared
+    address: str
+    payload: dict[str, Any]
+    vendor_id: str | None
+    relationship_id: str | None
+    contract_id: str | None
+    fields: dict[str, Any]
+
+
+def _prepare(path: Path) -> _Prepared:
+    """Read and parse one file (in the read-ahead thread); never raises for a bad file."""
+    label = str(path)
+    too_big = f"larger than the {MAX_FILE_BYTES // 2**20} MiB limit"
+    try:
+        if path.stat().st_size > MAX_FILE_BYTES:
+            return _Prepared(path, early=ImportOutcome(label, "rejected", too_big))
+        data = path.read_bytes()
+    except OSError as exc:
+        return _Prepared(
+            path, early=ImportOutcome(label, "rejected", f"cannot read the file: {exc.strerror or exc}")
+        )
+    if len(data) > MAX_FILE_BYTES:
+        return _Prepared(path, early=ImportOutcome(label, "rejected", too_big))
+    media_type = mimetypes.guess_type(path.name)[0]
+    return _Prepared(path, data, parse(data, filename=path.name, media_type=media_type), media_type)
+
+
+def _read_ahead(files: list[Path]) -> Iterator[_Prepared]:
+    """The files read and parsed, in order, by one worker thread that keeps ahead of the caller.
+
+    At most :data:`READ_AHEAD_BYTES` (and at least one file) are held ahead. Parsing overlaps with the
+    caller's sealing, fsyncs and commits, which release the GIL; PDFium itself stays behind its lock.
+    """
+    if not files:
+        return
+    pending: deque[tuple[Future[_Prepared], int]] = deque()
+    held = 0
+    queued = 0
+    with ThreadPoolExecutor(max_workers=READERS, thread_name_prefix="openvrm-import") as pool:
+        try:
+            while queued < len(files) or pending:
+                while queued < len(files) and (not pending or held < READ_AHEAD_BYTES):
+                    try:
+                        size = files[queued].stat().st_size
+                    except OSError:
+                        size = 0
+                    size = min(size, MAX_FILE_BYTES)
+                    pending.append((pool.submit(_prepare, files[queued]), size))
+                    held += size
+                    queued += 1
+                future, size = pending.popleft()
+                held -= size
+                yield future.result()
+        finally:
+            for future, _ in pending:
+                future.cancel()
+
+
+def _duplicate(label: str, parsed: ParsedDocument, existing: DocumentRecord) -> ImportOutcome:
+    return ImportOutcome(
+        label,
+        "duplicate",
+        f"same content as document {existing.id}",
+        parsed.format,
+        existing.id,
+        existing.vendor_id,
+        existing.contract_id,
+        None,
+        existing.fields,
+    )
+
+
+def _db_refusal(exc: SQLAlchemyError) -> str:
+    text = " ".join(str(getattr(exc, "orig", None) or exc).split())[:200]
+    return f"the store refused the document: {text}"
 
 
 def expand_paths(paths: Iterable[Path]) -> Iterable[Path]:

@@ -37,7 +37,7 @@ def _b64u(data: bytes) -> str:
 
 def _unb64u(text: str) -> bytes:
     try:
-        return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+        return base64.b64decode(text + "=" * (-len(text) % 4), altchars=b"-_", validate=True)
     except (binascii.Error, ValueError):
         raise InvalidValue("the sealed value is not base64url") from None
 
