@@ -413,6 +413,12 @@ class AgentService:
             row = get_row(s, Connection, connection_id, "connection")
         return self._record(row, payload_of(self.vault, row))
 
+    def agreement(self, connection_id: str) -> dict[str, Any]:
+        """The agreement both sides signed, exactly as kept."""
+        with self.vault.db.read() as s:
+            _row, p, _key = self._load(s, connection_id)
+        return dict(p["agreement"])
+
     def _load(self, s: Session, connection_id: str) -> tuple[Connection, dict[str, Any], KeyPair]:
         row = get_row(s, Connection, connection_id, "connection")
         p = payload_of(self.vault, row)
@@ -952,7 +958,11 @@ class AgentService:
                 continue
             data = self.vault.get_file(att["blob"])
             outcomes = ImportService(self.vault).import_bytes(
-                data, filename=att["filename"], media_type=att["media_type"], vendor_id=conn.vendor_id
+                data,
+                filename=att["filename"],
+                media_type=att["media_type"],
+                vendor_id=conn.vendor_id,
+                vendor_is_sender=conn.vendor_id is not None,
             )
             with self.vault.db.write() as s:
                 erow = get_row(s, ConnectionEvent, row.id, "ledger entry")

@@ -195,8 +195,14 @@ class ImportService:
         vendor_id: str | None = None,
         parent: str | None = None,
         depth: int = 0,
+        vendor_is_sender: bool = False,
     ) -> list[ImportOutcome]:
-        """Import one file (and, for an e-mail, its attachments); one outcome per file."""
+        """Import one file (and, for an e-mail, its attachments); one outcome per file.
+
+        ``vendor_id`` is a hint that the seller named in the file may override, unless
+        ``vendor_is_sender``: the file came from that vendor over an authenticated channel (a signed
+        protocol push), so it is filed under that vendor whatever it says inside.
+        """
         label = path or filename
         if len(data) > MAX_FILE_BYTES:
             return [ImportOutcome(label, "rejected", f"larger than the {MAX_FILE_BYTES // 2**20} MiB limit")]
@@ -211,6 +217,7 @@ class ImportService:
             vendor_id=vendor_id,
             parent=parent,
             depth=depth,
+            vendor_is_sender=vendor_is_sender,
         )
 
     def _import_parsed(
@@ -224,6 +231,7 @@ class ImportService:
         vendor_id: str | None,
         parent: str | None,
         depth: int,
+        vendor_is_sender: bool = False,
     ) -> list[ImportOutcome]:
         existing = self.docs.find_by_content(data)
         if existing is not None:
@@ -243,7 +251,7 @@ class ImportService:
         vendor: VendorRecord | None = None
         if vendor_id is not None:
             vendor = self.vendors.get(vendor_id)
-            if parsed.seller_vat_id or parsed.seller:
+            if not vendor_is_sender and (parsed.seller_vat_id or parsed.seller):
                 vendor = self._link_vendor(parsed) or vendor
         elif parsed.status != "unparsed":
             vendor = self._link_vendor(parsed)

@@ -164,6 +164,15 @@ def validate(name: str, record: Any) -> None:
 # -- detached JWS signatures -----------------------------------------------------------------------------
 
 
+class _Registry(jws.JWSRegistry):
+    # joserfc refuses payloads over 128 kB by default; a record may carry an inline attachment up to the
+    # 1 MiB request limit, so the limit here follows the protocol's own.
+    max_payload_length = 2 * 1024 * 1024
+
+
+_REGISTRY = _Registry(algorithms=[JWS_ALG])
+
+
 def _b64u(data: bytes) -> str:
     return base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii")
 
@@ -173,7 +182,7 @@ def signature_over(record: Mapping[str, Any], key: KeyPair) -> dict[str, str]:
     kid = kid_of(key.did)
     header = {"alg": JWS_ALG, "kid": kid}
     token = jws.serialize_compact(
-        header, canonical_json(unsigned(record)), OKPKey.import_key(key.private_key), algorithms=[JWS_ALG]
+        header, canonical_json(unsigned(record)), OKPKey.import_key(key.private_key), registry=_REGISTRY
     )
     head, _payload, sig = token.split(".")
     return {"kid": kid, "jws": f"{head}..{sig}"}
@@ -201,7 +210,7 @@ def verify_signature(record: Mapping[str, Any], signature: Mapping[str, Any], di
         raise SignatureError(str(exc)) from None
     attached = f"{parts[0]}.{_b64u(canonical_json(unsigned(record)))}.{parts[2]}"
     try:
-        result = jws.deserialize_compact(attached, OKPKey.import_key(public), algorithms=[JWS_ALG])
+        result = jws.deserialize_compact(attached, OKPKey.import_key(public), registry=_REGISTRY)
     except JoseError as exc:
         raise SignatureError(f"the record's signature by {did} does not verify ({exc.error})") from None
     except (ValueError, TypeError):
