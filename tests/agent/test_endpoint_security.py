@@ -1,0 +1,203 @@
+"""The agent's vendor-facing endpoints refuse every bad request with a problem document and record nothing."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import httpx
+import pytest
+from sqlalchemy import func, select
+from tests.agent.conftest import World
+
+from openvrm.protocol import messages as m
+from openvrm.protocol.httpsig import sign_request
+from openvrm.protocol.identity import KeyPair
+from openvrm.storage.models import ConnectionEvent, InboxItem
+
+
+def _setup(world: World) -> tuple[str, str, str, KeyPair]:
+    result = world.agent.connect(world.vendor_url("telco"), agent_base_url=world.url)
+    assert result.connection is not None
+    kit = world.vendors["telco"]
+    aid = result.connection.agreement_id
+    assert aid is not None
+    rel = kit.relationship(aid)
+    assert rel.ledger_url and rel.grants_url
+    return aid, rel.ledger_url, rel.grants_url, kit.key
+
+
+def _signed_post(url: str, record: dict[str, Any], key: KeyPair, **options: Any) -> httpx.Response:
+    body = m.canonical_json(record)
+    headers = sign_request(
+        "POST",
+        url,
+        {"Content-Type": "application/json", "Idempotency-Key": m.new_uuid()},
+        body,
+        key,
+        **options,
+    )
+    return httpx.post(url, content=body, headers=headers)
+
+
+def _traces(world: World) -> tuple[int, int]:
+    with world.unlocked.db.read() as s:
+        events = s.scalar(select(func.count()).select_from(ConnectionEvent)) or 0
+        inbox = s.scalar(select(func.count()).select_from(InboxItem)) or 0
+    return int(events), int(inbox)
+
+
+def _problem(r: httpx.Response, status: int) -> dict[str, Any]:
+    assert r.status_code == status, r.text
+    assert r.headers["content-type"].startswith("application/problem+json")
+    body = r.json()
+    assert body["status"] == status and body["detail"]
+    return dict(body)
+
+
+def _notice(aid: str, key: KeyPair) -> dict[str, Any]:
+    return m.make_event(key, aid, "notice", {"notice": "other", "summary": "hello"}, None)
+
+
+BadRequest = Callable[[str, dict[str, Any], KeyPair], httpx.Response]
+
+
+def _unsigned(url: str, record: dict[str, Any], key: KeyPair) -> httpx.Response:
+    return httpx.post(url, content=m.canonical_json(record), headers={"Content-Type": "application/json"})
+
+
+def _wrong_key(url: str, record: dict[str, Any], key: KeyPair) -> httpx.Response:
+    return _signed_post(url, record, KeyPair.generate())
+
+
+def _expired(url: str, record: dict[str, Any], key: KeyPair) -> httpx.Response:
+    return _signed_post(url, record, key, created=datetime.now(UTC) - timedelta(minutes=10))
+
+
+def _future(url: str, record: dict[str, Any], key: KeyPair) -> httpx.Response:
+    return _signed_post(url, record, key, created=datetime.now(UTC) + timedelta(minutes=10))
+
+
+def _altered_body(url: str, record: dict[str, Any], key: KeyPair) -> httpx.Response:
+    body = m.canonical_json(record)
+    headers = sign_request(
+        "POST", url, {"Content-Type": "application/json", "Idempotency-Key": m.new_uuid()}, body, key
+    )
+    return httpx.post(url, content=body.replace(b"hello", b"HELLO"), headers=headers)
+
+
+def _no_idempotency_key(url: str, record: dict[str, Any], key: KeyPair) -> httpx.Response:
+    body = m.canonical_json(record)
+    headers = sign_request("GET", url, {"Content-Type": "application/json"}, body, key)
+    return httpx.post(url, content=body, headers=headers)
+
+
+@pytest.mark.parametrize(
+    "send",
+    [_unsigned, _wrong_key, _expired, _future, _altered_body, _no_idempotency_key],
+    ids=lambda f: f.__name__,
+)
+def test_bad_signatures_get_401_and_leave_no_trace(world: World, send: BadRequest) -> None:
+    aid, ledger_url, _, key = _setup(world)
+    before = _traces(world)
+    _problem(send(ledger_url, _notice(aid, key), key), 401)
+    assert _traces(world) == before
+    assert world.agent.process_inbox() == (0, 0)
+    assert world.agent.ledger(world.agent.connections()[0].id) == []
+
+
+def test_a_replayed_request_is_refused(world: World) -> None:
+    aid, ledger_url, _, key = _setup(world)
+    body = m.canonical_json(_notice(aid, key))
+    headers = sign_request(
+        "POST", ledger_url, {"Content-Type": "application/json", "Idempotency-Key": m.new_uuid()}, body, key
+    )
+    assert httpx.post(ledger_url, content=body, headers=headers).status_code == 202
+    body_problem = _problem(httpx.post(ledger_url, content=body, headers=headers), 401)
+    assert "replayed" in body_problem["detail"]
+    assert _traces(world) == (0, 1)
+
+
+def test_a_retry_with_the_same_idempotency_key_is_applied_once(world: World) -> None:
+    aid, ledger_url, _, key = _setup(world)
+    record = _notice(aid, key)
+    body = m.canonical_json(record)
+    idem = m.new_uuid()
+    first = httpx.post(
+        ledger_url,
+        content=body,
+        headers=sign_request(
+            "POST", ledger_url, {"Content-Type": "application/json", "Idempotency-Key": idem}, body, key
+        ),
+    )
+    again = httpx.post(
+        ledger_url,
+        content=body,
+        headers=sign_request(
+            "POST", ledger_url, {"Content-Type": "application/json", "Idempotency-Key": idem}, body, key
+        ),
+    )
+    assert (first.status_code, again.status_code) == (202, 202) and first.content == again.content
+    assert _traces(world) == (0, 1)
+    other = m.canonical_json(m.make_event(key, aid, "notice", {"notice": "other", "summary": "x"}, None))
+    conflict = httpx.post(
+        ledger_url,
+        content=other,
+        headers=sign_request(
+            "POST", ledger_url, {"Content-Type": "application/json", "Idempotency-Key": idem}, other, key
+        ),
+    )
+    _problem(conflict, 409)
+    assert world.agent.process_inbox() == (1, 0)
+
+
+def test_one_vendor_cannot_use_another_vendors_address(world: World) -> None:
+    aid, ledger_url, grants_url, _ = _setup(world)
+    world.agent.grant(world.agent.connections()[0].id, ["email"])
+    energy = world.agent.connect(world.vendor_url("energy"), agent_base_url=world.url)
+    assert energy.connection is not None
+    intruder = world.vendors["energy"].key
+    _problem(_signed_post(ledger_url, _notice(aid, intruder), intruder), 401)
+    headers = sign_request("GET", grants_url, {}, b"", intruder)
+    _problem(httpx.get(grants_url, headers=headers), 401)
+    assert _traces(world) == (1, 0), "only the person's own grant event"
+
+
+def test_unknown_handles_oversized_bodies_and_garbage(world: World) -> None:
+    aid, ledger_url, _, key = _setup(world)
+    unknown = ledger_url.replace("/vrm/p/", "/vrm/p/x").replace("/ledger", "/ledger")
+    _problem(_signed_post(unknown, _notice(aid, key), key), 404)
+    huge = b"{" + b" " * (1024 * 1024 + 10) + b"}"
+    headers = sign_request(
+        "POST", ledger_url, {"Content-Type": "application/json", "Idempotency-Key": m.new_uuid()}, huge, key
+    )
+    _problem(httpx.post(ledger_url, content=huge, headers=headers), 413)
+    for body in (
+        b"not json",
+        b"[]",
+        b'{"type": "event"}',
+        m.canonical_json(m.make_ack(key, _notice(aid, key))),
+    ):
+        headers = sign_request(
+            "POST",
+            ledger_url,
+            {"Content-Type": "application/json", "Idempotency-Key": m.new_uuid()},
+            body,
+            key,
+        )
+        _problem(httpx.post(ledger_url, content=body, headers=headers), 422)
+    # An event signed by another key than the request's, or claiming another author, is refused.
+    forged = _notice(aid, KeyPair.generate())
+    _problem(_signed_post(ledger_url, forged, key), 422)
+    assert _traces(world) == (0, 0)
+
+
+def test_grants_fetch_needs_a_signed_get_without_body(world: World) -> None:
+    _, _, grants_url, key = _setup(world)
+    _problem(httpx.get(grants_url), 401)
+    signed = sign_request("GET", grants_url, {}, b"", key)
+    ok = httpx.get(grants_url, headers=signed)
+    assert ok.status_code == 200 and ok.json() == {"grants": []}
+    assert ok.headers["cache-control"] == "no-store"
+    _problem(httpx.get(grants_url, headers=signed), 401)  # the same signature twice is a replay
