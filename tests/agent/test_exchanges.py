@@ -331,3 +331,54 @@ def test_unlocked_refusals_leave_no_trace(world: World) -> None:
 def test_a_vendor_cannot_connect_on_its_own_terms_via_a_bad_discovery(world: World) -> None:
     with pytest.raises(PeerError):
         world.agent.connect(world.url + "/no-vendor-here", agent_base_url=world.url)
+
+
+def test_no_personal_value_reaches_the_vault_store_in_the_clear(world: World) -> None:
+    """Connections, ledgers, grants, pushed receipts and the inbox are all sealed on disk."""
+    from sqlalchemy import text
+
+    cid = _connect(world)
+    kit = world.vendors["telco"]
+    aid = world.agent.get(cid).agreement_id
+    assert aid is not None
+    grant = world.agent.grant(cid, ["email", "phone"])
+    kit.push_receipt(
+        aid,
+        "RCPT-PRIVATE-5521",
+        "2026-11-21",
+        "77.31",
+        "EUR",
+        [{"description": "Sofa Zorblax", "amount": "77.31"}],
+    )
+    kit.request_data(aid, ["name"], "https://w3id.org/dpv#ServiceProvision", "engraving Lovelace-Secret")
+    world.agent.process_inbox()
+    world.agent.revoke(grant.id)
+    secrets = [
+        "ada@example.org",
+        "Ada Lovelace",
+        "RCPT-PRIVATE-5521",
+        "Sofa Zorblax",
+        "Lovelace-Secret",
+        "77.31",
+    ]
+    chunks: list[bytes] = []
+    if world.settings.is_sqlite:
+        for f in sorted(world.settings.home.glob("vault.db*")):
+            chunks.append(f.read_bytes())
+    else:
+        with world.unlocked.db.engine.connect() as conn:
+            for table in (
+                "connections",
+                "connection_events",
+                "grants",
+                "inbox_items",
+                "protocol_idempotency",
+            ):
+                for row in conn.execute(text(f'select * from "{table}"')):  # noqa: S608 - fixed names
+                    chunks += [v if isinstance(v, bytes) else str(v).encode() for v in row]
+    raw = b"\n".join(chunks)
+    assert len(raw) > 5_000
+    for s in secrets:
+        for needle in (s.encode(), s.encode("utf-16-le")):
+            assert needle not in raw, f"{s!r} found in the clear"
+    assert any(e.event["payload"].get("receipt_id") == "RCPT-PRIVATE-5521" for e in world.agent.ledger(cid))
