@@ -382,3 +382,31 @@ def test_no_personal_value_reaches_the_vault_store_in_the_clear(world: World) ->
         for needle in (s.encode(), s.encode("utf-16-le")):
             assert needle not in raw, f"{s!r} found in the clear"
     assert any(e.event["payload"].get("receipt_id") == "RCPT-PRIVATE-5521" for e in world.agent.ledger(cid))
+
+
+def test_notices_grants_and_gdpr_requests_show_in_upcoming(world: World) -> None:
+    from openvrm.ledger.upcoming import to_ics, upcoming
+
+    cid = _connect(world)
+    kit = world.vendors["telco"]
+    aid = world.agent.get(cid).agreement_id
+    assert aid is not None
+    today = datetime.now(UTC).date()
+    kit.push_notice(
+        aid, "price-change", "19.99 becomes 21.99", today + timedelta(days=40), today + timedelta(days=20)
+    )
+    world.agent.process_inbox()
+    world.agent.grant(cid, ["email"], until=today + timedelta(days=10))
+    gdpr = world.agent.gdpr_request(cid, "access", scope="all", respond_by=today + timedelta(days=30))
+    events = upcoming(world.unlocked, today=today, days=60)
+    kinds = {(e.kind, e.day) for e in events}
+    assert ("notice-cancel-by", today + timedelta(days=20)) in kinds
+    assert ("notice-effective", today + timedelta(days=40)) in kinds
+    assert ("grant-ends", today + timedelta(days=10)) in kinds
+    assert ("protocol-gdpr-due", today + timedelta(days=30)) in kinds
+    assert b"Last day to cancel: Example Telco" in to_ics(events)
+    # Once the vendor answers, the GDPR date goes away.
+    kit.respond_gdpr(aid, gdpr.event["event_id"], "completed", "here is your data")
+    world.agent.process_inbox()
+    after = {e.kind for e in upcoming(world.unlocked, today=today, days=60)}
+    assert "protocol-gdpr-due" not in after

@@ -182,7 +182,7 @@ def document_events(uv: UnlockedVault, today: date, until: date) -> Iterable[Eve
 
 # Modules of later capabilities that register sources; imported on first use, so every front end (CLI,
 # server, a script) sees the same events without having to remember to import them.
-SOURCE_MODULES = ("openvrm.rights.deadlines",)
+SOURCE_MODULES = ("openvrm.rights.deadlines", "openvrm.agent.deadlines")
 
 
 def upcoming(uv: UnlockedVault, *, today: date, days: int = 60) -> list[Event]:
