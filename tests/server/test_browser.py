@@ -56,13 +56,18 @@ def live_server(sqlite_settings: Settings) -> Iterator[str]:
 
 
 @contextlib.contextmanager
-def serve(settings: Settings) -> Iterator[str]:
-    """Run the real app under uvicorn on a free loopback port in a background thread; yield its URL."""
+def serve(settings: Settings, *, demo_vendors: bool = False) -> Iterator[str]:
+    """Run the real app under uvicorn on a free loopback port in a background thread; yield its URL.
+
+    With ``demo_vendors``, the vendor kit's reference vendors are mounted under ``/demo-vendors/``.
+    """
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind(("127.0.0.1", 0))
     port = sock.getsockname()[1]
-    config = uvicorn.Config(create_app(settings), log_config=None, access_log=False, lifespan="on")
+    demo_url = f"http://127.0.0.1:{port}" if demo_vendors else None
+    app = create_app(settings, demo_vendors_url=demo_url)
+    config = uvicorn.Config(app, log_config=None, access_log=False, lifespan="on")
     server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
     thread.start()

@@ -14,7 +14,7 @@ import typer
 from rich.table import Table
 
 from openvrm.agent.service import DEFAULT_PURPOSE, DEFAULT_TERMS, AgentService
-from openvrm.cli.context import JsonOpt, emit, out, state, unlocked
+from openvrm.cli.context import JsonOpt, emit, id_table, out, state, unlocked
 from openvrm.ledger.money import parse_date
 from openvrm.net import policy_for
 from openvrm.vault.core import UnlockedVault
@@ -92,7 +92,7 @@ def list_cmd(ctx: typer.Context, as_json: JsonOpt = False) -> None:
         items = _agent(ctx, uv).connections()
 
     def text() -> None:
-        table = Table("id", "vendor", "term", "status", "since")
+        table = id_table("vendor", "term", "status", "since")
         for c in items:
             table.add_row(
                 c.id,
@@ -212,7 +212,7 @@ def grant_list_cmd(ctx: typer.Context, connection: str | None = None, as_json: J
         items = _agent(ctx, uv).grants(connection)
 
     def text() -> None:
-        table = Table("id", "connection", "fields", "until", "status")
+        table = id_table("connection", "fields", "until", "status")
         for g in items:
             status = "active" if g.active else "revoked" if g.revoked_at else "expired"
             table.add_row(g.id, g.connection_id, ", ".join(g.fields), g.until or "", status)

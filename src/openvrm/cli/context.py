@@ -13,6 +13,7 @@ from typing import Annotated, Any
 
 import typer
 from rich.console import Console
+from rich.table import Table
 
 from openvrm.config import Settings
 from openvrm.errors import AuthError, InvalidValue, OpenVRMError, VaultLocked
@@ -136,3 +137,12 @@ def emit(as_json: bool, data: Any, text: Callable[[], None] | str | None = None)
 
 def fail(message: str) -> OpenVRMError:
     return InvalidValue(message)
+
+
+def id_table(*headers: str) -> Table:
+    """A table whose first column holds record ids, never cut: people copy them into the next command."""
+    table = Table()
+    table.add_column("id", no_wrap=True, min_width=32)
+    for header in headers:
+        table.add_column(header)
+    return table

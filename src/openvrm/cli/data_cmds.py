@@ -10,9 +10,18 @@ from typing import Annotated
 
 import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
-from rich.table import Table
 
-from openvrm.cli.context import JsonOpt, ask_new_passphrase, emit, err, open_vault, out, state, unlocked
+from openvrm.cli.context import (
+    JsonOpt,
+    ask_new_passphrase,
+    emit,
+    err,
+    id_table,
+    open_vault,
+    out,
+    state,
+    unlocked,
+)
 from openvrm.errors import InvalidValue
 from openvrm.vault import tokens as token_store
 
@@ -54,7 +63,7 @@ def tokens_list(ctx: typer.Context, as_json: JsonOpt = False) -> None:
         items = token_store.list_tokens(uv)
 
     def text() -> None:
-        table = Table("id", "kind", "name", "created", "expires")
+        table = id_table("kind", "name", "created", "expires")
         for t in items:
             table.add_row(
                 t.id,

@@ -11,7 +11,7 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from openvrm.cli.context import JsonOpt, emit, out, unlocked
+from openvrm.cli.context import JsonOpt, emit, id_table, out, unlocked
 from openvrm.errors import InvalidValue
 from openvrm.ledger import spending as spend_mod
 from openvrm.ledger.contracts import ContractService, today_local
@@ -126,7 +126,7 @@ def contracts_list(
                 "No contracts yet. Add one with `vrm contracts add VENDOR_ID --plan … --price … --start …`."
             )
             return
-        table = Table("id", "vendor", "plan", "price", "cancel by", "per month", "status")
+        table = id_table("vendor", "plan", "price", "cancel by", "per month", "status")
         for c in items:
             table.add_row(
                 str(c["id"]),

@@ -14,7 +14,7 @@ from typing import Annotated, Any
 import typer
 from rich.table import Table
 
-from openvrm.cli.context import JsonOpt, emit, err, out, unlocked
+from openvrm.cli.context import JsonOpt, emit, err, id_table, out, unlocked
 from openvrm.cli.data_cmds import progress_bar
 from openvrm.errors import InvalidValue
 from openvrm.ledger.contracts import today_local
@@ -280,7 +280,7 @@ def rights_list(
         if not items:
             out.print("No requests yet. Write one with `vrm rights request VENDOR access`.")
             return
-        table = Table("id", "vendor", "request", "via", "status", "sent", "deadline")
+        table = id_table("vendor", "request", "via", "status", "sent", "deadline")
         for r in items:
             table.add_row(
                 r.id, r.vendor_name, r.kind, r.channel, r.status(day), r.sent_on or "", str(r.deadline or "")
@@ -660,7 +660,7 @@ def outbox_list(
         if not items:
             out.print("The outbox is empty.")
             return
-        table = Table("id", "status", "tries", "to", "subject", "error")
+        table = id_table("status", "tries", "to", "subject", "error")
         for m in items:
             table.add_row(m.id, m.status, f"{m.attempts}/{m.max_attempts}", ", ".join(m.to), m.subject[:50],
                           (m.last_error or "")[:60])  # fmt: skip

@@ -9,7 +9,7 @@ import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 from rich.table import Table
 
-from openvrm.cli.context import JsonOpt, emit, err, out, unlocked
+from openvrm.cli.context import JsonOpt, emit, err, id_table, out, unlocked
 from openvrm.documents.service import KINDS, DocumentService
 from openvrm.errors import InvalidValue, NotFound, OpenVRMError
 from openvrm.sharing.service import SharingService
@@ -131,7 +131,7 @@ def _vendor_table(items: list[VendorRecord]) -> None:
     if not items:
         out.print("No vendors yet. Add one with `vrm vendors add NAME`.")
         return
-    table = Table("id", "name", "domains", "country")
+    table = id_table("name", "domains", "country")
     for v in items:
         table.add_row(v.id, v.name, ", ".join(v.domains), v.country or "")
     out.print(table)
@@ -406,7 +406,7 @@ def docs_search(
         if not hits:
             out.print("No document matches.")
             return
-        table = Table("id", "title", "date", "total")
+        table = id_table("title", "date", "total")
         for h in hits:
             f = h.document.fields
             total_s = f"{f.get('gross_total')} {f.get('currency')}" if f.get("gross_total") else ""
@@ -462,7 +462,7 @@ def docs_list(
         items = DocumentService(uv).list(vendor_id=vendor)
 
     def text() -> None:
-        table = Table("id", "title", "kind", "size", "added")
+        table = id_table("title", "kind", "size", "added")
         for d in items:
             table.add_row(
                 d.id, d.title, d.kind, str(d.size), f"{d.created_at:%Y-%m-%d}" if d.created_at else ""
@@ -526,7 +526,7 @@ def shares_list(ctx: typer.Context, as_json: JsonOpt = False) -> None:
         items = SharingService(uv).list()
 
     def text() -> None:
-        table = Table("id", "relationship", "field", "purpose", "until", "revoked")
+        table = id_table("relationship", "field", "purpose", "until", "revoked")
         for r in items:
             table.add_row(r.id, r.relationship_id, r.field, r.purpose, r.until or "", r.revoked_at or "")
         out.print(table)

@@ -26,7 +26,16 @@ from openvrm import __version__
 from openvrm.config import Settings
 from openvrm.errors import OpenVRMError
 from openvrm.logs import configure, get_logger, log_event
-from openvrm.server import agent_api, api, ledger_api, ledger_pages, pages, rights_api, rights_pages
+from openvrm.server import (
+    agent_api,
+    agent_pages,
+    api,
+    ledger_api,
+    ledger_pages,
+    pages,
+    rights_api,
+    rights_pages,
+)
 from openvrm.server.middleware import RequestMiddleware
 from openvrm.server.problems import (
     ProblemError,
@@ -109,6 +118,7 @@ def create_app(settings: Settings, *, demo_vendors_url: str | None = None) -> Fa
     app.include_router(api.router)
     app.include_router(ledger_pages.router)
     app.include_router(rights_pages.router)
+    app.include_router(agent_pages.router)
     app.include_router(pages.router)
     app.mount("/static", StaticFiles(directory=str(STATIC)), name="static")
     if demo_vendors_url is not None:

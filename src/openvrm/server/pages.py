@@ -58,6 +58,7 @@ NAV: list[NavItem] = [
     NavItem("Dashboard", "/"),
     NavItem("Profile", "/profile"),
     NavItem("Vendors", "/vendors"),
+    NavItem("Connections", "/connections"),
     NavItem("Contracts", "/contracts"),
     NavItem("Documents", "/documents"),
     NavItem("Upcoming", "/upcoming"),

@@ -45,6 +45,7 @@ def mount_reference_vendors(
     """
     mounted = []
     for config in reference_configs(base_url, store_dir, allow_loopback=allow_loopback):
+        config.save()  # so `vrm vendor ... --store <store_dir>/<slug>` can act as this vendor
         slug = config.base_url.rsplit("/", 1)[-1]
         mounted.append((f"{MOUNT_PREFIX}/{slug}", create_vendor_app(config)))
     return mounted
