@@ -209,6 +209,10 @@ def test_end_of_relationship_is_acknowledged_and_closes_the_door(world: World) -
     end = world.agent.end(cid, reason="moving to another provider")
     assert end.state == "acked"
     assert world.agent.get(cid).status == "ended"
+    (ended_grant,) = world.agent.grants(cid)
+    assert not ended_grant.active
+    assert [c["status"] for c in ended_grant.consent] == ["dpv:ConsentGiven", "dpv:ConsentWithdrawn"]
+    assert ended_grant.consent[-1]["ledger_event"] == end.event["event_id"]
     assert kit.relationships()[0].status == "ended"
     with pytest.raises(AgentRefused):
         kit.fetch_grants(aid)

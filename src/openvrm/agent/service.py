@@ -50,7 +50,6 @@ from openvrm.vault.core import UnlockedVault
 
 DEFAULT_TERMS = ("service-delivery-only", "service-delivery-plus-portability")
 DEFAULT_PURPOSE = DPV + "ServiceProvision"
-GRANTABLE_PREFIXES = ("name", "email", "phone", "postal_address", "birth_date", "iban", "customer")
 MAX_PUSHED_FILE_BYTES = 700 * 1024
 INBOX_KIND = "protocol-event"
 
@@ -849,12 +848,20 @@ class AgentService:
         if effective:
             payload["effective"] = effective.isoformat()
         with self.vault.db.write() as s:
+            erow, p = self._write_event(s, connection_id, "end-of-relationship", payload)
+            conn = get_row(s, Connection, connection_id, "connection")
+            # Every grant ends with the relationship, at once and with its consent record, even if the
+            # vendor is unreachable now (the end event then stays pending and is sent again).
             for g in s.scalars(
                 select(Grant).where(Grant.connection_id == connection_id, Grant.revoked_at.is_(None))
             ):
+                gp = payload_of(self.vault, g)
                 g.revoked_at = utcnow()
                 g.vendor_box = None
-        return self.send(connection_id, "end-of-relationship", payload)
+                gp["consent"].append(self._consent(p, conn, gp, "withdrawn", erow.event_id))
+                update(self.vault, g, gp)
+            entry_id = erow.id
+        return self._deliver(entry_id)
 
     def gdpr_request(
         self, connection_id: str, right: str, *, scope: str, respond_by: date | None = None
@@ -974,11 +981,24 @@ class AgentService:
         return done
 
     def data_requests(self, *, pending_only: bool = True) -> list[tuple[ConnectionRecord, LedgerEntry]]:
+        """Vendors' data requests (by default only those waiting for a decision), oldest first."""
+        q = select(ConnectionEvent).where(ConnectionEvent.author == "vendor")
+        if pending_only:
+            q = q.where(ConnectionEvent.state == "pending-decision")
+        with self.vault.db.read() as s:
+            rows = list(s.scalars(q.order_by(ConnectionEvent.created_at, ConnectionEvent.id)))
+        records: dict[str, ConnectionRecord] = {}
         out = []
-        for c in self.connections():
-            for e in self.ledger(c.id):
-                if e.subtype == "data-request" and (not pending_only or e.state == "pending-decision"):
-                    out.append((c, e))
+        for r in rows:
+            ep = payload_of(self.vault, r)
+            if ep["event"].get("subtype") != "data-request":
+                continue
+            if r.connection_id not in records:
+                records[r.connection_id] = self.get(r.connection_id)
+            entry = LedgerEntry(
+                r.id, r.position, r.author, r.state, ep["event"], ep.get("ack"), ep.get("note", {})
+            )
+            out.append((records[r.connection_id], entry))
         return out
 
     def answer_data_request(
