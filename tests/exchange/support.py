@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import io
 import json
 import zipfile
@@ -10,21 +12,29 @@ from datetime import date
 from pathlib import Path
 from typing import Any
 
+import httpx
 from sqlalchemy import select
 
+from openvrm.agent.service import DEFAULT_PURPOSE, DEFAULT_TERMS, AgentService
 from openvrm.config import Settings
 from openvrm.documents.service import DocumentService
 from openvrm.ledger.contracts import ContractService
 from openvrm.moves.service import MoveService
 from openvrm.outbox.settings import clean_mail_settings, save_mail_settings
 from openvrm.profile.service import ProfileService
+from openvrm.protocol import messages as m
+from openvrm.protocol.identity import KeyPair
+from openvrm.protocol.terms import term
 from openvrm.records import insert
 from openvrm.rights.service import RightsService
 from openvrm.sharing.service import SharingService
 from openvrm.storage.models import (
     Base,
+    Connection,
+    ConnectionEvent,
     Contract,
     Document,
+    Grant,
     InboxItem,
     Move,
     Payment,
@@ -166,7 +176,9 @@ def populate(vault: UnlockedVault, tag: str = "") -> dict[str, str]:
     move = MoveService(vault).start(
         "email", f"ada.new{tag}@example.org", contacts={shop.id: "dpo@shop.example"}, language="en"
     )
+    connection = add_connection(vault, shop.id, name=f"Protocol Shop{tag}")
     return {
+        "connection": connection,
         "shop": shop.id,
         "bank": bank.id,
         "rel": rel.id,
@@ -241,6 +253,21 @@ def view(vault: UnlockedVault) -> dict[str, list[Any]]:
             (r.id, r.created_at, r.updated_at, vault.open("moves", r.id, r.sealed))
             for r in s.scalars(select(Move).order_by(Move.id))
         ]
+        out["connections"] = [
+            (r.id, r.handle, r.vendor_did, r.status, r.vendor_id, r.created_at, r.updated_at)
+            + (vault.open("connections", r.id, r.sealed),)
+            for r in s.scalars(select(Connection).order_by(Connection.id))
+        ]
+        entries = [
+            (r.id, r.connection_id, r.position, r.event_id, r.author, r.state, r.created_at, r.updated_at)
+            + (vault.open("connection_events", r.id, r.sealed),)
+            for r in s.scalars(select(ConnectionEvent).order_by(ConnectionEvent.id))
+        ]
+        out["grants"] = [
+            (r.id, r.connection_id, r.until, r.revoked_at, r.vendor_box, r.created_at, r.updated_at)
+            + (vault.open("grants", r.id, r.sealed),)
+            for r in s.scalars(select(Grant).order_by(Grant.id))
+        ]
         out["vendor of request"] = [(r.id, r.vendor_id) for r in s.scalars(select(RightsRequest))]
         out["settings"] = [
             (r.id, r.created_at, r.updated_at, vault.open("sealed_settings", r.id, r.sealed))
@@ -258,6 +285,14 @@ def view(vault: UnlockedVault) -> dict[str, list[Any]]:
         )
         for d in docs
     ]
+    # A received file's blob address is the vault's own: compare the file's bytes instead.
+    out["connection_events"] = []
+    for *plain, p in entries:
+        attachment = p["note"].get("attachment")
+        if attachment is not None:
+            blob = vault.get_file(attachment["blob"])
+            p = {**p, "note": {**p["note"], "attachment": {**attachment, "blob": blob}}}
+        out["connection_events"].append((*plain, p))
     out["texts"] = sorted(DocumentService(vault).texts().items())
     items = {e.id: e.item for e in vault.inbox()}
     out["inbox"] = [(i, at, items[i]) for i, at in inbox_ids]
@@ -314,3 +349,74 @@ def rewrite(
             zf.writestr(name, content)
         zf.writestr("manifest.json", json.dumps(data))
     return buf.getvalue()
+
+
+def add_connection(vault: UnlockedVault, vendor_id: str | None = None, *, name: str = "Protocol Shop") -> str:
+    """A protocol connection made through AgentService against a vendor simulated in memory: an agreement,
+    grants (one revoked), a delivered and an undelivered event, and vendor events received and decided.
+
+    The profile needs a name, an e-mail address and a phone number to grant. Returns the connection id.
+    """
+    vendor = KeyPair.generate()
+    base = f"https://{name.lower().replace(' ', '-')}.example"
+    doc = {
+        "vrm_versions": [m.VRM_VERSION],
+        "name": name,
+        "vendor": vendor.did,
+        "keys": [{"kid": m.kid_of(vendor.did), "use": "sign"}],
+        "endpoints": {"relationship": f"{base}/vrm/relationship", "ledger": f"{base}/vrm/ledger"},
+        "terms": [m.term_ref(term(t)) for t in DEFAULT_TERMS],
+    }
+
+    def vendor_side(request: httpx.Request) -> httpx.Response:
+        if request.method == "GET":
+            return httpx.Response(200, json=doc)
+        body = json.loads(request.content)
+        if body.get("type") == "proffer":
+            chosen = m.roster_term(body["terms"][0])
+            return httpx.Response(200, json=m.make_answer(vendor, body, "accept", chosen=chosen))
+        if body.get("type") == "agreement":
+            return httpx.Response(200, json=m.countersign(vendor, body))
+        if body.get("type") == "event" and body["subtype"] != "gdpr-request":
+            return httpx.Response(200, json=m.make_ack(vendor, body))
+        return httpx.Response(503)  # the GDPR request stays pending in the ledger
+
+    agent = AgentService(
+        vault, client_factory=lambda: httpx.Client(transport=httpx.MockTransport(vendor_side))
+    )
+    connected = agent.connect(base, agent_base_url="https://agent.example", vendor_id=vendor_id)
+    assert connected.connection is not None
+    cid = connected.connection.id
+    agent.revoke(agent.grant(cid, ["email", "name"]).id)
+    agent.grant(cid, ["phone"], until=date(2031, 1, 1))
+    agreement_id = str(connected.connection.agreement_id)
+    pdf = b"%PDF-1.4 receipt " + name.encode()
+    receipt = m.make_event(
+        vendor,
+        agreement_id,
+        "receipt",
+        {
+            "receipt_id": "R-1",
+            "attachment": {
+                "content": base64.b64encode(pdf).decode(),
+                "media_type": "application/pdf",
+                "sha256": hashlib.sha256(pdf).hexdigest(),
+            },
+        },
+        None,
+    )
+    agent.receive(cid, receipt)
+    asked = m.make_event(
+        vendor,
+        agreement_id,
+        "data-request",
+        {"request_id": "Q-1", "fields": ["phone"], "purpose": DEFAULT_PURPOSE},
+        receipt["event_id"],
+    )
+    entry_id = [e for e in agent.ledger(cid) if e.state == "received"][0].id
+    agent.receive(cid, asked)
+    asked_id = next(e.id for e in agent.ledger(cid) if e.state == "pending-decision")
+    agent.answer_data_request(asked_id, approve=False)
+    agent.gdpr_request(cid, "access", scope="everything", respond_by=date(2030, 1, 1))
+    assert entry_id
+    return cid

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import email.message
 import io
 import json
@@ -9,9 +10,11 @@ import stat
 import threading
 import zipfile
 from pathlib import Path
+from typing import Any
 
 import pytest
 
+from openvrm.agent.service import AgentService
 from openvrm.errors import Conflict, InvalidValue, VaultLocked
 from openvrm.exchange import (
     ExportSummary,
@@ -36,7 +39,7 @@ from openvrm.vault.check import check_vault
 from openvrm.vault.core import UnlockedVault
 from openvrm.vendors.service import VendorService
 
-from .support import dump, new_vault, populate, view, without_outbox
+from .support import dump, new_vault, populate, rewrite, view, without_outbox
 
 ARCHIVE_PASSPHRASE = "archive passphrase 42"
 
@@ -60,6 +63,9 @@ def test_round_trip_from_each_backend(unlocked: UnlockedVault, tmp_path: Path, e
         "shares": 2,
         "rights_requests": 2,
         "moves": 1,
+        "connections": 1,
+        "connection_events": 7,
+        "grants": 2,
         "settings": 1,
         "inbox": 1,
         "files": 4,
@@ -74,7 +80,7 @@ def test_round_trip_from_each_backend(unlocked: UnlockedVault, tmp_path: Path, e
         assert isinstance(result, ImportSummary)
         assert result.encrypted is encrypted
         assert result.source_vault_id == unlocked.vault_id
-        assert result.added_total == 26 and result.skipped_total == 0
+        assert result.added_total == 36 and result.skipped_total == 0
         assert result.files_added == 4
         assert view(target) == without_outbox(view(unlocked))
         assert check_vault(target).ok
@@ -134,7 +140,7 @@ def test_manifest_is_what_the_format_says(unlocked: UnlockedVault, tmp_path: Pat
     assert scheduled["id"] == ids["payment"] and scheduled["due_date"] == "2024-01-15"
     assert scheduled["amount"] == "9.99" and scheduled["document_id"] is None
     assert by_bill["document_id"] == ids["invoice"] and by_bill["contract_id"] == ids["contract"]
-    assert list(manifest)[-11:] == [
+    assert list(manifest)[-14:] == [
         "profile_changes",
         "vendors",
         "relationships",
@@ -144,6 +150,9 @@ def test_manifest_is_what_the_format_says(unlocked: UnlockedVault, tmp_path: Pat
         "shares",
         "rights_requests",
         "moves",
+        "connections",
+        "connection_events",
+        "grants",
         "settings",
         "inbox",
     ]
@@ -186,6 +195,9 @@ def test_import_skips_records_that_already_exist(unlocked: UnlockedVault, tmp_pa
             "shares": 0,
             "rights_requests": 0,
             "moves": 0,
+            "connections": 0,
+            "connection_events": 0,
+            "grants": 0,
             "settings": 0,
             "inbox": 0,
         }
@@ -199,11 +211,14 @@ def test_import_skips_records_that_already_exist(unlocked: UnlockedVault, tmp_pa
             "shares": 2,
             "rights_requests": 2,
             "moves": 1,
+            "connections": 1,
+            "connection_events": 7,
+            "grants": 2,
             "settings": 1,
             "inbox": 1,
         }
-        assert result.skipped_total == 26 and result.files_added == 0
-        assert result.to_json()["skipped_total"] == 26
+        assert result.skipped_total == 36 and result.files_added == 0
+        assert result.to_json()["skipped_total"] == 36
         mine = view(unlocked)
         theirs = view(source)
         assert mine["vendors"] == theirs["vendors"]
@@ -211,7 +226,7 @@ def test_import_skips_records_that_already_exist(unlocked: UnlockedVault, tmp_pa
         # Importing again changes nothing at all.
         before = dump(unlocked.vault)
         again = import_archive(unlocked, tmp_path / "second.zip")
-        assert again.added_total == 0 and again.skipped_total == 28
+        assert again.added_total == 0 and again.skipped_total == 38
         assert dump(unlocked.vault) == before
     finally:
         source.vault.close()
@@ -222,7 +237,7 @@ def test_import_of_own_export_changes_nothing(unlocked: UnlockedVault, tmp_path:
     export_vault(unlocked, tmp_path / "a.zip")
     before = dump(unlocked.vault)
     result = import_archive(unlocked, tmp_path / "a.zip")
-    assert result.added_total == 0 and result.skipped_total == 26
+    assert result.added_total == 0 and result.skipped_total == 36
     assert dump(unlocked.vault) == before
 
 
@@ -252,13 +267,13 @@ def test_progress_reports_every_stage(unlocked: UnlockedVault, tmp_path: Path) -
     seen: list[tuple[str, int, int]] = []
     export_vault(unlocked, tmp_path / "a.zip", progress=lambda *a: seen.append(a))
     assert {s for s, _, _ in seen} == {"records", "files"}
-    assert ("records", 26, 26) in seen and ("files", 4, 4) in seen
+    assert ("records", 36, 36) in seen and ("files", 4, 4) in seen
     target = new_vault(tmp_path / "t")
     try:
         seen.clear()
         import_archive(target, tmp_path / "a.zip", progress=lambda *a: seen.append(a))
         assert {s for s, _, _ in seen} == {"verify", "files", "records"}
-        assert ("verify", 4, 4) in seen and ("files", 4, 4) in seen and ("records", 26, 26) in seen
+        assert ("verify", 4, 4) in seen and ("files", 4, 4) in seen and ("records", 36, 36) in seen
         assert all(0 <= done <= total for _, done, total in seen)
     finally:
         target.vault.close()
@@ -285,7 +300,7 @@ def test_a_directory_entry_for_files_is_accepted(unlocked: UnlockedVault, tmp_pa
     (tmp_path / "b.zip").write_bytes(buf.getvalue())
     target = new_vault(tmp_path / "t")
     try:
-        assert import_archive(target, tmp_path / "b.zip").added_total == 26
+        assert import_archive(target, tmp_path / "b.zip").added_total == 36
     finally:
         target.vault.close()
 
@@ -332,7 +347,7 @@ def test_an_archive_just_within_the_limits_imports(unlocked: UnlockedVault, tmp_
     target = new_vault(tmp_path / "t")
     try:
         limits = ImportLimits(max_total_bytes=total, max_entries=count)
-        assert import_archive(target, tmp_path / "a.zip", limits=limits).added_total == 26
+        assert import_archive(target, tmp_path / "a.zip", limits=limits).added_total == 36
     finally:
         target.vault.close()
 
@@ -468,3 +483,56 @@ def test_a_setting_the_format_does_not_know_stops_the_export(unlocked: UnlockedV
         export_vault(unlocked, tmp_path / "a.zip")
     assert not (tmp_path / "a.zip").exists()
     assert not [p for p in tmp_path.iterdir() if p.name.endswith(".tmp")]
+
+
+def test_connections_ledgers_and_grants_travel(unlocked: UnlockedVault, tmp_path: Path) -> None:
+    """Connections, their signed ledgers, grants and the person's pairwise keys come back exactly."""
+    ids = populate(unlocked)
+    export_vault(unlocked, tmp_path / "a.zip")
+    with zipfile.ZipFile(tmp_path / "a.zip") as zf:
+        manifest = json.loads(zf.read("manifest.json"))
+    [connection] = manifest["connections"]
+    assert connection["id"] == ids["connection"] and connection["vendor_id"] == ids["shop"]
+    assert len(base64.b64decode(connection["person_seed"])) == 32  # a private key, in the clear by design
+    assert [e["position"] for e in manifest["connection_events"]] == list(range(1, 8))
+    assert all("blob" not in e["note"].get("attachment", {}) for e in manifest["connection_events"])
+    revoked, active = sorted(manifest["grants"], key=lambda g: g["revoked_at"] is None)
+    assert revoked["vendor_box"] is None and active["vendor_box"] is not None
+    target = new_vault(tmp_path / "t")
+    try:
+        result = import_archive(target, tmp_path / "a.zip")
+        assert (result.added["connections"], result.added["connection_events"], result.added["grants"]) == (
+            1,
+            7,
+            2,
+        )
+        mine, theirs = view(target), view(unlocked)
+        for kind in ("connections", "connection_events", "grants"):
+            assert mine[kind] == theirs[kind]
+        agent = AgentService(target)
+        assert all(report.ok for report in agent.verify())
+        assert agent.import_received() == 1  # the receipt's file was stored again from its event
+        assert check_vault(target).ok
+        again = import_archive(target, tmp_path / "a.zip")
+        assert again.added_total == 0 and again.skipped["connection_events"] == 7
+    finally:
+        target.vault.close()
+
+
+def test_an_archive_without_connections_still_imports(unlocked: UnlockedVault, tmp_path: Path) -> None:
+    """Archives written before connections existed lack the three kinds and their counts: none."""
+    source = new_vault(tmp_path / "source")
+    try:
+        populate(source)
+        export_vault(source, tmp_path / "a.zip")
+    finally:
+        source.vault.close()
+
+    def old(m: dict[str, Any]) -> None:
+        for kind in ("connections", "connection_events", "grants"):
+            del m[kind], m["counts"][kind]
+
+    (tmp_path / "old.zip").write_bytes(rewrite((tmp_path / "a.zip").read_bytes(), manifest=old))
+    result = import_archive(unlocked, tmp_path / "old.zip")
+    assert result.added_total == 26 and result.added["connections"] == 0
+    assert view(unlocked)["connections"] == [] and check_vault(unlocked).ok

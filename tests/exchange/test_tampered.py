@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import io
 import struct
@@ -544,4 +545,127 @@ def test_requests_moves_and_settings_are_checked(
     match: str,
 ) -> None:
     """GDPR requests, moves and the mail server: a bad one is refused, and the vault is as it was."""
+    refused(target, tmp_path, rewrite(archives["plain"], manifest=edit), match)
+
+
+def _entry(m: dict[str, Any], state: str) -> dict[str, Any]:
+    return next(e for e in m["connection_events"] if e["state"] == state)
+
+
+def _grant(m: dict[str, Any], revoked: bool) -> dict[str, Any]:
+    return next(g for g in m["grants"] if (g["revoked_at"] is not None) is revoked)
+
+
+CONN, ENTRY, GRANT = r"connections\[0\]", r"connection_events\[\d\]", r"grants\[\d\]"
+PROTOCOL_CASES: list[tuple[str, Callable[[dict[str, Any]], Any], str]] = [
+    ("seed-not-base64", lambda m: m["connections"][0].update(person_seed="!" * 43 + "="), "person_seed"),
+    ("seed-not-base64-2", lambda m: m["connections"][0].update(person_seed="%%%"), "schema at connections/0"),
+    (
+        "seed-of-another-key",
+        lambda m: m["connections"][0].update(person_seed="A" * 43 + "="),
+        rf"{CONN}.*not the key of person_did",
+    ),
+    ("bad-status", lambda m: m["connections"][0].update(status="paused"), "schema at connections/0/status"),
+    (
+        "vendor-id-type",
+        lambda m: m["connections"][0].update(vendor_id=7),
+        "schema at connections/0/vendor_id",
+    ),
+    (
+        "dangling-vendor",
+        lambda m: m["connections"][0].update(vendor_id="f" * 32),
+        r"connection .* vendor f+, which is not in the archive or the vault",
+    ),
+    (
+        "agreement-altered",
+        lambda m: m["connections"][0]["agreement"].update(effective_at="2020-01-01T00:00:00Z"),
+        rf"{CONN}.*agreement",
+    ),
+    (
+        "answer-altered",
+        lambda m: m["connections"][0]["answer"].update(created_at="2020-01-01T00:00:00Z"),
+        rf"{CONN}.*signature",
+    ),
+    ("discovery-not-object", lambda m: m["connections"][0].update(discovery=[]), "schema at connections/0"),
+    (
+        "event-unknown-connection",
+        lambda m: _entry(m, "received").update(connection_id="e" * 32),
+        r"ledger entry .* connection e+, which is not in the archive or the vault",
+    ),
+    (
+        "duplicate-position",
+        lambda m: _entry(m, "pending").update(position=1),
+        r"both hold position 1 of connection",
+    ),
+    ("position-text", lambda m: _entry(m, "pending").update(position="1"), r"schema at connection_events/\d"),
+    ("position-zero", lambda m: _entry(m, "pending").update(position=0), r"schema at connection_events/\d"),
+    ("bad-author", lambda m: _entry(m, "pending").update(author="admin"), r"schema at connection_events/\d"),
+    ("wrong-author", lambda m: _entry(m, "pending").update(author="vendor"), rf"{ENTRY}.*cannot come from"),
+    ("bad-state", lambda m: _entry(m, "pending").update(state="acked"), rf"{ENTRY}.*acknowledgement"),
+    (
+        "event-altered",
+        lambda m: _entry(m, "pending")["event"]["payload"].update(scope="nothing"),
+        rf"{ENTRY}.*payload_hash",
+    ),
+    (
+        "event-id-mismatch",
+        lambda m: _entry(m, "pending").update(event_id="x" * 64),
+        rf"{ENTRY}.*event_id is not its event's",
+    ),
+    ("ack-dropped", lambda m: _entry(m, "acked").update(ack=None), rf"{ENTRY}.*no acknowledgement"),
+    (
+        "note-extra-key",
+        lambda m: _entry(m, "pending")["note"].update(admin=True),
+        r"schema at connection_events",
+    ),
+    (
+        "attachment-size",
+        lambda m: _entry(m, "received")["note"]["attachment"].update(size=1),
+        rf"{ENTRY}.*attachment size",
+    ),
+    (
+        "grant-unknown-connection",
+        lambda m: _grant(m, False).update(connection_id="d" * 32),
+        r"grant .* connection d+, which is not in the archive or the vault",
+    ),
+    (
+        "grant-box-not-base64",
+        lambda m: _grant(m, False).update(vendor_box="@@"),
+        r"schema at grants/\d/vendor_box",
+    ),
+    (
+        "grant-box-not-sealed",
+        lambda m: _grant(m, False).update(vendor_box=base64.b64encode(b'{"a": 1}').decode()),
+        rf"{GRANT}.*not a value sealed",
+    ),
+    (
+        "revoked-grant-with-box",
+        lambda m: _grant(m, True).update(vendor_box=_grant(m, False)["vendor_box"]),
+        rf"{GRANT}.*revoked grant keeps no values",
+    ),
+    ("grant-until", lambda m: _grant(m, False).update(until="2031-02-30T00:00:00Z"), rf"{GRANT}.*timestamp"),
+    ("grant-fields", lambda m: _grant(m, False).update(fields=["phone", "phone"]), rf"{GRANT}.*each once"),
+    ("grant-fields-type", lambda m: _grant(m, False).update(fields="phone"), r"schema at grants/\d/fields"),
+    ("grant-term", lambda m: _grant(m, False).update(term="no-such-term@1"), rf"{GRANT}.*no term"),
+    (
+        "consent-extra-key",
+        lambda m: _grant(m, False)["consent"][0].update(extra=1),
+        r"schema at grants/\d/consent/0",
+    ),
+    ("connection-count", lambda m: m["counts"].update(grants=5), "says it holds 5 grants"),
+    ("list-without-count", lambda m: m["counts"].pop("grants"), "says it holds 0 grants"),
+]
+
+
+@pytest.mark.parametrize(
+    ("edit", "match"), [c[1:] for c in PROTOCOL_CASES], ids=[c[0] for c in PROTOCOL_CASES]
+)
+def test_connections_ledgers_and_grants_are_checked(
+    target: UnlockedVault,
+    tmp_path: Path,
+    archives: dict[str, bytes],
+    edit: Callable[[dict[str, Any]], Any],
+    match: str,
+) -> None:
+    """A bad connection, ledger entry or grant refuses the whole import; the vault is as it was."""
     refused(target, tmp_path, rewrite(archives["plain"], manifest=edit), match)

@@ -18,6 +18,7 @@ from typer.core import TyperGroup
 from openvrm import __version__
 from openvrm.cli import (
     agent_cmds,
+    conformance_cmds,
     data_cmds,
     ledger_cmds,
     profile_cmds,
@@ -134,6 +135,7 @@ ledger_cmds.register(app)
 rights_cmds.register(app)
 vendor_kit_cmds.register(app)
 agent_cmds.register(app)
+conformance_cmds.register(app)
 
 
 def main() -> None:

@@ -7,6 +7,7 @@ into place only when complete, so a crash never leaves half an archive under the
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import io
 import json
@@ -39,9 +40,12 @@ from openvrm.moves.service import Notice
 from openvrm.outbox.settings import SMTP_SETTING, MailSettings
 from openvrm.rights.service import RightsRequestRecord
 from openvrm.storage.models import (
+    Connection,
+    ConnectionEvent,
     Contract,
     Document,
     DocumentText,
+    Grant,
     InboxItem,
     Move,
     OutboxMessage,
@@ -136,6 +140,23 @@ _NOTICE_KEYS = (
     "outbox_id",
     "last_error",
 )
+# A protocol connection's sealed payload, key by key (the person's pairwise private key included).
+_CONNECTION_KEYS = (
+    "vendor_name",
+    "discovery_url",
+    "discovery",
+    "endpoints",
+    "person_seed",
+    "person_did",
+    "proffer",
+    "answer",
+    "agreement",
+)
+# What AgentService notes beside a ledger event; an attachment's blob address is the vault's own and is
+# not carried (the import stores the attachment again from the event, which holds its bytes).
+_LEDGER_NOTE_KEYS = ("grant_id", "error", "attempts", "attachment", "decision")
+_ATTACHMENT_KEYS = ("size", "media_type", "filename", "imported", "document_ids")
+_GRANT_KEYS = ("fields", "purpose", "term", "consent")
 # The sealed settings the archive knows, each read through its own module (which fills its defaults).
 _SETTINGS: dict[str, Callable[[dict[str, Any]], dict[str, Any]]] = {
     SMTP_SETTING: lambda p: MailSettings(**p).to_json(reveal=True),
@@ -232,6 +253,70 @@ def _setting(row: SealedSetting, payload: dict[str, Any]) -> dict[str, Any]:
     return {"id": row.id, **_stamps(row), "value": read(payload)}
 
 
+def _connection(row: Connection, payload: dict[str, Any]) -> dict[str, Any]:
+    missing = [k for k in _CONNECTION_KEYS if k not in payload]
+    if missing:
+        raise InvalidValue(
+            f"connection {row.id} lacks its {missing[0]}; it would be lost, so nothing is exported"
+        )
+    return {
+        "id": row.id,
+        "handle": row.handle,
+        "vendor_did": row.vendor_did,
+        "status": row.status,
+        "vendor_id": row.vendor_id,
+        **_stamps(row),
+        **{k: payload[k] for k in _CONNECTION_KEYS},
+    }
+
+
+def _ledger_note(row: ConnectionEvent, note: dict[str, Any]) -> dict[str, Any]:
+    unknown = sorted(set(note) - set(_LEDGER_NOTE_KEYS))
+    attachment = note.get("attachment")
+    if isinstance(attachment, dict):
+        unknown += sorted(set(attachment) - {"blob", *_ATTACHMENT_KEYS})
+    if unknown:
+        raise InvalidValue(
+            f"ledger entry {row.id} notes {unknown[0][:40]!r}, which this version of the export format does "
+            "not know; it would be lost, so nothing is exported"
+        )
+    out = {k: note[k] for k in _LEDGER_NOTE_KEYS if k in note}
+    if isinstance(attachment, dict):
+        out["attachment"] = {k: attachment[k] for k in _ATTACHMENT_KEYS if k in attachment}
+    return out
+
+
+def _connection_event(row: ConnectionEvent, payload: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "id": row.id,
+        "connection_id": row.connection_id,
+        "position": row.position,
+        "event_id": row.event_id,
+        "author": row.author,
+        "state": row.state,
+        **_stamps(row),
+        "event": payload["event"],
+        "ack": payload.get("ack"),
+        "note": _ledger_note(row, payload.get("note") or {}),
+    }
+
+
+def _grant(row: Grant, payload: dict[str, Any]) -> dict[str, Any]:
+    # "until" as the grant's payload wrote it (the plain column holds the same moment, for locked reads).
+    until = payload.get("until", format_time(row.until) if row.until else None)
+    return {
+        "id": row.id,
+        "connection_id": row.connection_id,
+        **_stamps(row),
+        "until": until,
+        "revoked_at": format_time(row.revoked_at) if row.revoked_at else None,
+        "vendor_box": base64.b64encode(row.vendor_box).decode("ascii")
+        if row.vendor_box is not None
+        else None,
+        **{k: payload[k] for k in _GRANT_KEYS},
+    }
+
+
 def _stamps(row: Any) -> dict[str, str]:
     return {"created_at": format_time(row.created_at), "updated_at": format_time(row.updated_at)}
 
@@ -256,6 +341,13 @@ def _collect(vault: UnlockedVault, progress: Progress | None) -> _Snapshot:
         shares = list(s.scalars(select(ProfileShare).order_by(ProfileShare.id)))
         requests = list(s.scalars(select(RightsRequest).order_by(RightsRequest.id)))
         moves = list(s.scalars(select(Move).order_by(Move.id)))
+        connections = list(s.scalars(select(Connection).order_by(Connection.id)))
+        ledger = list(
+            s.scalars(
+                select(ConnectionEvent).order_by(ConnectionEvent.connection_id, ConnectionEvent.position)
+            )
+        )
+        grants = list(s.scalars(select(Grant).order_by(Grant.id)))
         settings = list(s.scalars(select(SealedSetting).order_by(SealedSetting.id)))
         # Only what the moves' notices need to know how far their e-mails got (plain columns).
         outbox: dict[str, str] = {
@@ -277,6 +369,9 @@ def _collect(vault: UnlockedVault, progress: Progress | None) -> _Snapshot:
         + len(shares)
         + len(requests)
         + len(moves)
+        + len(connections)
+        + len(ledger)
+        + len(grants)
         + len(settings)
         + len(inbox)
     )
@@ -372,6 +467,16 @@ def _collect(vault: UnlockedVault, progress: Progress | None) -> _Snapshot:
     for mv in moves:
         p = vault.open("moves", mv.id, mv.sealed)
         records["moves"].append({"id": mv.id, **_stamps(mv), **_move(mv, p, outbox, vendor_ids)})
+        tick()
+    for link in connections:
+        records["connections"].append(_connection(link, vault.open("connections", link.id, link.sealed)))
+        tick()
+    for entry in ledger:
+        p = vault.open("connection_events", entry.id, entry.sealed)
+        records["connection_events"].append(_connection_event(entry, p))
+        tick()
+    for g in grants:
+        records["grants"].append(_grant(g, vault.open("grants", g.id, g.sealed)))
         tick()
     for setting in settings:
         records["settings"].append(

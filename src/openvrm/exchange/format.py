@@ -32,8 +32,9 @@ AGE_ARMOR = b"-----BEGIN AGE ENCRYPTED FILE-----"
 
 # The kinds of records an archive holds, in the order they are written (parents before children):
 # a contract needs its vendor and relationship, a document its contract, a payment its document, a
-# rights request its vendor and the documents of its answer, a move the vendors it notified. Settings
-# refer to nothing; the inbox comes last. The outbox is never exported (it is delivery state).
+# rights request its vendor and the documents of its answer, a move the vendors it notified, a protocol
+# connection its vendor, its ledger events and grants their connection. Settings refer to nothing; the
+# inbox comes last. The outbox is never exported (it is delivery state).
 KINDS = (
     "profile_changes",
     "vendors",
@@ -44,9 +45,15 @@ KINDS = (
     "shares",
     "rights_requests",
     "moves",
+    "connections",
+    "connection_events",
+    "grants",
     "settings",
     "inbox",
 )
+# Kinds added to format version 1 after its first release: an archive written before them lacks them
+# (both the list and its count), which reads as none.
+OPTIONAL_KINDS = ("connections", "connection_events", "grants")
 
 Progress = Callable[[str, int, int], None]
 """``progress(stage, done, total)``: called as work advances so a front end can draw a bar."""

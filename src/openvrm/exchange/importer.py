@@ -13,6 +13,8 @@ twice, or an archive of this very vault, adds nothing.
 
 from __future__ import annotations
 
+import base64
+import binascii
 import hashlib
 import io
 import json
@@ -25,12 +27,14 @@ from datetime import date, datetime
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
 from typing import IO, Any
+from urllib.parse import urlsplit
 
 from pyrage import DecryptError
 from pyrage import passphrase as age_passphrase
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from openvrm.agent.service import discovery_url_of
 from openvrm.crypto import seal_to
 from openvrm.documents.service import KINDS as DOCUMENT_KINDS
 from openvrm.errors import ArchiveError, InvalidValue, NotFound, VaultLocked
@@ -40,6 +44,7 @@ from openvrm.exchange.format import (
     DEFAULT_LIMITS,
     KINDS,
     MANIFEST,
+    OPTIONAL_KINDS,
     ImportLimits,
     PassphraseNeeded,
     Progress,
@@ -56,6 +61,11 @@ from openvrm.ledger.terms import ContractTerms, PricePoint
 from openvrm.moves.service import NOTICE_STATUSES, movable_key
 from openvrm.outbox.settings import SMTP_SETTING, clean_mail_settings
 from openvrm.profile.fields import _text, normalise_key, validate
+from openvrm.protocol import messages as pm
+from openvrm.protocol.errors import SignatureError
+from openvrm.protocol.identity import KeyPair, public_key_from_did
+from openvrm.protocol.sealing import SEAL_ALG
+from openvrm.protocol.terms import term as roster_term
 from openvrm.records import insert, table_of
 from openvrm.rights.contacts import CHANNELS, Contact
 from openvrm.rights.letters import REQUEST_TYPES, pick_language
@@ -63,9 +73,12 @@ from openvrm.rights.service import STATES as REQUEST_STATES
 from openvrm.rights.service import RightsRequestRecord
 from openvrm.storage.models import (
     Base,
+    Connection,
+    ConnectionEvent,
     Contract,
     Document,
     DocumentText,
+    Grant,
     InboxItem,
     Move,
     Payment,
@@ -90,6 +103,9 @@ _MODELS: dict[str, type[Base]] = {
     "shares": ProfileShare,
     "rights_requests": RightsRequest,
     "moves": Move,
+    "connections": Connection,
+    "connection_events": ConnectionEvent,
+    "grants": Grant,
     "settings": SealedSetting,
     "inbox": InboxItem,
 }
@@ -263,6 +279,7 @@ class _Row:
     plain: dict[str, Any] = field(default_factory=dict)
     sha256: str = ""  # documents only: the sha256 of the file
     text: str = ""  # documents only: the extracted text ("" when there is none)
+    attachment: bytes | None = None  # ledger entries only: the file a vendor's receipt event carried
 
 
 @contextmanager
@@ -522,7 +539,7 @@ _STORED_REQUEST_STATES = tuple(s for s in REQUEST_STATES if s != "overdue")
 # The events RightsService writes into a request's history (its ``_event`` calls); a test keeps them in step.
 REQUEST_EVENTS = ("created", "sent", "acknowledged", "extended", "answered", "escalated", "closed")
 # How a move's notice reaches its vendor (openvrm.moves.service.Candidate.channel).
-NOTICE_CHANNELS = ("email", "post", "none")
+NOTICE_CHANNELS = ("email", "post", "none", "protocol")
 
 
 def _one_of(value: str, allowed: tuple[str, ...], what: str) -> str:
@@ -635,7 +652,7 @@ def _check_move(rec: dict[str, Any], where: str) -> _Row:
                 seen.add(vendor_id)
             channel = _one_of(notice["channel"], NOTICE_CHANNELS, f"the channel of {what}")
             to = _optional_text(notice["to"], f"the address of {what}", 2000)
-            if channel != "none" and to is None:
+            if channel not in ("none", "protocol") and to is None:
                 raise InvalidValue(f"{what} goes by {channel} but says nowhere to")
             notices.append(
                 {
@@ -674,6 +691,257 @@ def _check_inbox(rec: dict[str, Any], where: str) -> _Row:
     return _Row(rec["id"], received, received, rec["item"])
 
 
+# -- protocol connections, their ledgers and grants (openvrm.agent.service) ----------------------------
+
+CONNECTION_STATES = ("active", "blocked", "ended")
+# A ledger entry's state, by who wrote the event: the person's wait for, then carry, the vendor's
+# acknowledgement; the vendor's are acknowledged by the person when filed, data requests then decided.
+PERSON_ENTRY_STATES = ("pending", "acked", "refused")
+VENDOR_ENTRY_STATES = ("received", "pending-decision", "approved", "denied")
+CONNECTION_KEYS = (
+    "vendor_name",
+    "discovery_url",
+    "discovery",
+    "endpoints",
+    "person_seed",
+    "person_did",
+    "proffer",
+    "answer",
+    "agreement",
+)
+
+
+@contextmanager
+def _protocol(where: str) -> Iterator[None]:
+    """Name the record when a value, a signed record or a signature is refused."""
+    try:
+        yield
+    except (InvalidValue, NotFound, SignatureError) as exc:
+        raise ArchiveError(f"{where}: {exc}") from None
+
+
+def _base64(value: str, what: str) -> bytes:
+    try:
+        data = base64.b64decode(value, validate=True)
+    except (binascii.Error, ValueError):
+        raise InvalidValue(f"{what} is not base64") from None
+    if base64.b64encode(data).decode("ascii") != value:
+        raise InvalidValue(f"{what} is not canonical base64")
+    return data
+
+
+def _web_url(value: str, what: str) -> str:
+    parts = urlsplit(value)
+    if parts.scheme not in ("https", "http") or not parts.netloc:
+        raise InvalidValue(f"{what} is not an http(s) URL: {value[:80]!r}")
+    return value
+
+
+def _check_connection(rec: dict[str, Any], where: str) -> _Row:
+    created, updated = _stamps(rec, where)
+    with _protocol(where):
+        _one_of(rec["status"], CONNECTION_STATES, "the connection's status")
+        _text(rec["vendor_name"], "the vendor's name")
+        public_key_from_did(rec["vendor_did"])
+        key = KeyPair.from_private_bytes(_base64(rec["person_seed"], "the person's key (person_seed)"))
+        if key.did != rec["person_did"]:
+            raise InvalidValue("the person's key (person_seed) is not the key of person_did")
+        if discovery_url_of(rec["discovery_url"]) != rec["discovery_url"]:
+            raise InvalidValue(f"{rec['discovery_url'][:80]!r} is not a discovery URL")
+        _web_url(rec["discovery_url"], "the discovery URL")
+        discovery = rec["discovery"]
+        pm.validate("discovery", discovery)
+        if discovery["vendor"] != rec["vendor_did"]:
+            raise InvalidValue("the discovery document is another vendor's")
+        for name, url in rec["endpoints"].items():
+            _web_url(url, f"the {name} endpoint")
+        if "ledger" not in rec["endpoints"]:
+            raise InvalidValue("the vendor's endpoints name no ledger")
+        proffer, answer, agreement = rec["proffer"], rec["answer"], rec["agreement"]
+        pm.validate("proffer", proffer)
+        if proffer["person"] != key.did or proffer["vendor"] != rec["vendor_did"]:
+            raise InvalidValue("the proffer is not between this person's key and this vendor")
+        pm.verify_signers(proffer, [proffer["person"]])
+        if pm.check_answer(answer, proffer) is None or answer["decision"] != "accept":
+            raise InvalidValue("a connection rests on an accepting answer")
+        pm.check_agreement(agreement, proffer=proffer, answer=answer)
+    plain = {k: rec[k] for k in ("handle", "vendor_did", "status", "vendor_id")}
+    return _Row(rec["id"], created, updated, {k: rec[k] for k in CONNECTION_KEYS}, plain)
+
+
+def _check_connection_event(rec: dict[str, Any], where: str) -> _Row:
+    created, updated = _stamps(rec, where)
+    attachment: bytes | None = None
+    with _protocol(where):
+        event, ack, note = rec["event"], rec["ack"], rec["note"]
+        pm.validate("ledger-event", event)
+        if event["event_id"] != rec["event_id"]:
+            raise InvalidValue("the entry's event_id is not its event's")
+        person = rec["author"] == "person"
+        if event["subtype"] not in (pm.PERSON_SUBTYPES if person else pm.VENDOR_SUBTYPES):
+            raise InvalidValue(f"a {event['subtype']} event cannot come from the {rec['author']}")
+        pm.check_event_hashes(event)
+        pm.verify_signers(event, [event["author"]])
+        state = _one_of(
+            rec["state"], PERSON_ENTRY_STATES if person else VENDOR_ENTRY_STATES, "the entry's state"
+        )
+        if ack is not None:
+            pm.check_ack(ack, event, author=str(ack.get("author")))
+        status = ack["status"] if ack is not None else None
+        expected = {"pending": None, "acked": "accepted", "refused": "refused"}.get(state, "accepted")
+        if status != expected:
+            raise InvalidValue(
+                f"a {state} entry cannot carry {'no' if status is None else 'this'} acknowledgement"
+            )
+        if "attachment" in note:
+            content = event["payload"].get("attachment", {})
+            if event["subtype"] not in ("receipt", "invoice") or not isinstance(content, dict):
+                raise InvalidValue("the note names an attachment the event does not carry")
+            attachment = _base64(str(content.get("content")), "the event's attachment")
+            if note["attachment"]["size"] != len(attachment):
+                raise InvalidValue("the note's attachment size is not the event's attachment's")
+    plain = {k: rec[k] for k in ("connection_id", "position", "event_id", "author", "state")}
+    payload = {"event": event, "ack": ack, "note": note}
+    return _Row(rec["id"], created, updated, payload, plain, attachment=attachment)
+
+
+def _check_grant(rec: dict[str, Any], where: str) -> _Row:
+    created, updated = _stamps(rec, where)
+    until = parse_time(rec["until"], where) if rec["until"] is not None else None
+    revoked = parse_time(rec["revoked_at"], where) if rec["revoked_at"] is not None else None
+    box: bytes | None = None
+    with _protocol(where):
+        fields = rec["fields"]
+        if [normalise_key(f) for f in fields] != sorted(set(fields)) or not fields:
+            raise InvalidValue("the granted fields are profile keys, sorted, each once")
+        if not rec["purpose"].startswith(("https://", "urn:")):
+            raise InvalidValue("the purpose is an IRI")
+        term_id, _, version = rec["term"].partition("@")
+        roster_term(term_id, version)
+        if rec["vendor_box"] is not None:
+            if revoked is not None:
+                raise InvalidValue("a revoked grant keeps no values for the vendor")
+            box = _base64(rec["vendor_box"], "the vendor box")
+            try:
+                sealed = json.loads(box)
+            except ValueError:
+                raise InvalidValue("the vendor box is not JSON") from None
+            if (
+                not isinstance(sealed, dict)
+                or set(sealed) != {"alg", "to", "ciphertext"}
+                or sealed["alg"] != SEAL_ALG
+                or not all(isinstance(v, str) for v in sealed.values())
+            ):
+                raise InvalidValue(f"the vendor box is not a value sealed with {SEAL_ALG}")
+        for n, consent in enumerate(rec["consent"]):
+            pm.parse_time(consent["timestamp"])
+            if consent["notice"]["term"] != rec["term"] or consent["personal_data"] != fields:
+                raise InvalidValue(f"consent record {n + 1} is for another term or other fields")
+    plain = {"connection_id": rec["connection_id"], "until": until, "revoked_at": revoked, "vendor_box": box}
+    payload = {k: rec[k] for k in ("fields", "purpose", "term", "until", "consent")}
+    return _Row(rec["id"], created, updated, payload, plain)
+
+
+@dataclass(frozen=True)
+class _Parties:
+    person_did: str
+    vendor_did: str
+    agreement_id: str
+
+
+def _check_protocol(vault: UnlockedVault, plan: dict[str, list[_Row]]) -> None:
+    """The connections' references, which may also resolve in the vault: vendors, connections, positions."""
+    if not (plan["connections"] or plan["connection_events"] or plan["grants"]):
+        return
+    with vault.db.read() as s:
+        vendors = set(s.scalars(select(Vendor.id)))
+        parties: dict[str, _Parties] = {}
+        handles: dict[str, str] = {}
+        for row in s.scalars(select(Connection)):
+            p = vault.open("connections", row.id, row.sealed)
+            parties[row.id] = _Parties(p["person_did"], row.vendor_did, p["agreement"]["agreement_id"])
+            handles[row.handle] = row.id
+        taken = {
+            (cid, pos): eid
+            for eid, cid, pos in s.execute(
+                select(ConnectionEvent.id, ConnectionEvent.connection_id, ConnectionEvent.position)
+            )
+        }
+    entries = set(taken.values())
+    vendors |= {r.id for r in plan["vendors"]}
+    in_vault = set(parties)
+    archive_handles: dict[str, str] = {}
+    for r in plan["connections"]:
+        vendor_id, handle = r.plain["vendor_id"], r.plain["handle"]
+        if vendor_id is not None and vendor_id not in vendors:
+            raise ArchiveError(
+                f"connection {r.id} refers to vendor {vendor_id}, which is not in the archive or the vault"
+            )
+        if handle in archive_handles:
+            raise ArchiveError(f"connections {archive_handles[handle]} and {r.id} have the same handle")
+        archive_handles[handle] = r.id
+        if r.id in in_vault:
+            continue  # skipped: the vault's own connection stays
+        if handle in handles:
+            raise ArchiveError(
+                f"connection {r.id} has the handle of connection {handles[handle]} in the vault"
+            )
+        agreement = r.payload["agreement"]
+        parties[r.id] = _Parties(r.payload["person_did"], r.plain["vendor_did"], agreement["agreement_id"])
+
+    def party(what: str, r: _Row) -> _Parties:
+        cid = r.plain["connection_id"]
+        if cid not in parties:
+            raise ArchiveError(
+                f"{what} {r.id} refers to connection {cid}, which is not in the archive or the vault"
+            )
+        return parties[cid]
+
+    slots: dict[tuple[str, int], str] = {}
+    event_ids: set[tuple[str, str]] = set()
+    for r in plan["connection_events"]:
+        who = party("ledger entry", r)
+        cid, position = r.plain["connection_id"], r.plain["position"]
+        if (cid, position) in slots:
+            raise ArchiveError(
+                f"ledger entries {slots[cid, position]} and {r.id} both hold position {position} "
+                f"of connection {cid}"
+            )
+        slots[cid, position] = r.id
+        if r.id not in entries and taken.get((cid, position), r.id) != r.id:
+            raise ArchiveError(
+                f"ledger entry {r.id} holds position {position} of connection {cid}, which the vault's "
+                f"entry {taken[cid, position]} holds"
+            )
+        if (cid, r.plain["event_id"]) in event_ids:
+            raise ArchiveError(f"ledger entry {r.id} records event {r.plain['event_id']} a second time")
+        event_ids.add((cid, r.plain["event_id"]))
+        event, ack = r.payload["event"], r.payload["ack"]
+        author, other = (
+            (who.person_did, who.vendor_did)
+            if r.plain["author"] == "person"
+            else (who.vendor_did, who.person_did)
+        )
+        if event["agreement_id"] != who.agreement_id:
+            raise ArchiveError(
+                f"ledger entry {r.id}: the event belongs to another agreement than its connection"
+            )
+        if event["author"] != author:
+            raise ArchiveError(
+                f"ledger entry {r.id}: the event is not by the connection's {r.plain['author']}"
+            )
+        if ack is not None and ack["author"] != other:
+            raise ArchiveError(f"ledger entry {r.id}: the acknowledgement is not by the other party")
+    for r in plan["grants"]:
+        who = party("grant", r)
+        box = r.plain["vendor_box"]
+        if box is not None and json.loads(box)["to"] != pm.kid_of(who.vendor_did):
+            raise ArchiveError(f"grant {r.id}: the vendor box is sealed to another key than the vendor's")
+        for consent in r.payload["consent"]:
+            if consent["data_subject"] != who.person_did or consent["agreement_id"] != who.agreement_id:
+                raise ArchiveError(f"grant {r.id}: a consent record is for another connection")
+
+
 _CHECKS = {
     "profile_changes": _check_profile_change,
     "vendors": _check_vendor,
@@ -684,6 +952,9 @@ _CHECKS = {
     "shares": _check_share,
     "rights_requests": _check_rights_request,
     "moves": _check_move,
+    "connections": _check_connection,
+    "connection_events": _check_connection_event,
+    "grants": _check_grant,
     "settings": _check_setting,
     "inbox": _check_inbox,
 }
@@ -693,10 +964,12 @@ def _check_records(manifest: dict[str, Any]) -> dict[str, list[_Row]]:
     counts = manifest["counts"]
     plan: dict[str, list[_Row]] = {}
     for kind in KINDS:
-        records = manifest[kind]
-        if counts[kind] != len(records):
+        optional = kind in OPTIONAL_KINDS  # an archive written before these kinds lacks them: none
+        records = manifest.get(kind, []) if optional else manifest[kind]
+        declared = counts.get(kind, 0) if optional else counts[kind]
+        if declared != len(records):
             raise ArchiveError(
-                f"manifest.json says it holds {counts[kind]} {kind} but lists {len(records)}: it was edited"
+                f"manifest.json says it holds {declared} {kind} but lists {len(records)}: it was edited"
             )
         rows = [_CHECKS[kind](rec, _label(kind, i, rec)) for i, rec in enumerate(records)]
         ids = [r.id for r in rows]
@@ -793,7 +1066,11 @@ def _write_rows(
     plan: dict[str, list[_Row]],
     addresses: dict[str, str],
     progress: Progress | None,
+    attachments: dict[str, str] | None = None,
+    kept: set[str] | None = None,
 ) -> tuple[dict[str, int], dict[str, int]]:
+    """Insert the rows; ``attachments`` maps a ledger entry to its attachment's blob (added to ``kept``)."""
+    attachments = attachments or {}
     box_public = vault.vault.box_public_key
     added = {k: 0 for k in KINDS}
     skipped = {k: 0 for k in KINDS}
@@ -818,13 +1095,21 @@ def _write_rows(
                     added[kind] += 1
                 else:
                     plain = dict(row.plain)
+                    payload = row.payload
                     if kind == "documents":
                         plain["blob_address"] = addresses[row.sha256]
+                    if row.id in attachments and kind == "connection_events":
+                        # The attachment's blob address is this vault's own (the archive never names one).
+                        note = payload["note"]
+                        attachment = {"blob": attachments[row.id], **note["attachment"]}
+                        payload = {**payload, "note": {**note, "attachment": attachment}}
+                        if kept is not None:
+                            kept.add(attachments[row.id])
                     insert(
                         vault,
                         s,
                         model,
-                        row.payload,
+                        payload,
                         record_id=row.id,
                         created_at=row.created_at,
                         updated_at=row.updated_at,
@@ -849,13 +1134,13 @@ def _write_rows(
     return added, skipped
 
 
-def _forget_blobs(vault: UnlockedVault, addresses: set[str]) -> None:
-    """Delete blobs this import added that no document refers to."""
+def _forget_blobs(vault: UnlockedVault, addresses: set[str], kept: frozenset[str] = frozenset()) -> None:
+    """Delete blobs this import added that no document (nor ``kept`` ledger attachment) refers to."""
     if not addresses:
         return
     with vault.db.read() as s:
         used = set(s.scalars(select(Document.blob_address).where(Document.blob_address.in_(addresses))))
-    for address in addresses - used:
+    for address in addresses - used - kept:
         vault.vault.blobs.delete(address)
 
 
@@ -904,6 +1189,7 @@ def import_archive(
             manifest = entries.read_manifest()
             validate_manifest(manifest)
             plan = _check_records(manifest)
+            _check_protocol(vault, plan)
             if manifest["counts"]["files"] != len(entries.files):
                 raise ArchiveError(
                     f"manifest.json says the archive holds {manifest['counts']['files']} files "
@@ -915,6 +1201,7 @@ def import_archive(
             entries.total_read = 0  # the files are read a second time; count that pass on its own
             with vault.db.read() as s:
                 known_docs = _existing(s, "documents")
+                known_entries = _existing(s, "connection_events")
             needed = sorted({d.sha256 for d in plan["documents"] if d.id not in known_docs})
             addresses: dict[str, str] = {}
             new_blobs: set[str] = set()
@@ -930,12 +1217,21 @@ def import_archive(
                         files_added += 1
                     if progress is not None:
                         progress("files", done, len(needed))
-                added, skipped = _write_rows(vault, plan, addresses, progress)
+                # The files vendors' receipts carried, kept apart from the documents as AgentService does.
+                attachments: dict[str, str] = {}
+                for entry in plan["connection_events"]:
+                    if entry.attachment is not None and entry.id not in known_entries:
+                        address, new = vault.put_file(entry.attachment)
+                        attachments[entry.id] = address
+                        if new:
+                            new_blobs.add(address)
+                kept: set[str] = set()
+                added, skipped = _write_rows(vault, plan, addresses, progress, attachments, kept)
             except BaseException:
                 _forget_blobs(vault, new_blobs)
                 raise
             # A document skipped at the last moment (its id appeared meanwhile) leaves its blob unused.
-            _forget_blobs(vault, new_blobs)
+            _forget_blobs(vault, new_blobs, frozenset(kept))
     return ImportSummary(
         path=src,
         encrypted=encrypted,

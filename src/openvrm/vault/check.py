@@ -12,7 +12,7 @@ from typing import Any
 from sqlalchemy import select
 
 from openvrm.errors import OpenVRMError
-from openvrm.storage.models import SEALED_TABLES, Document, InboxItem
+from openvrm.storage.models import SEALED_TABLES, ConnectionEvent, Document, InboxItem
 from openvrm.vault.core import UnlockedVault
 
 
@@ -65,6 +65,16 @@ def check_vault(vault: UnlockedVault) -> CheckReport:
                 except (OpenVRMError, ValueError) as exc:
                     report.problems.append(Problem(table, row_id, str(exc)))
         referenced = {addr: doc_id for doc_id, addr in s.execute(select(Document.id, Document.blob_address))}
+        # Files pushed by vendors are kept with their ledger entry (and usually imported as documents too).
+        kept: dict[str, str] = {}
+        for row in s.scalars(select(ConnectionEvent).where(ConnectionEvent.author == "vendor")):
+            try:
+                note = vault.open("connection_events", row.id, row.sealed).get("note") or {}
+            except (OpenVRMError, ValueError):
+                continue  # already reported above
+            attachment = note.get("attachment") if isinstance(note, dict) else None
+            if isinstance(attachment, dict) and isinstance(attachment.get("blob"), str):
+                kept[attachment["blob"]] = row.id
         inbox = list(s.execute(select(InboxItem.id, InboxItem.sealed_box).order_by(InboxItem.id)))
     for item_id, sealed_box in inbox:
         report.inbox += 1
@@ -82,9 +92,14 @@ def check_vault(vault: UnlockedVault) -> CheckReport:
         except OpenVRMError as exc:
             report.problems.append(Problem("blobs", address, str(exc)))
             continue
-        if address not in referenced:
+        if address not in referenced and address not in kept:
             report.problems.append(Problem("blobs", address, "not referenced by any document", "notice"))
     for address, doc_id in sorted(referenced.items()):
         if address not in stored:
             report.problems.append(Problem("documents", doc_id, f"its file {address[:12]}… is missing"))
+    for address, entry_id in sorted(kept.items()):
+        if address not in stored:
+            report.problems.append(
+                Problem("connection_events", entry_id, f"its file {address[:12]}… is missing")
+            )
     return report
