@@ -18,11 +18,13 @@ from typing import Any
 
 from openvrm.protocol import messages as m
 from openvrm.protocol.identity import KeyPair
+from openvrm.protocol.terms import term
 
 DOC = Path(__file__).resolve().parents[2] / "docs" / "protocol.md"
 EXAMPLE = re.compile(r"(<!-- schema: ([a-z-]+) -->\n```json\n)(.*?)(\n```)", flags=re.S)
 PERSON = KeyPair.from_private_bytes(hashlib.sha256(b"openvrm protocol example key: person").digest())
 VENDOR = KeyPair.from_private_bytes(hashlib.sha256(b"openvrm protocol example key: vendor").digest())
+INTENT = KeyPair.from_private_bytes(hashlib.sha256(b"openvrm protocol example key: intent").digest())
 DID = re.compile(r"did:key:z[1-9A-HJ-NP-Za-km-z]+")
 
 
@@ -89,6 +91,17 @@ def derive(doc: str) -> str:
             out.append(agreement)
         elif n == "ledger-event":
             out.append(events[new_ids[b["event_id"]]])
+        elif n in ("intent", "decision"):
+            record = m.unsigned(b) | {"author": INTENT.did}
+            if n == "intent":
+                record["terms"] = [m.term_ref(term(ref["id"], ref["version"])) for ref in b["terms"]]
+            out.append(m.sign(record, INTENT))
+        elif n == "offer":
+            record = m.unsigned(b) | {
+                "vendor": VENDOR.did,
+                "terms": [m.term_ref(term(ref["id"], ref["version"])) for ref in b["terms"]],
+            }
+            out.append(m.sign(record, VENDOR))
         elif n == "acknowledgement":
             ack = m.unsigned(b) | {
                 "event_id": new_ids[b["event_id"]],

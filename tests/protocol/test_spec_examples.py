@@ -98,6 +98,9 @@ def test_every_schema_has_an_example_and_every_example_a_schema() -> None:
         "agreement",
         "ledger-event",
         "acknowledgement",
+        "intent",
+        "offer",
+        "decision",
     }
 
 
@@ -192,3 +195,20 @@ def test_the_real_code_accepts_the_examples_end_to_end() -> None:
     report = m.verify_chain(agreement, [(e, acks.get(e["event_id"])) for e in events])
     assert report.ok, report
     assert (report.events, report.acknowledged) == (len(events), len(acks))
+
+
+def test_the_intent_examples_pass_the_real_checks() -> None:
+    from openvrm.protocol import intents
+    from openvrm.protocol import messages as m
+
+    examples = _examples()
+    (intent,) = [ex for n, ex in examples if n == "intent"]
+    (offer,) = [ex for n, ex in examples if n == "offer"]
+    (decision,) = [ex for n, ex in examples if n == "decision"]
+    from datetime import UTC, datetime
+
+    intents.check_intent(intent, now=datetime(2026, 11, 22, 9, 0, tzinfo=UTC))
+    m.verify_signers(offer, [offer["vendor"]])
+    assert offer["intent_id"] == intent["intent_id"] and offer["terms"] == intent["terms"]
+    intents.check_decision(decision, intent["author"])
+    assert intent["author"] != next(ex for n, ex in examples if n == "proffer")["person"], "a fresh key"

@@ -133,7 +133,17 @@ def roster_term(ref: Mapping[str, Any]) -> Term:
 
 # -- schemas ---------------------------------------------------------------------------------------------
 
-SCHEMA_NAMES = ("discovery", "proffer", "answer", "agreement", "ledger-event", "acknowledgement")
+SCHEMA_NAMES = (
+    "discovery",
+    "proffer",
+    "answer",
+    "agreement",
+    "ledger-event",
+    "acknowledgement",
+    "intent",
+    "offer",
+    "decision",
+)
 
 
 @functools.cache
@@ -240,6 +250,7 @@ def make_proffer(
     terms: Iterable[Term],
     *,
     agent: Mapping[str, str] | None = None,
+    intent: Mapping[str, str] | None = None,
     now: datetime | None = None,
     ttl: timedelta = PROFFER_TTL,
 ) -> dict[str, Any]:
@@ -262,6 +273,8 @@ def make_proffer(
     }
     if agent is not None:
         record["agent"] = dict(agent)
+    if intent is not None:
+        record["intent"] = {"intent_id": intent["intent_id"], "offer_id": intent["offer_id"]}
     out = sign(record, person)
     validate("proffer", out)
     return out

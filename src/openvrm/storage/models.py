@@ -388,3 +388,37 @@ class Grant(Base):
 
 
 SEALED_TABLES = (*SEALED_TABLES, Connection, ConnectionEvent, Grant)
+
+
+# -- intentcasting: the person's intents and the offers they drew (0005) ----------------------------------
+
+
+class Intent(Base):
+    """A personal request for offers (or a standing interest). Its pseudonymous key and content are
+    sealed; the state and expiry are plain so expired intents can be closed without reading them."""
+
+    __tablename__ = "intents"
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    state: Mapped[str] = mapped_column(String(16), index=True)
+    expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    sealed: Mapped[bytes] = mapped_column(LargeBinary)
+
+
+class IntentOffer(Base):
+    """An offer received for an intent: the sealed envelope as the relay gave it, and the opened offer."""
+
+    __tablename__ = "intent_offers"
+    __table_args__ = (Index("ix_intent_offers_offer", "intent_id", "offer_id", unique=True),)
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    intent_id: Mapped[str] = mapped_column(ForeignKey("intents.id", ondelete="CASCADE"))
+    offer_id: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    sealed: Mapped[bytes] = mapped_column(LargeBinary)
+
+
+SEALED_TABLES = (*SEALED_TABLES, Intent, IntentOffer)
