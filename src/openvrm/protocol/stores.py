@@ -32,6 +32,7 @@ PURGE_PROBABILITY = 0.01
 
 
 class _Store(Protocol):
+    def read(self) -> AbstractContextManager[Session]: ...
     def write(self) -> AbstractContextManager[Session]: ...
 
 
@@ -50,6 +51,15 @@ class SqlNonceStore:
     def remember(self, keyid: str, nonce: str, expires_at: datetime, now: datetime) -> bool:
         if len(keyid) > 200 or len(nonce) > 128:
             return False
+        # Nonces are random, so the pair is almost always new: insert it straight away (one statement).
+        # A clash means a replay, or a pair whose entry expired: decided below from the stored row.
+        try:
+            with self.db.write() as s:
+                s.add(self.model(keyid=keyid, nonce=nonce, expires_at=expires_at))
+                _maybe_purge(s, self.model, now)
+            return True
+        except (SAIntegrityError, Conflict):
+            pass
         try:
             with self.db.write() as s:
                 row = s.get(self.model, (keyid, nonce))
@@ -91,9 +101,12 @@ class SqlIdempotencyStore:
         return self.clock() if self.clock else now_utc()
 
     def lookup(self, keyid: str, key: str, fingerprint: str) -> StoredResponse | None:
-        """The stored response for a retry, ``None`` for a new key; :class:`Conflict` for a reused key."""
+        """The stored response for a retry, ``None`` for a new key; :class:`Conflict` for a reused key.
+
+        A read transaction: it writes nothing, so it need not wait for (or hold up) the writers.
+        """
         now = self._now()
-        with self.db.write() as s:
+        with self.db.read() as s:
             row = s.get(self.model, (keyid, key))
             if row is None or row.expires_at <= now:
                 return None
@@ -103,6 +116,13 @@ class SqlIdempotencyStore:
 
     def save(self, keyid: str, key: str, fingerprint: str, response: StoredResponse) -> None:
         now = self._now()
+        try:  # a new key, almost always: insert it straight away (one statement)
+            with self.db.write() as s:
+                s.add(self._row(keyid, key, fingerprint, response, now))
+                _maybe_purge(s, self.model, now)
+            return
+        except (SAIntegrityError, Conflict):
+            pass  # stored already: by a concurrent retry, or an expired entry to replace
         try:
             with self.db.write() as s:
                 row = s.get(self.model, (keyid, key))
@@ -111,20 +131,21 @@ class SqlIdempotencyStore:
                 if row is not None:
                     s.delete(row)
                     s.flush()
-                s.add(
-                    self.model(
-                        keyid=keyid,
-                        key=key,
-                        request_hash=fingerprint,
-                        status_code=response.status_code,
-                        media_type=response.media_type,
-                        response=response.body,
-                        expires_at=now + self.ttl,
-                    )
-                )
+                s.add(self._row(keyid, key, fingerprint, response, now))
                 _maybe_purge(s, self.model, now)
         except (SAIntegrityError, Conflict):
             return
+
+    def _row(self, keyid: str, key: str, fingerprint: str, response: StoredResponse, now: datetime) -> Any:
+        return self.model(
+            keyid=keyid,
+            key=key,
+            request_hash=fingerprint,
+            status_code=response.status_code,
+            media_type=response.media_type,
+            response=response.body,
+            expires_at=now + self.ttl,
+        )
 
     def count(self) -> int:
         with self.db.write() as s:
