@@ -22,7 +22,7 @@ $(VENV)/.dev-installed: pyproject.toml | $(BIN)/python
 
 run: $(VENV)/.run-installed
 	$(BIN)/vrm --home $(DEMO) demo --if-missing
-	$(BIN)/vrm --home $(DEMO) serve --host $(HOST) --port $(PORT) --demo-vendors
+	$(BIN)/vrm --home $(DEMO) serve --host $(HOST) --port $(PORT) --demo-vendors --relay
 
 test: $(VENV)/.dev-installed lint typecheck pytest
 

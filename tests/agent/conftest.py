@@ -25,7 +25,7 @@ from openvrm.vendor.kit import VendorKit
 @contextlib.contextmanager
 def live_app(settings: Settings) -> Iterator[tuple[str, FastAPI]]:
     """The real app (demo vendors mounted) under uvicorn on a free loopback port, in a thread."""
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind(("127.0.0.1", 0))
     url = f"http://127.0.0.1:{sock.getsockname()[1]}"

@@ -201,3 +201,22 @@ def test_grants_fetch_needs_a_signed_get_without_body(world: World) -> None:
     assert ok.status_code == 200 and ok.json() == {"grants": []}
     assert ok.headers["cache-control"] == "no-store"
     _problem(httpx.get(grants_url, headers=signed), 401)  # the same signature twice is a replay
+
+
+def test_a_replayed_retry_is_refused_too(world: World) -> None:
+    """A retry (same Idempotency-Key, new nonce) gets the first answer; replaying that retry is refused."""
+    aid, ledger_url, _, key = _setup(world)
+    body = m.canonical_json(_notice(aid, key))
+    idem = m.new_uuid()
+
+    def headers() -> dict[str, str]:
+        return sign_request(
+            "POST", ledger_url, {"Content-Type": "application/json", "Idempotency-Key": idem}, body, key
+        )
+
+    first = httpx.post(ledger_url, content=body, headers=headers())
+    retry_headers = headers()
+    retry = httpx.post(ledger_url, content=body, headers=retry_headers)
+    assert (first.status_code, retry.status_code) == (202, 202) and first.content == retry.content
+    _problem(httpx.post(ledger_url, content=body, headers=retry_headers), 401)
+    assert _traces(world) == (0, 1)

@@ -61,7 +61,7 @@ def serve(settings: Settings, *, demo_vendors: bool = False) -> Iterator[str]:
 
     With ``demo_vendors``, the vendor kit's reference vendors are mounted under ``/demo-vendors/``.
     """
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind(("127.0.0.1", 0))
     port = sock.getsockname()[1]

@@ -24,7 +24,7 @@ import binascii
 import hashlib
 import json
 import secrets
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, time, timedelta
@@ -303,6 +303,7 @@ class AgentService:
         agent_base_url: str,
         terms: Sequence[str] | None = None,
         vendor_id: str | None = None,
+        intent: Mapping[str, str] | None = None,
     ) -> ConnectResult:
         """Proffer terms to the vendor at ``url``; on an accept, sign the agreement, keep the connection."""
         doc = self.discover(url)
@@ -314,7 +315,7 @@ class AgentService:
         key = KeyPair.generate()
         handle = secrets.token_urlsafe(24)
         urls = agent_urls(agent_base_url, handle)
-        proffer = m.make_proffer(key, doc["vendor"], wanted, agent=urls, now=self.clock())
+        proffer = m.make_proffer(key, doc["vendor"], wanted, agent=urls, intent=intent, now=self.clock())
         endpoint = doc["endpoints"]["relationship"]
         with self._client() as client:
             response = self._post(client, endpoint, proffer, key, m.new_uuid())

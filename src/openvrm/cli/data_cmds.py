@@ -205,6 +205,9 @@ def serve(
             help="Also run three reference vendors under /demo-vendors/ to try the protocol (loopback only).",
         ),
     ] = False,
+    relay: Annotated[
+        bool, typer.Option("--relay", help="Also run an intent relay under /relay (see docs/relay.md).")
+    ] = False,
 ) -> None:
     """Run the web app and API. The vault stays locked until you log in with your passphrase."""
     from openvrm.server.app import run
@@ -219,7 +222,7 @@ def serve(
             f"Reference vendors: connect to http://{host}:{port}/demo-vendors/telco, .../energy or .../books "
             "from the Connections page."
         )
-    run(settings, host=host, port=port, demo_vendors=demo_vendors)
+    run(settings, host=host, port=port, demo_vendors=demo_vendors, relay=relay)
 
 
 DEMO_PASSPHRASE = "demo vault passphrase"  # noqa: S105 - public on purpose: the demo has no secrets

@@ -20,8 +20,10 @@ from openvrm.cli import (
     agent_cmds,
     conformance_cmds,
     data_cmds,
+    intent_cmds,
     ledger_cmds,
     profile_cmds,
+    relay_cmds,
     rights_cmds,
     vault_cmds,
     vendor_cmds,
@@ -135,7 +137,9 @@ ledger_cmds.register(app)
 rights_cmds.register(app)
 vendor_kit_cmds.register(app)
 agent_cmds.register(app)
+intent_cmds.register(app)
 conformance_cmds.register(app)
+relay_cmds.register(app)
 
 
 def main() -> None:

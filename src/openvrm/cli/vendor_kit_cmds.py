@@ -25,6 +25,10 @@ vendor = typer.Typer(
     no_args_is_help=True,
 )
 push = typer.Typer(help="Push a receipt or a notice to a person's agent.", no_args_is_help=True)
+relay = typer.Typer(
+    help="Answer people's intents: register at an intent relay, subscribe, read intents, send offers.",
+    no_args_is_help=True,
+)
 
 DEFAULT_PURPOSE = "https://w3id.org/dpv#ServiceProvision"
 
@@ -42,6 +46,7 @@ AgreementArg = Annotated[str, typer.Argument(help="The relationship's agreement 
 def register(app: typer.Typer) -> None:
     app.add_typer(vendor, name="vendor")
     vendor.add_typer(push, name="push")
+    vendor.add_typer(relay, name="relay")
 
 
 @contextmanager
@@ -152,19 +157,30 @@ def snippet_cmd(
 @vendor.command("relationships")
 def relationships_cmd(store: StoreOpt = DEFAULT_STORE_DIR, as_json: JsonOpt = False) -> None:
     """List the relationships (agreements) with people's agents."""
+    from openvrm.vendor.relay_client import intent_links
+
     with _kit(store) as kit:
         rows = kit.relationships()
+        links = intent_links(kit)
 
     def text() -> None:
         if not rows:
             out.print("no relationships yet")
             return
-        table = Table("agreement", "status", "term", "events", "since")
+        table = Table("agreement", "status", "term", "events", "since", "from intent")
         for r in rows:
-            table.add_row(r.agreement_id, r.status, r.term, str(r.events), r.created_at.date().isoformat())
+            link = links.get(r.agreement_id)
+            table.add_row(
+                r.agreement_id,
+                r.status,
+                r.term,
+                str(r.events),
+                r.created_at.date().isoformat(),
+                f"{link['intent_id']} (offer {link['offer_id']})" if link else "-",
+            )
         out.print(table)
 
-    emit(as_json, [r.to_json() for r in rows], text)
+    emit(as_json, [{**r.to_json(), "intent": links.get(r.agreement_id)} for r in rows], text)
 
 
 @push.command("receipt")
@@ -258,3 +274,301 @@ def retry_cmd(store: StoreOpt = DEFAULT_STORE_DIR, as_json: JsonOpt = False) -> 
     with _kit(store) as kit:
         results = kit.retry_pending()
     emit(as_json, [r.to_json() for r in results], f"{len(results)} event(s) sent again")
+
+
+# -- vrm vendor relay ---------------------------------------------------------------------------------------
+
+RelayOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--relay", help="The relay's URL (default: the one registered with `vrm vendor relay register`)."
+    ),
+]
+
+
+def _money(amount: str | None, currency: str, per: str | None) -> dict[str, str] | None:
+    if amount is None:
+        return None
+    from openvrm.vendor.rules import PERIODS
+
+    money = {"amount": amount.strip(), "currency": currency.strip().upper()}
+    if per is not None:
+        if per not in PERIODS:
+            raise InvalidValue(f"--per is one of {', '.join(PERIODS)}")
+        money["per"] = per
+    return money
+
+
+@relay.command("register")
+def relay_register_cmd(
+    relay_url: Annotated[str, typer.Argument(help="The relay's URL, e.g. https://relay.example/relay.")],
+    webhook: Annotated[
+        bool,
+        typer.Option(
+            "--webhook/--no-webhook",
+            help="Have intents pushed to our /vrm/relay-hook (else read them with `vrm vendor relay poll`).",
+        ),
+    ] = True,
+    name: Annotated[str | None, typer.Option(help="The name shown with our offers (default: ours).")] = None,
+    store: StoreOpt = DEFAULT_STORE_DIR,
+    as_json: JsonOpt = False,
+) -> None:
+    """Register the vendor at an intent relay (again: update it) and remember the relay."""
+    from openvrm.vendor.relay_client import HOOK_PATH, RelayClient
+
+    config = VendorConfig.load(store)
+    with _kit(store) as kit:
+        client = RelayClient(kit, relay_url)
+        client.register(name, webhook=webhook)
+        config.relay_url = client.relay_url
+        config.save()
+        hook = kit.url(HOOK_PATH) if webhook else None
+    emit(
+        as_json,
+        {"relay": client.relay_url, "webhook": hook},
+        lambda: _say(
+            f"registered at {client.relay_url}; "
+            + (f"intents are pushed to {hook}" if hook else "read intents with `vrm vendor relay poll`")
+        ),
+    )
+
+
+@relay.command("subscribe")
+def relay_subscribe_cmd(
+    category: Annotated[
+        list[str],
+        typer.Option(
+            "--category", help="A taxonomy id (telecom.mobile); repeat. A parent covers its children."
+        ),
+    ],
+    region: Annotated[
+        list[str] | None, typer.Option("--region", help="A country (FR) or country-region (FR-ARA); repeat.")
+    ] = None,
+    keyword: Annotated[
+        list[str] | None,
+        typer.Option("--keyword", help="Only intents whose text holds one of these; repeat."),
+    ] = None,
+    price_min: Annotated[
+        str | None, typer.Option("--price-min", help="Skip intents whose ceiling is below.")
+    ] = None,
+    price_max: Annotated[str | None, typer.Option("--price-max", help="The top of our price range.")] = None,
+    currency: Annotated[str, typer.Option(help="The currency of --price-min/--price-max.")] = "EUR",
+    relay_url: RelayOpt = None,
+    store: StoreOpt = DEFAULT_STORE_DIR,
+    as_json: JsonOpt = False,
+) -> None:
+    """Subscribe to the intents of some categories (and regions, prices, keywords)."""
+    from openvrm.vendor.relay_client import RelayClient
+
+    with _kit(store) as kit:
+        sub_id = RelayClient(kit, relay_url).subscribe(
+            category,
+            regions=region or (),
+            price_min=_money(price_min, currency, None),
+            price_max=_money(price_max, currency, None),
+            keywords=keyword or (),
+        )
+    emit(as_json, {"subscription_id": sub_id}, lambda: _say(f"subscription {sub_id}"))
+
+
+@relay.command("subscriptions")
+def relay_subscriptions_cmd(
+    relay_url: RelayOpt = None, store: StoreOpt = DEFAULT_STORE_DIR, as_json: JsonOpt = False
+) -> None:
+    """List our subscriptions at the relay."""
+    from openvrm.vendor.relay_client import RelayClient
+
+    with _kit(store) as kit:
+        subs = RelayClient(kit, relay_url).subscriptions()
+
+    def text() -> None:
+        if not subs:
+            out.print("no subscriptions")
+        for sub in subs:
+            cats = ", ".join(sub.get("categories") or [])
+            _say(f"{sub.get('subscription_id')}: {cats} {sub.get('regions') or ''}")
+
+    emit(as_json, subs, text)
+
+
+@relay.command("unsubscribe")
+def relay_unsubscribe_cmd(
+    subscription_id: Annotated[str, typer.Argument(help="The subscription id.")],
+    relay_url: RelayOpt = None,
+    store: StoreOpt = DEFAULT_STORE_DIR,
+    as_json: JsonOpt = False,
+) -> None:
+    """Delete one of our subscriptions."""
+    from openvrm.vendor.relay_client import RelayClient
+
+    with _kit(store) as kit:
+        RelayClient(kit, relay_url).unsubscribe(subscription_id)
+    emit(as_json, {"deleted": subscription_id}, lambda: _say(f"subscription {subscription_id} deleted"))
+
+
+@relay.command("poll")
+def relay_poll_cmd(
+    answer: Annotated[
+        bool, typer.Option("--answer", help="Answer each new intent with the rules file (rules.json).")
+    ] = False,
+    relay_url: RelayOpt = None,
+    store: StoreOpt = DEFAULT_STORE_DIR,
+    as_json: JsonOpt = False,
+) -> None:
+    """Read the relay's feed from where we stopped: new intents and decisions are stored."""
+    from openvrm.vendor.relay_client import RelayClient
+
+    with _kit(store) as kit:
+        client = RelayClient(kit, relay_url)
+        pages = []
+        while True:
+            page = client.poll()
+            pages.append(page)
+            if not page.items or len(pages) >= 50:
+                break
+        intents = [i for p in pages for i in p.intents]
+        decisions = [d for p in pages for d in p.decisions]
+        answers = {i["intent_id"]: client.answer(i) for i in intents} if answer else {}
+    skipped = [s for p in pages for s in p.skipped]
+    data = {
+        "intents": [i["intent_id"] for i in intents],
+        "decisions": [{"intent_id": d["intent_id"], "decision": d.get("decision")} for d in decisions],
+        "skipped": skipped,
+        "answers": answers,
+        "cursor": pages[-1].next,
+    }
+
+    def text() -> None:
+        _say(f"{len(intents)} new intent(s), {len(decisions)} decision(s)")
+        for i in intents:
+            line = f"  {i['intent_id']} {i['category']}: {i.get('text', '')}"
+            if i["intent_id"] in answers:
+                a = answers[i["intent_id"]]
+                line += f" -> offer {a['offer_id']}" if a["offer_id"] else f" -> no offer ({a['reason']})"
+            _say(line)
+        for d in decisions:
+            _say(f"  {d['intent_id']}: {d.get('decision')}")
+        for s in skipped:
+            _say(f"  skipped {s}")
+
+    emit(as_json, data, text)
+
+
+@relay.command("offer")
+def relay_offer_cmd(
+    intent_id: Annotated[
+        str, typer.Argument(help="The intent's id (or a unique prefix), from `vrm vendor relay intents`.")
+    ],
+    price: Annotated[str, typer.Option(help="The price, like 12.99.")],
+    currency: Annotated[str, typer.Option(help="ISO 4217 code, like EUR.")] = "EUR",
+    per: Annotated[str, typer.Option(help="month, year or once.")] = "month",
+    include: Annotated[list[str] | None, typer.Option("--include", help="What is included; repeat.")] = None,
+    feature: Annotated[
+        list[str] | None, typer.Option("--feature", help="A feature NAME=VALUE (data_gb=60); repeat.")
+    ] = None,
+    conditions: Annotated[str, typer.Option(help="Conditions, in plain words.")] = "",
+    contract_months: Annotated[
+        int | None, typer.Option("--contract-months", help="Minimum term in months (0: none).")
+    ] = None,
+    valid_days: Annotated[int, typer.Option("--valid-days", help="How long the offer holds.")] = 7,
+    store: StoreOpt = DEFAULT_STORE_DIR,
+    as_json: JsonOpt = False,
+) -> None:
+    """Answer a received intent with an offer, signed and sealed to the intent's key."""
+    from datetime import UTC, datetime, timedelta
+
+    from openvrm.protocol import messages as m
+    from openvrm.vendor.relay_client import RelayClient, received_intent
+
+    features = []
+    for item in feature or []:
+        name, sep, value = item.partition("=")
+        if not sep or not name.strip():
+            raise InvalidValue(f"a feature is written NAME=VALUE, not {item!r}")
+        features.append({"name": name.strip(), "value": value.strip()})
+    money = _money(price, currency, per)
+    assert money is not None  # noqa: S101 - price is required
+    with _kit(store) as kit:
+        info = received_intent(kit, intent_id)
+        until = min(datetime.now(UTC) + timedelta(days=valid_days), m.parse_time(info.expires_at))
+        accepted = [m.term_ref(t) for t in kit.config.terms()]
+        terms = [t for t in info.record.get("terms", []) if t in accepted]
+        if not terms:
+            raise InvalidValue("the intent allows none of the terms this vendor accepts (see --accept)")
+        offer = RelayClient(kit, info.relay).send_offer(
+            info.record,
+            price=money,
+            includes=include or (),
+            features=features,
+            conditions=conditions,
+            contract_months=contract_months,
+            valid_until=until,
+            terms=terms,
+        )
+    emit(as_json, offer, lambda: _say(f"offer {offer['offer_id']} sent for intent {info.intent_id}"))
+
+
+@relay.command("intents")
+def relay_intents_cmd(
+    state: Annotated[
+        str | None,
+        typer.Option(help="Only intents in this state: open, offered, accepted, declined, closed."),
+    ] = None,
+    store: StoreOpt = DEFAULT_STORE_DIR,
+    as_json: JsonOpt = False,
+) -> None:
+    """List the intents relays delivered to us, and what became of them."""
+    from openvrm.vendor.relay_client import STATES, received_intents
+
+    if state is not None and state not in STATES:
+        raise InvalidValue(f"--state is one of {', '.join(STATES)}")
+    with _kit(store) as kit:
+        rows = received_intents(kit, state)
+
+    def text() -> None:
+        if not rows:
+            out.print("no intents received")
+            return
+        table = Table("intent", "category", "state", "offer", "expires", "text")
+        for r in rows:
+            table.add_row(r.intent_id, r.category, r.state, r.offer_id or "-", r.expires_at, r.text)
+        out.print(table)
+
+    emit(as_json, [r.to_json() for r in rows], text)
+
+
+@relay.command("rules")
+def relay_rules_cmd(
+    file: Annotated[
+        Path | None, typer.Option("--file", help="The rules file (default: the store's rules.json).")
+    ] = None,
+    store: StoreOpt = DEFAULT_STORE_DIR,
+    as_json: JsonOpt = False,
+) -> None:
+    """Check a rules file and show the rules that will answer intents."""
+    from openvrm.vendor.rules import load_rules
+
+    path = file if file is not None else VendorConfig.load(store).rules_file
+    if not path.exists():
+        raise NotFound(f"no rules file at {path}: write one (see docs/vendors.md, 'Answering intents')")
+    rules = load_rules(path)
+    data = [
+        {
+            "rule": r.index,
+            "category": r.category,
+            "country": list(r.country),
+            "keywords_any": list(r.keywords_any),
+            "max_price_at_least": str(r.max_price_at_least) if r.max_price_at_least is not None else None,
+            "even_over_budget": r.even_over_budget,
+            "offer": r.offer.to_json(),
+        }
+        for r in rules.rules
+    ]
+
+    def text() -> None:
+        _say(f"{path}: {len(data)} rule(s)")
+        for r in rules.rules:
+            where = ",".join(r.country) or "anywhere"
+            _say(f"  {r.index}: {r.category} in {where} -> {r.offer.price} {r.offer.currency}/{r.offer.per}")
+
+    emit(as_json, data, text)

@@ -105,14 +105,17 @@ class SqlIdempotencyStore:
 
         A read transaction: it writes nothing, so it need not wait for (or hold up) the writers.
         """
-        now = self._now()
         with self.db.read() as s:
-            row = s.get(self.model, (keyid, key))
-            if row is None or row.expires_at <= now:
-                return None
-            if row.request_hash != fingerprint:
-                raise Conflict("this Idempotency-Key was already used for a different request")
-            return StoredResponse(row.status_code, row.media_type, bytes(row.response))
+            return self.lookup_in(s, keyid, key, fingerprint)
+
+    def lookup_in(self, s: Session, keyid: str, key: str, fingerprint: str) -> StoredResponse | None:
+        """:meth:`lookup` inside the caller's transaction."""
+        row = s.get(self.model, (keyid, key))
+        if row is None or row.expires_at <= self._now():
+            return None
+        if row.request_hash != fingerprint:
+            raise Conflict("this Idempotency-Key was already used for a different request")
+        return StoredResponse(row.status_code, row.media_type, bytes(row.response))
 
     def save(self, keyid: str, key: str, fingerprint: str, response: StoredResponse) -> None:
         now = self._now()
@@ -135,6 +138,13 @@ class SqlIdempotencyStore:
                 _maybe_purge(s, self.model, now)
         except (SAIntegrityError, Conflict):
             return
+
+    def row(self, keyid: str, key: str, fingerprint: str, response: StoredResponse, now: datetime) -> Any:
+        """The record of a first response, for a caller that writes it in its own transaction."""
+        return self._row(keyid, key, fingerprint, response, now)
+
+    def purge_sometimes(self, s: Session, now: datetime) -> None:
+        _maybe_purge(s, self.model, now)
 
     def _row(self, keyid: str, key: str, fingerprint: str, response: StoredResponse, now: datetime) -> Any:
         return self.model(

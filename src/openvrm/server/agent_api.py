@@ -15,7 +15,8 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping
-from datetime import date
+from dataclasses import dataclass, field
+from datetime import date, datetime
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Query, Request
@@ -26,11 +27,11 @@ from starlette.concurrency import run_in_threadpool
 from starlette.responses import Response
 
 from openvrm.agent.service import INBOX_KIND, AgentService
-from openvrm.errors import NotFound, OpenVRMError
+from openvrm.errors import Conflict, NotFound, OpenVRMError
 from openvrm.net import policy_for
 from openvrm.protocol import messages as m
 from openvrm.protocol.errors import SignatureError
-from openvrm.protocol.httpsig import RequestVerifier, known_keys
+from openvrm.protocol.httpsig import NonceStore, RequestVerifier, known_keys
 from openvrm.protocol.identity import public_key_from_did
 from openvrm.protocol.stores import SqlIdempotencyStore, SqlNonceStore, StoredResponse, request_fingerprint
 from openvrm.server.problems import ProblemError, problem_responses
@@ -75,12 +76,26 @@ def _connection(vault: Vault, handle: str) -> Connection:
     return row
 
 
+@dataclass
+class _DeferredNonces:
+    """A nonce store that only notes the pair: the caller inserts it in the request's own transaction,
+    where the primary key refuses a replay (so a replayed request adds nothing)."""
+
+    seen: list[tuple[str, str, datetime]] = field(default_factory=list)
+
+    def remember(self, keyid: str, nonce: str, expires_at: datetime, now: datetime) -> bool:
+        if len(keyid) > 200 or len(nonce) > 128:
+            return False
+        self.seen.append((keyid, nonce, expires_at))
+        return True
+
+
 def _verify(
-    vault: Vault, conn: Connection, method: str, url: str, headers: Mapping[str, str], body: bytes
+    conn: Connection, method: str, url: str, headers: Mapping[str, str], body: bytes, nonces: NonceStore
 ) -> str:
     verifier = RequestVerifier(
         known_keys({conn.vendor_did: public_key_from_did(conn.vendor_did)}),
-        SqlNonceStore(vault.db, ProtocolNonce),
+        nonces,
         max_body_bytes=MAX_PROTOCOL_BODY,
     )
     verified = verifier.verify(method, url, headers, body)
@@ -89,15 +104,45 @@ def _verify(
     return verified.keyid
 
 
+def _replayed() -> SignatureError:
+    return SignatureError(
+        "the request signature was refused: the request nonce was already used (replayed request)"
+    )
+
+
+def _spend(vault: Vault, nonces: _DeferredNonces) -> None:
+    """Record the request's nonce in a transaction of its own; a concurrent replay loses here."""
+    try:
+        with vault.db.write() as s:
+            for keyid, nonce, expires_at in nonces.seen:
+                s.add(ProtocolNonce(keyid=keyid, nonce=nonce, expires_at=expires_at))
+    except Conflict:
+        raise _replayed() from None
+
+
 def _push(state: ServerState, handle: str, url: str, headers: dict[str, str], body: bytes) -> Response:
+    """One pushed event: checked, then sealed into the inbox (locked) or filed at once (a session is open).
+
+    The locked path, which is how most pushes arrive, costs one read and one write transaction: the nonce,
+    the inbox item and the idempotency record are written together, so a replay or a failure adds nothing.
+    """
     vault = state.require_vault()
     conn = _connection(vault, handle)
-    keyid = _verify(vault, conn, "POST", url, headers, body)
+    nonces = _DeferredNonces()
+    keyid = _verify(conn, "POST", url, headers, body, nonces)
     idem_key = next((v for k, v in headers.items() if k.lower() == "idempotency-key"), "")
     store = SqlIdempotencyStore(vault.db, ProtocolIdempotency)
     fingerprint = request_fingerprint("POST", url, body)
-    stored = store.lookup(keyid, idem_key, fingerprint)
-    if stored is not None:
+    now = utcnow()
+    with vault.db.read() as s:
+        # A nonce seen before is a replay, refused before anything else (even a stored response).
+        for keyid_, nonce, _expires in nonces.seen:
+            seen = s.get(ProtocolNonce, (keyid_, nonce))
+            if seen is not None and seen.expires_at > now:
+                raise _replayed()
+        stored = store.lookup_in(s, keyid, idem_key, fingerprint)
+    if stored is not None:  # a retry: its own nonce is spent too, then the first answer is given again
+        _spend(vault, nonces)
         return Response(stored.body, stored.status_code, media_type=stored.media_type)
     try:
         record = json.loads(body)
@@ -114,6 +159,7 @@ def _push(state: ServerState, handle: str, url: str, headers: dict[str, str], bo
     m.verify_signers(record, [conn.vendor_did])
     unlocked = state.sessions.any_unlocked()
     if unlocked is not None:
+        _spend(vault, nonces)  # before filing, as the locked path does
         agent = AgentService(unlocked, policy=policy_for(state.settings))
         ack = agent.receive(conn.id, record)
         if isinstance(record["payload"].get("attachment"), dict):
@@ -121,11 +167,25 @@ def _push(state: ServerState, handle: str, url: str, headers: dict[str, str], bo
             # entry, so calling it on every push made each push slower than the last.
             agent.import_received()
         response = StoredResponse(200, "application/json", json.dumps(ack).encode())
-    else:
-        vault.deposit({"kind": INBOX_KIND, "connection_id": conn.id, "record": record})
-        queued = {"status": "queued", "event_id": record["event_id"]}
-        response = StoredResponse(202, "application/json", json.dumps(queued).encode())
-    store.save(keyid, idem_key, fingerprint, response)
+        store.save(keyid, idem_key, fingerprint, response)
+        return Response(response.body, response.status_code, media_type=response.media_type)
+    queued = {"status": "queued", "event_id": record["event_id"]}
+    response = StoredResponse(202, "application/json", json.dumps(queued).encode())
+    item = vault.inbox_row({"kind": INBOX_KIND, "connection_id": conn.id, "record": record})
+    try:
+        with vault.db.write() as s:
+            for keyid_, nonce, expires_at in nonces.seen:
+                s.add(ProtocolNonce(keyid=keyid_, nonce=nonce, expires_at=expires_at))
+            s.flush()
+            s.add(item)
+            s.add(store.row(keyid, idem_key, fingerprint, response, now))
+            store.purge_sometimes(s, now)
+    except Conflict:
+        # The nonce was seen (a replay), or a concurrent retry with the same key won: nothing was added.
+        stored = store.lookup(keyid, idem_key, fingerprint)
+        if stored is not None:
+            return Response(stored.body, stored.status_code, media_type=stored.media_type)
+        raise _replayed() from None
     return Response(response.body, response.status_code, media_type=response.media_type)
 
 
@@ -143,7 +203,7 @@ async def push_event(handle: str, request: Request) -> Response:
 def _grants(state: ServerState, handle: str, url: str, headers: dict[str, str]) -> dict[str, Any]:
     vault = state.require_vault()
     conn = _connection(vault, handle)
-    _verify(vault, conn, "GET", url, headers, b"")
+    _verify(conn, "GET", url, headers, b"", SqlNonceStore(vault.db, ProtocolNonce))
     if conn.status != "active":
         raise ProblemError(403, conn.status, f"this relationship is {conn.status}")
     now = utcnow()

@@ -30,6 +30,8 @@ from openvrm.server import (
     agent_api,
     agent_pages,
     api,
+    intent_api,
+    intent_pages,
     ledger_api,
     ledger_pages,
     pages,
@@ -64,12 +66,13 @@ async def _login_required(request: Request, exc: Exception) -> Response:
     return RedirectResponse("/login", status_code=303)
 
 
-def create_app(settings: Settings, *, demo_vendors_url: str | None = None) -> FastAPI:
+def create_app(settings: Settings, *, demo_vendors_url: str | None = None, relay: bool = False) -> FastAPI:
     """The openvrm server application for the vault at ``settings``.
 
     With ``demo_vendors_url`` (the URL this server is reachable at), three reference vendors of the vendor
     kit are mounted under ``/demo-vendors/`` so every protocol exchange can be tried on one machine; the
-    agent may then reach loopback addresses.
+    agent may then reach loopback addresses. With ``relay``, an intent relay (:mod:`openvrm.relay`, its
+    store in ``<home>/relay``) is mounted at ``/relay``.
     """
     if demo_vendors_url is not None and not settings.allow_loopback_peers:
         settings = dataclasses.replace(settings, allow_loopback_peers=True)
@@ -115,25 +118,41 @@ def create_app(settings: Settings, *, demo_vendors_url: str | None = None) -> Fa
     app.include_router(rights_api.router)
     app.include_router(agent_api.router)
     app.include_router(agent_api.protocol_router)
+    app.include_router(intent_api.router)
     app.include_router(api.router)
     app.include_router(ledger_pages.router)
     app.include_router(rights_pages.router)
     app.include_router(agent_pages.router)
+    app.include_router(intent_pages.router)
     app.include_router(pages.router)
     app.mount("/static", StaticFiles(directory=str(STATIC)), name="static")
     if demo_vendors_url is not None:
         from openvrm.vendor.demo import mount_reference_vendors
 
-        for path, vendor_app in mount_reference_vendors(demo_vendors_url, settings.home / "demo-vendors"):
+        relay_url = f"{demo_vendors_url.rstrip('/')}/relay" if relay else None
+        for path, vendor_app in mount_reference_vendors(
+            demo_vendors_url, settings.home / "demo-vendors", relay_url=relay_url
+        ):
             app.mount(path, vendor_app)
+    if relay:
+        from openvrm.relay.app import mounted_relay_app
+
+        app.mount("/relay", mounted_relay_app(settings.home / "relay", settings.allow_loopback_peers))
     return app
 
 
-def run(settings: Settings, *, host: str = "127.0.0.1", port: int = 8765, demo_vendors: bool = False) -> None:
+def run(
+    settings: Settings,
+    *,
+    host: str = "127.0.0.1",
+    port: int = 8765,
+    demo_vendors: bool = False,
+    relay: bool = False,
+) -> None:
     """Serve the app with uvicorn until interrupted; logs are JSON lines on stderr."""
     configure(logging.INFO)
     config = uvicorn.Config(
-        create_app(settings, demo_vendors_url=f"http://{host}:{port}" if demo_vendors else None),
+        create_app(settings, demo_vendors_url=f"http://{host}:{port}" if demo_vendors else None, relay=relay),
         host=host,
         port=port,
         access_log=False,  # replaced by the "http.request" events of RequestMiddleware

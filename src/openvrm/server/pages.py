@@ -59,6 +59,7 @@ NAV: list[NavItem] = [
     NavItem("Profile", "/profile"),
     NavItem("Vendors", "/vendors"),
     NavItem("Connections", "/connections"),
+    NavItem("Intents", "/intents"),
     NavItem("Contracts", "/contracts"),
     NavItem("Documents", "/documents"),
     NavItem("Upcoming", "/upcoming"),

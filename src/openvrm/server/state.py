@@ -22,6 +22,7 @@ class ServerState:
     max_upload_bytes: int = MAX_FILE_BYTES
     vault: Vault | None = None
     _lock: threading.Lock = field(default_factory=threading.Lock)
+    _vault_seen: bool = False
 
     def open(self) -> None:
         """Open the store if the vault's database exists; a missing vault is not an error here."""
@@ -39,14 +40,20 @@ class ServerState:
             if self.vault is not None:
                 self.vault.close()
                 self.vault = None
+            self._vault_seen = False
 
     def current_vault(self) -> Vault | None:
         """The opened vault if one exists now (it may have been created since the server started)."""
         if self.vault is None:
             self.open()
         vault = self.vault
-        if vault is None or not vault.exists():
+        if vault is None:
             return None
+        if not self._vault_seen:
+            # A vault, once created, is not removed under a running server: ask the database once.
+            if not vault.exists():
+                return None
+            self._vault_seen = True
         return vault
 
     def require_vault(self) -> Vault:

@@ -68,6 +68,7 @@ class Vault:
     def __init__(self, settings: Settings, db: Database | None = None) -> None:
         self.settings = settings
         self.db = db or Database(settings.database_url)
+        self._box_public: bytes | None = None
         self.blobs: BlobStore = (
             FileBlobStore(settings.blob_dir) if settings.blob_backend == "files" else SqlBlobStore(self.db)
         )
@@ -118,7 +119,9 @@ class Vault:
 
     @property
     def box_public_key(self) -> bytes:
-        return self._meta().box_public
+        if self._box_public is None:  # fixed at creation: read once
+            self._box_public = self._meta().box_public
+        return self._box_public
 
     def kdf_params(self) -> KdfParams:
         return KdfParams.from_json(self._meta().kdf)
@@ -182,14 +185,17 @@ class Vault:
 
     def deposit(self, item: Mapping[str, Any]) -> str:
         """Seal ``item`` to the vault's box key and store it; the vault may be locked."""
+        row = self.inbox_row(item)
+        with self.db.write() as s:
+            s.add(row)
+        return row.id
+
+    def inbox_row(self, item: Mapping[str, Any]) -> InboxItem:
+        """``item`` sealed to the box key, as a row for the caller to add in its own transaction."""
         data = encode_payload(item)
         if len(data) > MAX_INBOX_ITEM_BYTES:
             raise InvalidValue(f"an inbox item is limited to {MAX_INBOX_ITEM_BYTES} bytes")
-        sealed = seal_to(self.box_public_key, data)
-        item_id = new_id()
-        with self.db.write() as s:
-            s.add(InboxItem(id=item_id, received_at=utcnow(), sealed_box=sealed))
-        return item_id
+        return InboxItem(id=new_id(), received_at=utcnow(), sealed_box=seal_to(self.box_public_key, data))
 
     def inbox_count(self) -> int:
         with self.db.read() as s:

@@ -7,10 +7,12 @@ then handed to :class:`~openvrm.vendor.kit.VendorKit`. Errors are RFC 9457 probl
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 from fastapi import FastAPI
 from fastapi.exceptions import RequestValidationError
+from starlette.background import BackgroundTask
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import Request
@@ -79,6 +81,22 @@ def _signed_url(base_url: str, request: Request) -> tuple[str, str]:
     return url, path
 
 
+def _link_intent(kit: VendorKit, body: bytes) -> None:
+    """When an agreement came from one of our offers (its proffer names the intent), record the link."""
+    from openvrm.vendor.relay_client import link_relationship
+
+    try:
+        record = json.loads(body)
+    except ValueError:
+        return
+    if (
+        isinstance(record, dict)
+        and record.get("type") == "agreement"
+        and isinstance(record.get("agreement_id"), str)
+    ):
+        link_relationship(kit, record["agreement_id"])
+
+
 async def _internal_error(request: Request, exc: Exception) -> Response:
     return internal_error_response(None)
 
@@ -94,6 +112,7 @@ def create_vendor_app(config: VendorConfig, *, kit: VendorKit | None = None) -> 
         redoc_url=None,
     )
     app.state.kit = kit
+    app.state.relay_client_factory = None  # tests may route the rules' offers through their own client
     app.add_exception_handler(OpenVRMError, openvrm_error_handler)
     app.add_exception_handler(StarletteHTTPException, http_error_handler)
     app.add_exception_handler(RequestValidationError, validation_error_handler)
@@ -118,7 +137,39 @@ def create_vendor_app(config: VendorConfig, *, kit: VendorKit | None = None) -> 
         responses=_JSON_OBJECT_RESPONSE,
     )
     async def relationship(request: Request) -> Response:
-        return await signed_write("relationship", request)
+        response = await signed_write("relationship", request)
+        if response.status_code == 200:
+            await run_in_threadpool(_link_intent, kit, bytes(response.body))
+        return response
+
+    @app.post(
+        "/vrm/relay-hook",
+        summary="An intent relay delivers an intent or a decision (signed by the relay's key)",
+        tags=["relay"],
+        openapi_extra=_JSON_OBJECT_BODY,
+        responses={
+            202: {"description": "stored; the rules answer afterwards", "content": {"application/json": {}}},
+            **problem_responses(401, 409, 413, 422),
+        },
+        status_code=202,
+    )
+    async def relay_hook(request: Request) -> Response:
+        from openvrm.vendor.relay_client import answer_intent, handle_relay_hook
+
+        body = await _read_body(request, config.max_body_bytes)
+        url, path = _signed_url(config.base_url, request)
+        result = await run_in_threadpool(handle_relay_hook, kit, url, path, dict(request.headers), body)
+        # The rules run after the answer is sent (a background task in the threadpool), so the relay gets
+        # its 2xx at once and a slow rule or relay never holds the delivery.
+        task = None
+        if result.intent is not None and result.relay_url is not None:
+            task = BackgroundTask(
+                answer_intent, kit, result.relay_url, result.intent, app.state.relay_client_factory
+            )
+        stored = result.response
+        return Response(
+            stored.body, status_code=stored.status_code, media_type=stored.media_type, background=task
+        )
 
     @app.post(
         "/vrm/ledger",

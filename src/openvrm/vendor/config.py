@@ -19,6 +19,7 @@ DEFAULT_STORE_DIR = Path("vrm-vendor")
 CONFIG_FILE = "vendor.json"
 KEY_FILE = "vendor.key"
 DB_FILE = "vendor.sqlite3"
+RULES_FILE = "rules.json"
 
 
 @dataclass
@@ -40,6 +41,8 @@ class VendorConfig:
     allow_loopback: bool = False
     replay_window_seconds: int = 300
     max_body_bytes: int = 1024 * 1024
+    relay_url: str | None = None
+    rules_path: Path | None = None
     extra: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -59,6 +62,12 @@ class VendorConfig:
         self.terms()  # refuse unknown ids now, not on the first proffer
         if not 30 <= self.replay_window_seconds <= 600:
             raise InvalidValue("the replay window is 30 to 600 seconds")
+        if self.relay_url is not None:
+            self.relay_url = self.relay_url.rstrip("/")
+            check_url(self.relay_url, UrlPolicy(allow_loopback=True, allow_private=True))
+        if self.rules_path is None:
+            self.rules_path = self.store_dir / RULES_FILE
+        self.rules_path = Path(self.rules_path)
 
     def terms(self) -> list[Term]:
         """The accepted roster terms, most preferred first."""
@@ -81,6 +90,12 @@ class VendorConfig:
         return self.store_url
 
     @property
+    def rules_file(self) -> Path:
+        """The rules that answer relayed intents (``store_dir/rules.json`` unless set; see rules.py)."""
+        assert self.rules_path is not None  # noqa: S101 - set in __post_init__
+        return self.rules_path
+
+    @property
     def key_file(self) -> Path:
         assert self.key_path is not None  # noqa: S101 - set in __post_init__
         return self.key_path
@@ -96,6 +111,8 @@ class VendorConfig:
             "privacy_contact": self.privacy_contact,
             "allow_loopback": self.allow_loopback,
             "replay_window_seconds": self.replay_window_seconds,
+            "relay_url": self.relay_url,
+            "rules_path": str(Path(self.rules_file).absolute()),
         }
 
     def save(self) -> Path:
@@ -132,6 +149,8 @@ class VendorConfig:
             privacy_contact=data.get("privacy_contact"),
             allow_loopback=bool(data.get("allow_loopback", False)),
             replay_window_seconds=int(data.get("replay_window_seconds", 300)),
+            relay_url=data.get("relay_url"),
+            rules_path=Path(data["rules_path"]) if data.get("rules_path") else None,
         )
 
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import JSON, Integer, LargeBinary, String, Text, UniqueConstraint
+from sqlalchemy import JSON, Boolean, Integer, LargeBinary, String, Text, UniqueConstraint
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 from openvrm.storage.db import Database
@@ -130,6 +130,68 @@ class VendorIdempotency(VendorBase):
     media_type: Mapped[str] = mapped_column(String(64))
     response: Mapped[bytes] = mapped_column(LargeBinary)
     expires_at: Mapped[datetime] = mapped_column(UTCDateTime, index=True)
+
+
+class RelayRecord(VendorBase):
+    """A relay this vendor registered at: its did:key (which signs its webhooks) and our feed cursor."""
+
+    __tablename__ = "vendor_relays"
+
+    relay_url: Mapped[str] = mapped_column(String(URL), primary_key=True)
+    relay_did: Mapped[str] = mapped_column(String(DID), index=True)
+    document: Mapped[dict[str, Any]] = mapped_column(JSON)
+    webhook: Mapped[str | None] = mapped_column(String(URL), nullable=True)
+    registered: Mapped[bool] = mapped_column(Boolean, default=False)
+    cursor: Mapped[str | None] = mapped_column(String(200), nullable=True)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
+class ReceivedIntent(VendorBase):
+    """An intent a relay delivered to us (webhook or feed), what we did with it and how it ended.
+
+    ``state``: ``open`` (received, not answered), ``offered`` (we sent an offer), ``accepted`` (the person
+    chose our offer), ``declined`` (another offer was chosen), ``closed`` (withdrawn or expired).
+    """
+
+    __tablename__ = "vendor_received_intents"
+
+    intent_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    relay: Mapped[str] = mapped_column(String(URL))
+    record: Mapped[dict[str, Any]] = mapped_column(JSON)
+    state: Mapped[str] = mapped_column(String(16))
+    category: Mapped[str] = mapped_column(String(100), index=True)
+    expires_at: Mapped[str] = mapped_column(String(40))
+    decision: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
+    offer_id: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    note: Mapped[str | None] = mapped_column(Text, nullable=True)
+    agreement_id: Mapped[str | None] = mapped_column(String(HASH), nullable=True)
+    received_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
+class SentOffer(VendorBase):
+    """An offer we sealed and sent to a relay (the signed offer, kept as both parties keep it)."""
+
+    __tablename__ = "vendor_sent_offers"
+
+    offer_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    intent_id: Mapped[str] = mapped_column(String(64), index=True)
+    relay: Mapped[str] = mapped_column(String(URL))
+    offer: Mapped[dict[str, Any]] = mapped_column(JSON)
+    rule: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    sent_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
+class IntentLink(VendorBase):
+    """A relationship that started from one of our accepted offers (the proffer's ``intent`` member)."""
+
+    __tablename__ = "vendor_intent_links"
+
+    agreement_id: Mapped[str] = mapped_column(String(HASH), primary_key=True)
+    intent_id: Mapped[str] = mapped_column(String(64), index=True)
+    offer_id: Mapped[str] = mapped_column(String(64))
+    ours: Mapped[bool] = mapped_column(Boolean)
+    linked_at: Mapped[datetime] = mapped_column(UTCDateTime)
 
 
 def open_store(url: str) -> Database:
