@@ -456,18 +456,17 @@ class AgentService:
     # -- writing events --------------------------------------------------------------------------------
 
     def _head(self, s: Session, connection_id: str, author: str) -> tuple[str | None, int]:
-        rows = list(
-            s.scalars(
-                select(ConnectionEvent)
-                .where(ConnectionEvent.connection_id == connection_id)
-                .order_by(ConnectionEvent.position.desc())
-            )
+        """The author's chain head and the next position: two index walks, however long the ledger."""
+        last = s.scalar(
+            select(func.max(ConnectionEvent.position)).where(ConnectionEvent.connection_id == connection_id)
         )
-        position = (rows[0].position if rows else 0) + 1
-        for r in rows:
-            if r.author == author:
-                return r.event_id, position
-        return None, position
+        head = s.scalar(
+            select(ConnectionEvent.event_id)
+            .where(ConnectionEvent.connection_id == connection_id, ConnectionEvent.author == author)
+            .order_by(ConnectionEvent.position.desc())
+            .limit(1)
+        )
+        return head, int(last or 0) + 1
 
     def _append(
         self,
