@@ -164,6 +164,8 @@ def validate(name: str, record: Any) -> None:
     """Check ``record`` against the named schema; the error names the first failing place."""
     if not isinstance(record, dict):
         raise ProtocolViolation(f"a {name} must be a JSON object")
+    if _validator(name).is_valid(record):  # the common case: no error list to build and sort
+        return
     errors = sorted(_validator(name).iter_errors(record), key=lambda e: list(e.absolute_path))
     if errors:
         first = errors[0]

@@ -127,14 +127,16 @@ def _push(state: ServerState, handle: str, url: str, headers: dict[str, str], bo
     the inbox item and the idempotency record are written together, so a replay or a failure adds nothing.
     """
     vault = state.require_vault()
-    conn = _connection(vault, handle)
     nonces = _DeferredNonces()
-    keyid = _verify(conn, "POST", url, headers, body, nonces)
     idem_key = next((v for k, v in headers.items() if k.lower() == "idempotency-key"), "")
     store = SqlIdempotencyStore(vault.db, ProtocolIdempotency)
     fingerprint = request_fingerprint("POST", url, body)
     now = utcnow()
-    with vault.db.read() as s:
+    with vault.db.read() as s:  # one read: the connection, then (once the signature holds) nonce and key
+        conn = s.scalar(select(Connection).where(Connection.handle == handle))
+        if conn is None:
+            raise NotFound("no relationship at this address")
+        keyid = _verify(conn, "POST", url, headers, body, nonces)
         # A nonce seen before is a replay, refused before anything else (even a stored response).
         for keyid_, nonce, _expires in nonces.seen:
             seen = s.get(ProtocolNonce, (keyid_, nonce))
