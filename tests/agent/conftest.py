@@ -3,18 +3,16 @@
 from __future__ import annotations
 
 import contextlib
-import socket
-import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
 
 import pytest
-import uvicorn
 from fastapi import FastAPI
 from tests.conftest import PASSPHRASE, fast_kdf
 
 from openvrm.agent.service import AgentService
 from openvrm.config import Settings
+from openvrm.conformance.live import serve_factory_in_thread
 from openvrm.profile.service import ProfileService
 from openvrm.server.app import create_app
 from openvrm.vault.core import UnlockedVault, Vault
@@ -25,26 +23,14 @@ from openvrm.vendor.kit import VendorKit
 @contextlib.contextmanager
 def live_app(settings: Settings) -> Iterator[tuple[str, FastAPI]]:
     """The real app (demo vendors mounted) under uvicorn on a free loopback port, in a thread."""
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind(("127.0.0.1", 0))
-    url = f"http://127.0.0.1:{sock.getsockname()[1]}"
-    app = create_app(settings, demo_vendors_url=url)
-    server = uvicorn.Server(uvicorn.Config(app, log_config=None, access_log=False, lifespan="on"))
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
-    thread.start()
-    waiting = threading.Event()
-    for _ in range(600):
-        if server.started or not thread.is_alive():
-            break
-        waiting.wait(0.05)
-    assert server.started, "uvicorn did not start"
-    try:
-        yield url, app
-    finally:
-        server.should_exit = True
-        thread.join(timeout=30)
-        sock.close()
+    made: list[FastAPI] = []
+
+    def app_for(url: str) -> FastAPI:
+        made.append(create_app(settings, demo_vendors_url=url))
+        return made[0]
+
+    with serve_factory_in_thread(app_for) as url:
+        yield url, made[0]
 
 
 @dataclass

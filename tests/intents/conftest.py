@@ -4,8 +4,6 @@ accept intent-only terms, over loopback HTTP."""
 from __future__ import annotations
 
 import contextlib
-import socket
-import threading
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import timedelta
@@ -14,10 +12,10 @@ from typing import Any
 
 import httpx
 import pytest
-import uvicorn
 from fastapi import FastAPI
 
 from openvrm.config import Settings
+from openvrm.conformance.live import serve_factory_in_thread
 from openvrm.intents.service import IntentService
 from openvrm.profile.service import ProfileService
 from openvrm.protocol import messages as m
@@ -61,28 +59,18 @@ def build_app(settings: Settings, url: str, store: Path) -> tuple[FastAPI, dict[
 
 @contextlib.contextmanager
 def serve_app(settings: Settings, store: Path) -> Iterator[tuple[str, FastAPI, dict[str, FastAPI]]]:
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind(("127.0.0.1", 0))
-    url = f"http://127.0.0.1:{sock.getsockname()[1]}"
-    app, vendors = build_app(settings, url, store)
-    server = uvicorn.Server(uvicorn.Config(app, log_config=None, access_log=False, lifespan="on"))
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
-    thread.start()
-    waiting = threading.Event()
-    for _ in range(600):
-        if server.started or not thread.is_alive():
-            break
-        waiting.wait(0.05)
-    assert server.started, "uvicorn did not start"
+    made: list[tuple[FastAPI, dict[str, FastAPI]]] = []
+
+    def app_for(url: str) -> FastAPI:
+        made.append(build_app(settings, url, store))
+        return made[0][0]
+
     try:
-        yield url, app, vendors
+        with serve_factory_in_thread(app_for) as url:
+            yield url, *made[0]
     finally:
-        server.should_exit = True
-        thread.join(timeout=30)
-        sock.close()
-        for v in vendors.values():
-            v.state.kit.close()
+        for vendor_app in made[0][1].values() if made else ():
+            vendor_app.state.kit.close()
 
 
 def signed_post(url: str, key: KeyPair, record: Mapping[str, Any]) -> httpx.Response:

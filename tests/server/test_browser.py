@@ -4,15 +4,14 @@ from __future__ import annotations
 
 import contextlib
 import os
-import socket
-import threading
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-import uvicorn
+from fastapi import FastAPI
 
 from openvrm.config import Settings
+from openvrm.conformance.live import serve_factory_in_thread
 from openvrm.profile.service import ProfileService
 from openvrm.server.app import create_app
 from openvrm.summary import vault_summary
@@ -61,28 +60,12 @@ def serve(settings: Settings, *, demo_vendors: bool = False) -> Iterator[str]:
 
     With ``demo_vendors``, the vendor kit's reference vendors are mounted under ``/demo-vendors/``.
     """
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind(("127.0.0.1", 0))
-    port = sock.getsockname()[1]
-    demo_url = f"http://127.0.0.1:{port}" if demo_vendors else None
-    app = create_app(settings, demo_vendors_url=demo_url)
-    config = uvicorn.Config(app, log_config=None, access_log=False, lifespan="on")
-    server = uvicorn.Server(config)
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
-    thread.start()
-    ready = threading.Event()
-    for _ in range(600):
-        if server.started or not thread.is_alive():
-            break
-        ready.wait(0.05)
-    assert server.started, "uvicorn did not start"
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.should_exit = True
-        thread.join(timeout=30)
-        sock.close()
+
+    def app_for(url: str) -> FastAPI:
+        return create_app(settings, demo_vendors_url=url if demo_vendors else None)
+
+    with serve_factory_in_thread(app_for) as url:
+        yield url
 
 
 def test_owner_journey_in_chromium(live_server: str, sqlite_settings: Settings, tmp_path: Path) -> None:

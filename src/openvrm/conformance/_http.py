@@ -6,7 +6,6 @@ import json
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
 
 import httpx
 
@@ -44,17 +43,6 @@ class Sent:
             return f"no answer ({self.error})"
         text = self.data[:160].decode("utf-8", "replace").replace("\n", " ")
         return f"HTTP {self.status} {self.content_type or '(no content type)'}: {text}"
-
-
-def discovery_url_of(url: str) -> str:
-    """A vendor's site or discovery URL, as the discovery URL."""
-    parts = urlsplit(url.strip())
-    if not parts.scheme or not parts.netloc:
-        raise InvalidValue(f"{url!r} is not an absolute URL (like https://vendor.example)")
-    path = parts.path.rstrip("/")
-    if not path.endswith("/.well-known/vrm"):
-        path += "/.well-known/vrm"
-    return urlunsplit((parts.scheme, parts.netloc, path, "", ""))
 
 
 def send(client: httpx.Client, method: str, url: str, headers: dict[str, str], body: bytes) -> Sent:

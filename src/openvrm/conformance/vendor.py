@@ -15,9 +15,9 @@ from typing import Any
 
 import httpx
 
+from openvrm.agent.service import discovery_url_of
 from openvrm.conformance._http import (
     Sent,
-    discovery_url_of,
     padding_body,
     problem_error,
     send,

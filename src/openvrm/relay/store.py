@@ -17,7 +17,6 @@ from sqlalchemy import (
     Boolean,
     Index,
     Integer,
-    LargeBinary,
     String,
     Text,
     UniqueConstraint,
@@ -25,7 +24,7 @@ from sqlalchemy import (
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 from openvrm.storage.db import Database
-from openvrm.storage.models import UTCDateTime
+from openvrm.storage.models import IdempotencyColumns, NonceColumns, UTCDateTime
 
 DID = 200
 URL = 2048
@@ -148,24 +147,12 @@ class Delivery(RelayBase):
     created_at: Mapped[datetime] = mapped_column(UTCDateTime)
 
 
-class RelayNonce(RelayBase):
+class RelayNonce(NonceColumns, RelayBase):
     __tablename__ = "relay_protocol_nonces"
 
-    keyid: Mapped[str] = mapped_column(String(200), primary_key=True)
-    nonce: Mapped[str] = mapped_column(String(128), primary_key=True)
-    expires_at: Mapped[datetime] = mapped_column(UTCDateTime, index=True)
 
-
-class RelayIdempotency(RelayBase):
+class RelayIdempotency(IdempotencyColumns, RelayBase):
     __tablename__ = "relay_protocol_idempotency"
-
-    keyid: Mapped[str] = mapped_column(String(200), primary_key=True)
-    key: Mapped[str] = mapped_column(String(64), primary_key=True)
-    request_hash: Mapped[str] = mapped_column(String(64))
-    status_code: Mapped[int] = mapped_column(Integer)
-    media_type: Mapped[str] = mapped_column(String(64))
-    response: Mapped[bytes] = mapped_column(LargeBinary)
-    expires_at: Mapped[datetime] = mapped_column(UTCDateTime, index=True)
 
 
 def open_store(url: str) -> Database:

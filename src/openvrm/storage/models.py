@@ -307,20 +307,17 @@ SEALED_TABLES = (*SEALED_TABLES, SealedSetting, OutboxMessage, RightsRequest, Mo
 # -- the protocol: connections to vendors, their ledgers, grants, nonces, idempotency (0004) ----------------
 
 
-class ProtocolNonce(Base):
-    """A (keyid, nonce) pair seen on a signed request, kept until it can no longer be replayed."""
-
-    __tablename__ = "protocol_nonces"
+class NonceColumns:
+    """The columns of a nonce table (openvrm.protocol.stores.SqlNonceStore); the agent, the vendor kit and
+    the relay each keep one in their own store."""
 
     keyid: Mapped[str] = mapped_column(String(200), primary_key=True)
     nonce: Mapped[str] = mapped_column(String(128), primary_key=True)
     expires_at: Mapped[datetime] = mapped_column(UTCDateTime, index=True)
 
 
-class ProtocolIdempotency(Base):
-    """The first response to a signed write, replayed when the same signer sends the same key again."""
-
-    __tablename__ = "protocol_idempotency"
+class IdempotencyColumns:
+    """The columns of an idempotency table (openvrm.protocol.stores.SqlIdempotencyStore)."""
 
     keyid: Mapped[str] = mapped_column(String(200), primary_key=True)
     key: Mapped[str] = mapped_column(String(64), primary_key=True)
@@ -329,6 +326,18 @@ class ProtocolIdempotency(Base):
     media_type: Mapped[str] = mapped_column(String(64))
     response: Mapped[bytes] = mapped_column(LargeBinary)
     expires_at: Mapped[datetime] = mapped_column(UTCDateTime, index=True)
+
+
+class ProtocolNonce(NonceColumns, Base):
+    """A (keyid, nonce) pair seen on a signed request, kept until it can no longer be replayed."""
+
+    __tablename__ = "protocol_nonces"
+
+
+class ProtocolIdempotency(IdempotencyColumns, Base):
+    """The first response to a signed write, replayed when the same signer sends the same key again."""
+
+    __tablename__ = "protocol_idempotency"
 
 
 class Connection(Base):

@@ -11,11 +11,11 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import JSON, Boolean, Integer, LargeBinary, String, Text, UniqueConstraint
+from sqlalchemy import JSON, Boolean, Integer, String, Text, UniqueConstraint
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 from openvrm.storage.db import Database
-from openvrm.storage.models import UTCDateTime
+from openvrm.storage.models import IdempotencyColumns, NonceColumns, UTCDateTime
 
 HASH = 80
 DID = 200
@@ -112,24 +112,12 @@ class GrantRecord(VendorBase):
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime)
 
 
-class VendorNonce(VendorBase):
+class VendorNonce(NonceColumns, VendorBase):
     __tablename__ = "vendor_protocol_nonces"
 
-    keyid: Mapped[str] = mapped_column(String(200), primary_key=True)
-    nonce: Mapped[str] = mapped_column(String(128), primary_key=True)
-    expires_at: Mapped[datetime] = mapped_column(UTCDateTime, index=True)
 
-
-class VendorIdempotency(VendorBase):
+class VendorIdempotency(IdempotencyColumns, VendorBase):
     __tablename__ = "vendor_protocol_idempotency"
-
-    keyid: Mapped[str] = mapped_column(String(200), primary_key=True)
-    key: Mapped[str] = mapped_column(String(64), primary_key=True)
-    request_hash: Mapped[str] = mapped_column(String(64))
-    status_code: Mapped[int] = mapped_column(Integer)
-    media_type: Mapped[str] = mapped_column(String(64))
-    response: Mapped[bytes] = mapped_column(LargeBinary)
-    expires_at: Mapped[datetime] = mapped_column(UTCDateTime, index=True)
 
 
 class RelayRecord(VendorBase):
