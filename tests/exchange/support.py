@@ -8,7 +8,7 @@ import io
 import json
 import zipfile
 from collections.abc import Callable
-from datetime import date
+from datetime import date, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -18,12 +18,15 @@ from sqlalchemy import select
 from openvrm.agent.service import DEFAULT_PURPOSE, DEFAULT_TERMS, AgentService
 from openvrm.config import Settings
 from openvrm.documents.service import DocumentService
+from openvrm.intents import ranking
+from openvrm.intents.service import IntentService, price_max
 from openvrm.ledger.contracts import ContractService
 from openvrm.moves.service import MoveService
 from openvrm.outbox.settings import clean_mail_settings, save_mail_settings
 from openvrm.profile.service import ProfileService
 from openvrm.protocol import messages as m
 from openvrm.protocol.identity import KeyPair
+from openvrm.protocol.intents import make_intent, make_offer, seal_offer
 from openvrm.protocol.terms import term
 from openvrm.records import insert
 from openvrm.rights.service import RightsService
@@ -36,6 +39,8 @@ from openvrm.storage.models import (
     Document,
     Grant,
     InboxItem,
+    Intent,
+    IntentOffer,
     Move,
     Payment,
     ProfileChange,
@@ -177,7 +182,11 @@ def populate(vault: UnlockedVault, tag: str = "") -> dict[str, str]:
         "email", f"ada.new{tag}@example.org", contacts={shop.id: "dpo@shop.example"}, language="en"
     )
     connection = add_connection(vault, shop.id, name=f"Protocol Shop{tag}")
+    draft_intent, published_intent, offers = add_intents(vault, tag)
     return {
+        "draft_intent": draft_intent,
+        "published_intent": published_intent,
+        "offers": ",".join(offers),
         "connection": connection,
         "shop": shop.id,
         "bank": bank.id,
@@ -267,6 +276,15 @@ def view(vault: UnlockedVault) -> dict[str, list[Any]]:
             (r.id, r.connection_id, r.until, r.revoked_at, r.vendor_box, r.created_at, r.updated_at)
             + (vault.open("grants", r.id, r.sealed),)
             for r in s.scalars(select(Grant).order_by(Grant.id))
+        ]
+        out["intents"] = [
+            (r.id, r.state, r.expires_at, r.created_at, r.updated_at, vault.open("intents", r.id, r.sealed))
+            for r in s.scalars(select(Intent).order_by(Intent.id))
+        ]
+        out["intent_offers"] = [
+            (r.id, r.intent_id, r.offer_id, r.created_at, r.updated_at)
+            + (vault.open("intent_offers", r.id, r.sealed),)
+            for r in s.scalars(select(IntentOffer).order_by(IntentOffer.id))
         ]
         out["vendor of request"] = [(r.id, r.vendor_id) for r in s.scalars(select(RightsRequest))]
         out["settings"] = [
@@ -420,3 +438,74 @@ def add_connection(vault: UnlockedVault, vendor_id: str | None = None, *, name: 
     agent.gdpr_request(cid, "access", scope="everything", respond_by=date(2030, 1, 1))
     assert entry_id
     return cid
+
+
+def add_intents(vault: UnlockedVault, tag: str = "") -> tuple[str, str, list[str]]:
+    """A draft intent made by IntentService, and a published intent with two offers, its rows written as
+    IntentService.publish and fetch write them (the relay is not reached). Returns the ids."""
+    service = IntentService(vault, relay_url="https://relay.example/relay")
+    draft = service.create(
+        "telecom.mobile",
+        f"a phone plan{tag}",
+        price=price_max("15", "EUR", "month"),
+        features=[{"name": "data_gb", "value": "50", "required": True}],
+        where={"country": "fr"},
+    )
+    key = KeyPair.generate()
+    now = m.now_utc()
+    signed = make_intent(
+        key,
+        category="energy.electricity",
+        text=f"green power{tag}",
+        constraints={"price_max": price_max("80", "EUR", "month")},
+        where={"country": "FR"},
+        kind="rfp",
+        expires_at=now + timedelta(days=14),
+        now=now,
+    )
+    payload: dict[str, Any] = {
+        "intent_id": signed["intent_id"],
+        "kind": "rfp",
+        "category": "energy.electricity",
+        "text": f"green power{tag}",
+        "constraints": {"price_max": price_max("80", "EUR", "month")},
+        "terms": ["intent-only"],
+        "expires_in_days": 14,
+        "seed": base64.b64encode(key.private_bytes).decode(),
+        "author": key.did,
+        "muted": False,
+        "where": {"country": "FR"},
+        "when": {},
+        "published": signed,
+        "relay_url": "https://relay.example/relay",
+        "matched": 3,
+        "exclude": [],
+        "cursor": "page-2",
+    }
+    offer_ids: list[str] = []
+    with vault.db.write() as s:
+        row = insert(
+            vault, s, Intent, payload, state="published", expires_at=m.parse_time(signed["expires_at"])
+        )
+        for n, price in enumerate(("70", "95")):
+            vendor = KeyPair.generate()
+            offer = make_offer(
+                vendor,
+                signed,
+                vendor_name=f"Power {n}{tag}",
+                discovery=f"https://power-{n}.example",
+                price={"amount": price, "currency": "EUR", "per": "month"},
+                includes=["green"],
+                valid_until=now + timedelta(days=30),
+                now=now,
+            )
+            offer_payload = {
+                "envelope": seal_offer(offer, signed),
+                "offer": offer,
+                "state": "open",
+                "reason": None,
+                "score": ranking.score_offer(signed, offer).to_json(),
+            }
+            orow = insert(vault, s, IntentOffer, offer_payload, intent_id=row.id, offer_id=offer["offer_id"])
+            offer_ids.append(orow.id)
+    return draft.id, row.id, offer_ids

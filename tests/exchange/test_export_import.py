@@ -27,6 +27,7 @@ from openvrm.exchange import (
 )
 from openvrm.exchange import importer as importer_module
 from openvrm.exchange.format import validate_manifest
+from openvrm.intents.service import IntentService
 from openvrm.ledger.contracts import ContractService
 from openvrm.moves.service import MoveService
 from openvrm.outbox.service import Outbox
@@ -66,6 +67,8 @@ def test_round_trip_from_each_backend(unlocked: UnlockedVault, tmp_path: Path, e
         "connections": 1,
         "connection_events": 7,
         "grants": 2,
+        "intents": 2,
+        "intent_offers": 2,
         "settings": 1,
         "inbox": 1,
         "files": 4,
@@ -80,7 +83,7 @@ def test_round_trip_from_each_backend(unlocked: UnlockedVault, tmp_path: Path, e
         assert isinstance(result, ImportSummary)
         assert result.encrypted is encrypted
         assert result.source_vault_id == unlocked.vault_id
-        assert result.added_total == 36 and result.skipped_total == 0
+        assert result.added_total == 40 and result.skipped_total == 0
         assert result.files_added == 4
         assert view(target) == without_outbox(view(unlocked))
         assert check_vault(target).ok
@@ -140,7 +143,7 @@ def test_manifest_is_what_the_format_says(unlocked: UnlockedVault, tmp_path: Pat
     assert scheduled["id"] == ids["payment"] and scheduled["due_date"] == "2024-01-15"
     assert scheduled["amount"] == "9.99" and scheduled["document_id"] is None
     assert by_bill["document_id"] == ids["invoice"] and by_bill["contract_id"] == ids["contract"]
-    assert list(manifest)[-14:] == [
+    assert list(manifest)[-16:] == [
         "profile_changes",
         "vendors",
         "relationships",
@@ -153,6 +156,8 @@ def test_manifest_is_what_the_format_says(unlocked: UnlockedVault, tmp_path: Pat
         "connections",
         "connection_events",
         "grants",
+        "intents",
+        "intent_offers",
         "settings",
         "inbox",
     ]
@@ -198,6 +203,8 @@ def test_import_skips_records_that_already_exist(unlocked: UnlockedVault, tmp_pa
             "connections": 0,
             "connection_events": 0,
             "grants": 0,
+            "intents": 0,
+            "intent_offers": 0,
             "settings": 0,
             "inbox": 0,
         }
@@ -214,11 +221,13 @@ def test_import_skips_records_that_already_exist(unlocked: UnlockedVault, tmp_pa
             "connections": 1,
             "connection_events": 7,
             "grants": 2,
+            "intents": 2,
+            "intent_offers": 2,
             "settings": 1,
             "inbox": 1,
         }
-        assert result.skipped_total == 36 and result.files_added == 0
-        assert result.to_json()["skipped_total"] == 36
+        assert result.skipped_total == 40 and result.files_added == 0
+        assert result.to_json()["skipped_total"] == 40
         mine = view(unlocked)
         theirs = view(source)
         assert mine["vendors"] == theirs["vendors"]
@@ -226,7 +235,7 @@ def test_import_skips_records_that_already_exist(unlocked: UnlockedVault, tmp_pa
         # Importing again changes nothing at all.
         before = dump(unlocked.vault)
         again = import_archive(unlocked, tmp_path / "second.zip")
-        assert again.added_total == 0 and again.skipped_total == 38
+        assert again.added_total == 0 and again.skipped_total == 42
         assert dump(unlocked.vault) == before
     finally:
         source.vault.close()
@@ -237,7 +246,7 @@ def test_import_of_own_export_changes_nothing(unlocked: UnlockedVault, tmp_path:
     export_vault(unlocked, tmp_path / "a.zip")
     before = dump(unlocked.vault)
     result = import_archive(unlocked, tmp_path / "a.zip")
-    assert result.added_total == 0 and result.skipped_total == 36
+    assert result.added_total == 0 and result.skipped_total == 40
     assert dump(unlocked.vault) == before
 
 
@@ -267,13 +276,13 @@ def test_progress_reports_every_stage(unlocked: UnlockedVault, tmp_path: Path) -
     seen: list[tuple[str, int, int]] = []
     export_vault(unlocked, tmp_path / "a.zip", progress=lambda *a: seen.append(a))
     assert {s for s, _, _ in seen} == {"records", "files"}
-    assert ("records", 36, 36) in seen and ("files", 4, 4) in seen
+    assert ("records", 40, 40) in seen and ("files", 4, 4) in seen
     target = new_vault(tmp_path / "t")
     try:
         seen.clear()
         import_archive(target, tmp_path / "a.zip", progress=lambda *a: seen.append(a))
         assert {s for s, _, _ in seen} == {"verify", "files", "records"}
-        assert ("verify", 4, 4) in seen and ("files", 4, 4) in seen and ("records", 36, 36) in seen
+        assert ("verify", 4, 4) in seen and ("files", 4, 4) in seen and ("records", 40, 40) in seen
         assert all(0 <= done <= total for _, done, total in seen)
     finally:
         target.vault.close()
@@ -300,7 +309,7 @@ def test_a_directory_entry_for_files_is_accepted(unlocked: UnlockedVault, tmp_pa
     (tmp_path / "b.zip").write_bytes(buf.getvalue())
     target = new_vault(tmp_path / "t")
     try:
-        assert import_archive(target, tmp_path / "b.zip").added_total == 36
+        assert import_archive(target, tmp_path / "b.zip").added_total == 40
     finally:
         target.vault.close()
 
@@ -347,7 +356,7 @@ def test_an_archive_just_within_the_limits_imports(unlocked: UnlockedVault, tmp_
     target = new_vault(tmp_path / "t")
     try:
         limits = ImportLimits(max_total_bytes=total, max_entries=count)
-        assert import_archive(target, tmp_path / "a.zip", limits=limits).added_total == 36
+        assert import_archive(target, tmp_path / "a.zip", limits=limits).added_total == 40
     finally:
         target.vault.close()
 
@@ -534,5 +543,57 @@ def test_an_archive_without_connections_still_imports(unlocked: UnlockedVault, t
 
     (tmp_path / "old.zip").write_bytes(rewrite((tmp_path / "a.zip").read_bytes(), manifest=old))
     result = import_archive(unlocked, tmp_path / "old.zip")
-    assert result.added_total == 26 and result.added["connections"] == 0
+    assert result.added_total == 30 and result.added["connections"] == 0
     assert view(unlocked)["connections"] == [] and check_vault(unlocked).ok
+
+
+def test_intents_and_offers_travel(unlocked: UnlockedVault, tmp_path: Path) -> None:
+    """Intents, their private keys, signed records and offers come back exactly, and still work."""
+    ids = populate(unlocked)
+    export_vault(unlocked, tmp_path / "a.zip")
+    with zipfile.ZipFile(tmp_path / "a.zip") as zf:
+        manifest = json.loads(zf.read("manifest.json"))
+    draft = next(i for i in manifest["intents"] if i["id"] == ids["draft_intent"])
+    published = next(i for i in manifest["intents"] if i["id"] == ids["published_intent"])
+    assert draft["state"] == "draft" and draft["published"] is None and draft["expires_at"] is None
+    assert published["state"] == "published" and published["published"]["author"] == published["author"]
+    assert len(base64.b64decode(published["seed"])) == 32  # a private key, in the clear by design
+    assert sorted(o["id"] for o in manifest["intent_offers"]) == sorted(ids["offers"].split(","))
+    assert all(o["intent_id"] == ids["published_intent"] for o in manifest["intent_offers"])
+    target = new_vault(tmp_path / "t")
+    try:
+        result = import_archive(target, tmp_path / "a.zip")
+        assert (result.added["intents"], result.added["intent_offers"]) == (2, 2)
+        mine, theirs = view(target), view(unlocked)
+        for kind in ("intents", "intent_offers"):
+            assert mine[kind] == theirs[kind]
+        service = IntentService(target)
+        assert [o.state for o in service.offers(ids["published_intent"])] == ["open", "open"]
+        assert len(service.compare(ids["published_intent"]).offers) == 2
+        assert service.get(ids["draft_intent"]).editable
+        again = import_archive(target, tmp_path / "a.zip")
+        assert (
+            again.added_total == 0 and again.skipped["intents"] == 2 and again.skipped["intent_offers"] == 2
+        )
+    finally:
+        target.vault.close()
+
+
+def test_an_archive_without_intents_still_imports(unlocked: UnlockedVault, tmp_path: Path) -> None:
+    """Archives written before intentcasting lack intents and intent_offers and their counts: none."""
+    source = new_vault(tmp_path / "source")
+    try:
+        populate(source)
+        export_vault(source, tmp_path / "a.zip")
+    finally:
+        source.vault.close()
+
+    def old(m: dict[str, Any]) -> None:
+        for kind in ("intents", "intent_offers"):
+            del m[kind], m["counts"][kind]
+
+    (tmp_path / "old.zip").write_bytes(rewrite((tmp_path / "a.zip").read_bytes(), manifest=old))
+    result = import_archive(unlocked, tmp_path / "old.zip")
+    assert result.added_total == 36 and result.added["intents"] == result.added["intent_offers"] == 0
+    seen = view(unlocked)
+    assert seen["intents"] == seen["intent_offers"] == [] and check_vault(unlocked).ok

@@ -669,3 +669,127 @@ def test_connections_ledgers_and_grants_are_checked(
 ) -> None:
     """A bad connection, ledger entry or grant refuses the whole import; the vault is as it was."""
     refused(target, tmp_path, rewrite(archives["plain"], manifest=edit), match)
+
+
+def _intent(m: dict[str, Any], state: str) -> dict[str, Any]:
+    return next(i for i in m["intents"] if i["state"] == state)
+
+
+def _forge(m: dict[str, Any]) -> None:
+    """Change an opened offer's price: its vendor's signature no longer holds."""
+    m["intent_offers"][0]["offer"]["price"]["amount"] = "1"
+
+
+def _accepted_by_unknown_connection(m: dict[str, Any]) -> None:
+    intent = _intent(m, "published")
+    offer = next(o for o in m["intent_offers"] if o["intent_id"] == intent["id"])
+    intent.update(state="accepted", accepted_offer=offer["offer_id"], connection_id="c" * 32)
+
+
+INTENT, OFFER = r"intents\[\d\]", r"intent_offers\[\d\]"
+INTENT_CASES: list[tuple[str, Callable[[dict[str, Any]], Any], str]] = [
+    (
+        "seed-not-base64",
+        lambda m: _intent(m, "draft").update(seed="!" * 43 + "="),
+        r"schema at intents/\d/seed",
+    ),
+    (
+        "seed-not-canonical",
+        lambda m: _intent(m, "draft").update(seed="A" * 42 + "B="),
+        rf"{INTENT}.*seed\) is not canonical base64",
+    ),
+    ("seed-pattern", lambda m: _intent(m, "draft").update(seed="%%%"), r"schema at intents/\d/seed"),
+    (
+        "seed-of-another-key",
+        lambda m: _intent(m, "published").update(seed="A" * 43 + "="),
+        rf"{INTENT}.*not the key of its author",
+    ),
+    ("bad-state", lambda m: _intent(m, "draft").update(state="paused"), r"schema at intents/\d/state"),
+    ("muted-type", lambda m: _intent(m, "draft").update(muted="no"), r"schema at intents/\d/muted"),
+    ("days-type", lambda m: _intent(m, "draft").update(expires_in_days="14"), r"schema at intents/\d"),
+    ("unknown-category", lambda m: _intent(m, "draft").update(category="weapons"), rf"{INTENT}.*weapons"),
+    ("muted-request", lambda m: _intent(m, "draft").update(muted=True), rf"{INTENT}.*standing interest"),
+    (
+        "draft-with-record",
+        lambda m: _intent(m, "draft").update(published=_intent(m, "published")["published"]),
+        rf"{INTENT}.*a draft",
+    ),
+    (
+        "published-without-record",
+        lambda m: _intent(m, "published").update(published=None),
+        rf"{INTENT}.*holds its signed intent",
+    ),
+    (
+        "signed-intent-altered",
+        lambda m: _intent(m, "published")["published"].update(text="something else"),
+        rf"{INTENT}.*signature",
+    ),
+    (
+        "expiry-moved",
+        lambda m: _intent(m, "published").update(expires_at="2099-01-01T00:00:00.000000+00:00"),
+        rf"{INTENT}.*expiry",
+    ),
+    (
+        "dangling-connection",
+        _accepted_by_unknown_connection,
+        r"intent .* connection c+, which is not in the archive or the vault",
+    ),
+    (
+        "offer-unknown-intent",
+        lambda m: m["intent_offers"][0].update(intent_id="b" * 32),
+        r"offer .* intent b+, which is not in the archive or the vault",
+    ),
+    (
+        "offer-of-the-draft",
+        lambda m: m["intent_offers"][0].update(intent_id=_intent(m, "draft")["id"]),
+        r"offer .*intent_id is not its intent's",
+    ),
+    ("forged-offer", _forge, rf"{OFFER}.*signature"),
+    (
+        "envelope-intent-id",
+        lambda m: m["intent_offers"][0]["envelope"].update(intent_id="another"),
+        rf"{OFFER}.*envelope's intent_id",
+    ),
+    (
+        "offer-id-mismatch",
+        lambda m: m["intent_offers"][0].update(offer_id="x" * 20),
+        rf"{OFFER}.*offer_id is not its offer's",
+    ),
+    (
+        "duplicate-offer",
+        lambda m: m["intent_offers"][1].update(
+            offer_id=m["intent_offers"][0]["offer_id"],
+            envelope=m["intent_offers"][0]["envelope"],
+            offer=m["intent_offers"][0]["offer"],
+        ),
+        r"are both offer",
+    ),
+    (
+        "envelope-swapped",
+        lambda m: _swap_sealed(m),
+        r"offer .*another offer than the opened one",
+    ),
+    ("offer-state", lambda m: m["intent_offers"][0].update(state="won"), r"schema at intent_offers/\d/state"),
+    ("offer-type", lambda m: m["intent_offers"][0].update(offer=[]), r"schema at intent_offers/\d/offer"),
+    ("open-without-offer", lambda m: m["intent_offers"][0].update(offer=None), rf"{OFFER}.*invalid exactly"),
+    ("score-type", lambda m: m["intent_offers"][0].update(score="99"), r"schema at intent_offers/\d/score"),
+    ("intent-count", lambda m: m["counts"].update(intents=5), "says it holds 5 intents"),
+    ("offers-without-count", lambda m: m["counts"].pop("intent_offers"), "says it holds 0 intent_offers"),
+]
+
+
+def _swap_sealed(m: dict[str, Any]) -> None:
+    """Give the first offer the second's sealed content: the envelope no longer holds the opened offer."""
+    m["intent_offers"][0]["envelope"]["sealed"] = m["intent_offers"][1]["envelope"]["sealed"]
+
+
+@pytest.mark.parametrize(("edit", "match"), [c[1:] for c in INTENT_CASES], ids=[c[0] for c in INTENT_CASES])
+def test_intents_and_offers_are_checked(
+    target: UnlockedVault,
+    tmp_path: Path,
+    archives: dict[str, bytes],
+    edit: Callable[[dict[str, Any]], Any],
+    match: str,
+) -> None:
+    """A bad intent or offer refuses the whole import; the vault is byte-identical to before."""
+    refused(target, tmp_path, rewrite(archives["plain"], manifest=edit), match)

@@ -47,6 +47,8 @@ from openvrm.storage.models import (
     DocumentText,
     Grant,
     InboxItem,
+    Intent,
+    IntentOffer,
     Move,
     OutboxMessage,
     Payment,
@@ -157,6 +159,41 @@ _CONNECTION_KEYS = (
 _LEDGER_NOTE_KEYS = ("grant_id", "error", "attempts", "attachment", "decision")
 _ATTACHMENT_KEYS = ("size", "media_type", "filename", "imported", "document_ids")
 _GRANT_KEYS = ("fields", "purpose", "term", "consent")
+# An intent's sealed payload (openvrm.intents.service.IntentService), key by key: what the draft says, the
+# intent's own private key (seed), then what publishing, fetching and accepting add. A key the payload lacks
+# is written as null; the import leaves the keys of a stage the intent never reached out again.
+_INTENT_KEYS = (
+    "intent_id",
+    "kind",
+    "category",
+    "text",
+    "constraints",
+    "where",
+    "when",
+    "terms",
+    "expires_in_days",
+    "seed",
+    "author",
+    "muted",
+    "published",
+    "relay_url",
+    "matched",
+    "exclude",
+    "cursor",
+    "accepted_offer",
+    "connection_id",
+    "connect_error",
+)
+_INTENT_DEFAULTS: dict[str, Any] = {
+    "text": "",
+    "constraints": {},
+    "where": {},
+    "when": {},
+    "terms": ["intent-only"],
+    "expires_in_days": 14,
+    "muted": False,
+}
+_OFFER_KEYS = ("envelope", "offer", "state", "reason", "score")
 # The sealed settings the archive knows, each read through its own module (which fills its defaults).
 _SETTINGS: dict[str, Callable[[dict[str, Any]], dict[str, Any]]] = {
     SMTP_SETTING: lambda p: MailSettings(**p).to_json(reveal=True),
@@ -317,6 +354,45 @@ def _grant(row: Grant, payload: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+def _intent(row: Intent, payload: dict[str, Any]) -> dict[str, Any]:
+    unknown = sorted(set(payload) - set(_INTENT_KEYS))
+    missing = [k for k in ("intent_id", "kind", "category", "seed", "author") if k not in payload]
+    if unknown or missing:
+        what = (
+            f"notes {unknown[0][:40]!r}, which this version of the export format does not know"
+            if unknown
+            else f"lacks its {missing[0]}"
+        )
+        raise InvalidValue(f"intent {row.id} {what}; it would be lost, so nothing is exported")
+    return {
+        "id": row.id,
+        "state": row.state,
+        "expires_at": format_time(row.expires_at) if row.expires_at else None,
+        **_stamps(row),
+        **{k: payload.get(k, _INTENT_DEFAULTS.get(k)) for k in _INTENT_KEYS},
+    }
+
+
+def _intent_offer(row: IntentOffer, payload: dict[str, Any]) -> dict[str, Any]:
+    unknown = sorted(set(payload) - set(_OFFER_KEYS))
+    if unknown:
+        raise InvalidValue(
+            f"offer {row.id} notes {unknown[0][:40]!r}, which this version of the export format does not "
+            "know; it would be lost, so nothing is exported"
+        )
+    return {
+        "id": row.id,
+        "intent_id": row.intent_id,
+        "offer_id": row.offer_id,
+        **_stamps(row),
+        "envelope": payload.get("envelope"),
+        "offer": payload.get("offer"),
+        "state": payload.get("state", "invalid"),
+        "reason": payload.get("reason"),
+        "score": payload.get("score"),
+    }
+
+
 def _stamps(row: Any) -> dict[str, str]:
     return {"created_at": format_time(row.created_at), "updated_at": format_time(row.updated_at)}
 
@@ -348,6 +424,8 @@ def _collect(vault: UnlockedVault, progress: Progress | None) -> _Snapshot:
             )
         )
         grants = list(s.scalars(select(Grant).order_by(Grant.id)))
+        intents = list(s.scalars(select(Intent).order_by(Intent.id)))
+        offers = list(s.scalars(select(IntentOffer).order_by(IntentOffer.id)))
         settings = list(s.scalars(select(SealedSetting).order_by(SealedSetting.id)))
         # Only what the moves' notices need to know how far their e-mails got (plain columns).
         outbox: dict[str, str] = {
@@ -372,6 +450,8 @@ def _collect(vault: UnlockedVault, progress: Progress | None) -> _Snapshot:
         + len(connections)
         + len(ledger)
         + len(grants)
+        + len(intents)
+        + len(offers)
         + len(settings)
         + len(inbox)
     )
@@ -477,6 +557,13 @@ def _collect(vault: UnlockedVault, progress: Progress | None) -> _Snapshot:
         tick()
     for g in grants:
         records["grants"].append(_grant(g, vault.open("grants", g.id, g.sealed)))
+        tick()
+    for intent in intents:
+        records["intents"].append(_intent(intent, vault.open("intents", intent.id, intent.sealed)))
+        tick()
+    for offer in offers:
+        p = vault.open("intent_offers", offer.id, offer.sealed)
+        records["intent_offers"].append(_intent_offer(offer, p))
         tick()
     for setting in settings:
         records["settings"].append(

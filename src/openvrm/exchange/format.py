@@ -33,7 +33,8 @@ AGE_ARMOR = b"-----BEGIN AGE ENCRYPTED FILE-----"
 # The kinds of records an archive holds, in the order they are written (parents before children):
 # a contract needs its vendor and relationship, a document its contract, a payment its document, a
 # rights request its vendor and the documents of its answer, a move the vendors it notified, a protocol
-# connection its vendor, its ledger events and grants their connection. Settings refer to nothing; the
+# connection its vendor, its ledger events and grants their connection, an intent the connection its
+# accepted offer made, an intent's offers their intent. Settings refer to nothing; the
 # inbox comes last. The outbox is never exported (it is delivery state).
 KINDS = (
     "profile_changes",
@@ -48,12 +49,14 @@ KINDS = (
     "connections",
     "connection_events",
     "grants",
+    "intents",
+    "intent_offers",
     "settings",
     "inbox",
 )
 # Kinds added to format version 1 after its first release: an archive written before them lacks them
 # (both the list and its count), which reads as none.
-OPTIONAL_KINDS = ("connections", "connection_events", "grants")
+OPTIONAL_KINDS = ("connections", "connection_events", "grants", "intents", "intent_offers")
 
 Progress = Callable[[str, int, int], None]
 """``progress(stage, done, total)``: called as work advances so a front end can draw a bar."""

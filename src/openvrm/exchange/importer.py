@@ -23,7 +23,7 @@ import zlib
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from datetime import date, datetime
+from datetime import date, datetime, timedelta
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
 from typing import IO, Any
@@ -37,7 +37,7 @@ from sqlalchemy.orm import Session
 from openvrm.agent.service import discovery_url_of
 from openvrm.crypto import seal_to
 from openvrm.documents.service import KINDS as DOCUMENT_KINDS
-from openvrm.errors import ArchiveError, InvalidValue, NotFound, VaultLocked
+from openvrm.errors import ArchiveError, IntegrityError, InvalidValue, NotFound, VaultLocked
 from openvrm.exchange.format import (
     AGE_ARMOR,
     AGE_HEADER,
@@ -55,6 +55,9 @@ from openvrm.exchange.format import (
     sha_of_entry,
     validate_manifest,
 )
+from openvrm.intents.service import KINDS as INTENT_KINDS
+from openvrm.intents.service import MAX_TEXT
+from openvrm.intents.service import STATES as INTENT_STATES
 from openvrm.ledger.contracts import STATUSES as CONTRACT_STATUSES
 from openvrm.ledger.money import optional_date, parse_amount, parse_currency, parse_date
 from openvrm.ledger.terms import ContractTerms, PricePoint
@@ -64,7 +67,8 @@ from openvrm.profile.fields import _text, normalise_key, validate
 from openvrm.protocol import messages as pm
 from openvrm.protocol.errors import SignatureError
 from openvrm.protocol.identity import KeyPair, public_key_from_did
-from openvrm.protocol.sealing import SEAL_ALG
+from openvrm.protocol.intents import MAX_INTENT_DAYS, MAX_INTEREST_DAYS, make_intent
+from openvrm.protocol.sealing import SEAL_ALG, open_sealed_json
 from openvrm.protocol.terms import term as roster_term
 from openvrm.records import insert, table_of
 from openvrm.rights.contacts import CHANNELS, Contact
@@ -80,6 +84,8 @@ from openvrm.storage.models import (
     DocumentText,
     Grant,
     InboxItem,
+    Intent,
+    IntentOffer,
     Move,
     Payment,
     ProfileChange,
@@ -106,6 +112,8 @@ _MODELS: dict[str, type[Base]] = {
     "connections": Connection,
     "connection_events": ConnectionEvent,
     "grants": Grant,
+    "intents": Intent,
+    "intent_offers": IntentOffer,
     "settings": SealedSetting,
     "inbox": InboxItem,
 }
@@ -942,6 +950,200 @@ def _check_protocol(vault: UnlockedVault, plan: dict[str, list[_Row]]) -> None:
                 raise ArchiveError(f"grant {r.id}: a consent record is for another connection")
 
 
+# -- intents and the offers they drew (openvrm.intents.service) ------------------------------------------
+
+# The payload keys of each stage an intent reaches: what the draft says, then what publishing adds (all
+# of them, null or not), then the accepted offer and the connection it made (each only when set).
+_DRAFT_KEYS = (
+    "intent_id",
+    "kind",
+    "category",
+    "text",
+    "constraints",
+    "where",
+    "when",
+    "terms",
+    "expires_in_days",
+    "seed",
+    "author",
+    "muted",
+)
+_PUBLISHED_KEYS = ("published", "relay_url", "matched", "exclude", "cursor")
+OFFER_STATES = ("open", "invalid", "accepted", "declined")
+
+
+def _check_signed_intent(signed: Any, key: KeyPair, rec: dict[str, Any]) -> None:
+    """:func:`openvrm.protocol.intents.check_intent` without the expiry: an archived intent may be over."""
+    from openvrm.intents.taxonomy import categories
+
+    pm.validate("intent", signed)
+    if signed["author"] != key.did:
+        raise InvalidValue("the signed intent's author is not the intent's key (seed)")
+    pm.verify_signers(signed, [signed["author"]])
+    if signed["category"] not in categories():
+        raise InvalidValue(f"{signed['category']!r} is not a category of the taxonomy")
+    for ref in signed["terms"]:
+        pm.roster_term(ref)
+    created, expires = pm.parse_time(signed["created_at"]), pm.parse_time(signed["expires_at"])
+    limit = timedelta(days=MAX_INTEREST_DAYS if signed["kind"] == "interest" else MAX_INTENT_DAYS)
+    if expires <= created or expires - created > limit + timedelta(minutes=5):
+        raise InvalidValue("the signed intent's expiry is out of range")
+    for name in ("intent_id", "kind", "category"):
+        if signed[name] != rec[name]:
+            raise InvalidValue(f"the signed intent's {name} is not the intent's")
+
+
+def _check_intent(rec: dict[str, Any], where: str) -> _Row:
+    created, updated = _stamps(rec, where)
+    expires_at = parse_time(rec["expires_at"], where) if rec["expires_at"] is not None else None
+    state, signed = rec["state"], rec["published"]
+    with _protocol(where):
+        _one_of(state, INTENT_STATES, "the intent's state")
+        kind = _one_of(rec["kind"], INTENT_KINDS, "the intent's kind")
+        key = KeyPair.from_private_bytes(_base64(rec["seed"], "the intent's key (seed)"))
+        if key.did != rec["author"]:
+            raise InvalidValue("the intent's key (seed) is not the key of its author")
+        if rec["muted"] and kind != "interest":
+            raise InvalidValue("only a standing interest can be muted")
+        if len(rec["text"]) > MAX_TEXT:
+            raise InvalidValue(f"the text is longer than {MAX_TEXT} characters")
+        limit = MAX_INTEREST_DAYS if kind == "interest" else MAX_INTENT_DAYS
+        if not 1 <= rec["expires_in_days"] <= limit:
+            raise InvalidValue(f"an {kind} expires in 1 to {limit} days")
+        # The draft must be one the service could sign: try it with a throwaway key, as it does.
+        moment = pm.now_utc()
+        make_intent(
+            KeyPair.generate(),
+            category=rec["category"],
+            text=rec["text"],
+            constraints=rec["constraints"],
+            where=rec["where"] or None,
+            when=rec["when"] or None,
+            terms=[roster_term(t) for t in rec["terms"]],
+            kind=kind,
+            expires_at=moment + timedelta(days=rec["expires_in_days"]),
+            intent_id=rec["intent_id"],
+            now=moment,
+        )
+        if state == "draft" and signed is not None:
+            raise InvalidValue("a draft is not published yet, so it holds no signed intent")
+        if state in ("published", "accepted") and signed is None:
+            raise InvalidValue(f"an intent that is {state} holds its signed intent")
+        if signed is None:
+            if expires_at is not None or any(rec[k] is not None for k in _PUBLISHED_KEYS):
+                raise InvalidValue("an intent never published has no expiry, relay, cursor or exclusions")
+        else:
+            _check_signed_intent(signed, key, rec)
+            if expires_at != pm.parse_time(signed["expires_at"]):
+                raise InvalidValue("the intent's expiry is not its signed intent's")
+            if rec["relay_url"] is None or rec["exclude"] is None:
+                raise InvalidValue("a published intent names its relay and the vendors it excludes")
+            _web_url(rec["relay_url"], "the relay URL")
+            for did in rec["exclude"]:
+                public_key_from_did(did)
+        if (state == "accepted") != (rec["accepted_offer"] is not None):
+            raise InvalidValue("an accepted intent names its accepted offer, and only it does")
+        if rec["connection_id"] is not None and state != "accepted":
+            raise InvalidValue("only an accepted intent made a connection")
+    payload = {k: rec[k] for k in _DRAFT_KEYS}
+    if signed is not None:
+        payload |= {k: rec[k] for k in _PUBLISHED_KEYS}
+    if rec["accepted_offer"] is not None:
+        payload |= {"accepted_offer": rec["accepted_offer"], "connect_error": rec["connect_error"]}
+    if rec["connection_id"] is not None:
+        payload["connection_id"] = rec["connection_id"]
+    plain = {"state": state, "expires_at": expires_at}
+    return _Row(rec["id"], created, updated, payload, plain)
+
+
+def _check_intent_offer(rec: dict[str, Any], where: str) -> _Row:
+    created, updated = _stamps(rec, where)
+    envelope, offer, state = rec["envelope"], rec["offer"], rec["state"]
+    with _protocol(where):
+        _one_of(state, OFFER_STATES, "the offer's state")
+        if (offer is None) != (state == "invalid"):
+            raise InvalidValue("an offer is invalid exactly when it could not be opened")
+        if (offer is None) != (rec["score"] is None):
+            raise InvalidValue("an opened offer carries its score, and only it does")
+        if offer is None:
+            if state == "invalid" and not rec["reason"]:
+                raise InvalidValue("an invalid offer says why")
+        else:
+            if rec["reason"] is not None:
+                raise InvalidValue("an opened offer has no reason to be refused")
+            pm.validate("offer", offer)
+            if not isinstance(envelope, dict) or envelope.get("type") != "sealed-offer":
+                raise InvalidValue("an opened offer came in a sealed-offer envelope")
+            if offer["intent_id"] != envelope.get("intent_id"):
+                raise InvalidValue("the envelope's intent_id is not its offer's")
+            if offer["vendor"] != envelope.get("vendor") or offer["offer_id"] != envelope.get("offer_id"):
+                raise InvalidValue("the envelope does not match the offer inside")
+            if offer["offer_id"] != rec["offer_id"]:
+                raise InvalidValue("the record's offer_id is not its offer's")
+            pm.verify_signers(offer, [offer["vendor"]])
+    plain = {"intent_id": rec["intent_id"], "offer_id": rec["offer_id"]}
+    payload = {k: rec[k] for k in ("envelope", "offer", "state", "reason")}
+    if offer is not None:
+        payload["score"] = rec["score"]
+    return _Row(rec["id"], created, updated, payload, plain)
+
+
+def _check_intent_references(vault: UnlockedVault, plan: dict[str, list[_Row]]) -> None:
+    """An offer's intent and an intent's connection, in the archive or the vault; each offer once."""
+    if not (plan["intents"] or plan["intent_offers"]):
+        return
+    with vault.db.read() as s:
+        connections = set(s.scalars(select(Connection.id)))
+        intents: dict[str, dict[str, Any]] = {}
+        for row in s.scalars(select(Intent)):
+            intents[row.id] = vault.open("intents", row.id, row.sealed)
+        taken = {
+            (iid, oid): rid
+            for rid, iid, oid in s.execute(
+                select(IntentOffer.id, IntentOffer.intent_id, IntentOffer.offer_id)
+            )
+        }
+    connections |= {r.id for r in plan["connections"]}
+    in_vault = {rid for rid in taken.values()}
+    for r in plan["intents"]:
+        cid = r.payload.get("connection_id")
+        if cid is not None and cid not in connections:
+            raise ArchiveError(
+                f"intent {r.id} refers to connection {cid}, which is not in the archive or the vault"
+            )
+        intents.setdefault(r.id, r.payload)  # an intent the vault holds stays the vault's
+    slots: dict[tuple[str, str], str] = {}
+    for r in plan["intent_offers"]:
+        iid, oid = r.plain["intent_id"], r.plain["offer_id"]
+        if iid not in intents:
+            raise ArchiveError(
+                f"offer {r.id} refers to intent {iid}, which is not in the archive or the vault"
+            )
+        if (iid, oid) in slots:
+            raise ArchiveError(f"offers {slots[iid, oid]} and {r.id} are both offer {oid} of intent {iid}")
+        slots[iid, oid] = r.id
+        if r.id not in in_vault and taken.get((iid, oid), r.id) != r.id:
+            raise ArchiveError(
+                f"offer {r.id} is offer {oid} of intent {iid}, which the vault's offer {taken[iid, oid]} is"
+            )
+        offer, intent = r.payload["offer"], intents[iid]
+        if offer is None:
+            continue
+        if offer["intent_id"] != intent["intent_id"]:
+            raise ArchiveError(f"offer {r.id}: the envelope's intent_id is not its intent's")
+        signed = intent.get("published")
+        if signed is None:
+            raise ArchiveError(f"offer {r.id} answers intent {iid}, which was never published")
+        key = KeyPair.from_private_bytes(base64.b64decode(intent["seed"]))
+        with _protocol(f"offer {r.id}"):
+            try:
+                inside = open_sealed_json(key, r.payload["envelope"].get("sealed"))
+            except (IntegrityError, ValueError, TypeError, KeyError):
+                raise InvalidValue("the envelope does not open with its intent's key") from None
+            if inside != offer:
+                raise InvalidValue("the sealed envelope holds another offer than the opened one")
+
+
 _CHECKS = {
     "profile_changes": _check_profile_change,
     "vendors": _check_vendor,
@@ -955,6 +1157,8 @@ _CHECKS = {
     "connections": _check_connection,
     "connection_events": _check_connection_event,
     "grants": _check_grant,
+    "intents": _check_intent,
+    "intent_offers": _check_intent_offer,
     "settings": _check_setting,
     "inbox": _check_inbox,
 }
@@ -1190,6 +1394,7 @@ def import_archive(
             validate_manifest(manifest)
             plan = _check_records(manifest)
             _check_protocol(vault, plan)
+            _check_intent_references(vault, plan)
             if manifest["counts"]["files"] != len(entries.files):
                 raise ArchiveError(
                     f"manifest.json says the archive holds {manifest['counts']['files']} files "
