@@ -255,6 +255,11 @@ def show_cmd(ctx: typer.Context, intent_id: str, as_json: JsonOpt = False) -> No
                 v.record.state,
             )
         out.print(table)
+        for v in comparison.offers:  # full ids, which a narrow table may cut
+            if v.record.state == "open":
+                out.print(
+                    f"accept {v.record.vendor_name}: vrm intents accept {intent_id} {v.record.offer_id}"
+                )
         for bad in comparison.invalid:
             out.print(f"invalid offer {bad.offer_id}: {bad.reason}")
 

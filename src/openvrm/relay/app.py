@@ -228,4 +228,5 @@ def mounted_relay_app(store_dir: Path, allow_loopback: bool = False, *, workers:
         allow_loopback=allow_loopback,
         from_request_url=True,
     )
+    config.save()  # so `vrm relay stats --store <home>/relay` finds it
     return create_relay_app(config, workers=workers)
