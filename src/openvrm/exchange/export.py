@@ -29,6 +29,7 @@ from openvrm.errors import Conflict, InvalidValue, NotFound, VaultLocked
 from openvrm.exchange.format import (
     FORMAT,
     FORMAT_VERSION,
+    INTENT_KEYS,
     KINDS,
     MANIFEST,
     Progress,
@@ -159,31 +160,6 @@ _CONNECTION_KEYS = (
 _LEDGER_NOTE_KEYS = ("grant_id", "error", "attempts", "attachment", "decision")
 _ATTACHMENT_KEYS = ("size", "media_type", "filename", "imported", "document_ids")
 _GRANT_KEYS = ("fields", "purpose", "term", "consent")
-# An intent's sealed payload (openvrm.intents.service.IntentService), key by key: what the draft says, the
-# intent's own private key (seed), then what publishing, fetching and accepting add. A key the payload lacks
-# is written as null; the import leaves the keys of a stage the intent never reached out again.
-_INTENT_KEYS = (
-    "intent_id",
-    "kind",
-    "category",
-    "text",
-    "constraints",
-    "where",
-    "when",
-    "terms",
-    "expires_in_days",
-    "seed",
-    "author",
-    "muted",
-    "published",
-    "relay_url",
-    "matched",
-    "exclude",
-    "cursor",
-    "accepted_offer",
-    "connection_id",
-    "connect_error",
-)
 _INTENT_DEFAULTS: dict[str, Any] = {
     "text": "",
     "constraints": {},
@@ -355,7 +331,7 @@ def _grant(row: Grant, payload: dict[str, Any]) -> dict[str, Any]:
 
 
 def _intent(row: Intent, payload: dict[str, Any]) -> dict[str, Any]:
-    unknown = sorted(set(payload) - set(_INTENT_KEYS))
+    unknown = sorted(set(payload) - set(INTENT_KEYS))
     missing = [k for k in ("intent_id", "kind", "category", "seed", "author") if k not in payload]
     if unknown or missing:
         what = (
@@ -369,7 +345,7 @@ def _intent(row: Intent, payload: dict[str, Any]) -> dict[str, Any]:
         "state": row.state,
         "expires_at": format_time(row.expires_at) if row.expires_at else None,
         **_stamps(row),
-        **{k: payload.get(k, _INTENT_DEFAULTS.get(k)) for k in _INTENT_KEYS},
+        **{k: payload.get(k, _INTENT_DEFAULTS.get(k)) for k in INTENT_KEYS},
     }
 
 

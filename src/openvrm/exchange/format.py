@@ -171,3 +171,25 @@ def validate_manifest(manifest: Any) -> None:
         raise ArchiveError(
             f"manifest.json does not match the export schema at {where}: {error.message[:300]}"
         )
+
+
+# An intent's sealed payload (openvrm.intents.service.IntentService), by the stage that adds each key: what
+# the draft says (with the intent's own private key), what publishing adds, what accepting adds. The export
+# writes every key (null where the payload lacks it); the import puts back the keys of the stages reached.
+INTENT_DRAFT_KEYS = (
+    "intent_id",
+    "kind",
+    "category",
+    "text",
+    "constraints",
+    "where",
+    "when",
+    "terms",
+    "expires_in_days",
+    "seed",
+    "author",
+    "muted",
+)
+INTENT_PUBLISHED_KEYS = ("published", "relay_url", "matched", "exclude", "cursor")
+INTENT_ACCEPTED_KEYS = ("accepted_offer", "connection_id", "connect_error")
+INTENT_KEYS = INTENT_DRAFT_KEYS + INTENT_PUBLISHED_KEYS + INTENT_ACCEPTED_KEYS

@@ -42,6 +42,8 @@ from openvrm.exchange.format import (
     AGE_ARMOR,
     AGE_HEADER,
     DEFAULT_LIMITS,
+    INTENT_DRAFT_KEYS,
+    INTENT_PUBLISHED_KEYS,
     KINDS,
     MANIFEST,
     OPTIONAL_KINDS,
@@ -952,23 +954,6 @@ def _check_protocol(vault: UnlockedVault, plan: dict[str, list[_Row]]) -> None:
 
 # -- intents and the offers they drew (openvrm.intents.service) ------------------------------------------
 
-# The payload keys of each stage an intent reaches: what the draft says, then what publishing adds (all
-# of them, null or not), then the accepted offer and the connection it made (each only when set).
-_DRAFT_KEYS = (
-    "intent_id",
-    "kind",
-    "category",
-    "text",
-    "constraints",
-    "where",
-    "when",
-    "terms",
-    "expires_in_days",
-    "seed",
-    "author",
-    "muted",
-)
-_PUBLISHED_KEYS = ("published", "relay_url", "matched", "exclude", "cursor")
 OFFER_STATES = ("open", "invalid", "accepted", "declined")
 
 
@@ -1030,7 +1015,7 @@ def _check_intent(rec: dict[str, Any], where: str) -> _Row:
         if state in ("published", "accepted") and signed is None:
             raise InvalidValue(f"an intent that is {state} holds its signed intent")
         if signed is None:
-            if expires_at is not None or any(rec[k] is not None for k in _PUBLISHED_KEYS):
+            if expires_at is not None or any(rec[k] is not None for k in INTENT_PUBLISHED_KEYS):
                 raise InvalidValue("an intent never published has no expiry, relay, cursor or exclusions")
         else:
             _check_signed_intent(signed, key, rec)
@@ -1045,9 +1030,9 @@ def _check_intent(rec: dict[str, Any], where: str) -> _Row:
             raise InvalidValue("an accepted intent names its accepted offer, and only it does")
         if rec["connection_id"] is not None and state != "accepted":
             raise InvalidValue("only an accepted intent made a connection")
-    payload = {k: rec[k] for k in _DRAFT_KEYS}
+    payload = {k: rec[k] for k in INTENT_DRAFT_KEYS}
     if signed is not None:
-        payload |= {k: rec[k] for k in _PUBLISHED_KEYS}
+        payload |= {k: rec[k] for k in INTENT_PUBLISHED_KEYS}
     if rec["accepted_offer"] is not None:
         payload |= {"accepted_offer": rec["accepted_offer"], "connect_error": rec["connect_error"]}
     if rec["connection_id"] is not None:
