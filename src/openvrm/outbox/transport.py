@@ -26,7 +26,7 @@ class Transport(Protocol):
 
     async def open(self) -> None: ...
 
-    async def send(self, message: Message, sender: str, recipients: list[str]) -> None: ...
+    async def send(self, message: Message | bytes, sender: str, recipients: list[str]) -> None: ...
 
     async def close(self) -> None: ...
 
@@ -69,12 +69,16 @@ class SmtpTransport:
             raise DeliveryFailed(f"cannot reach {st.host}:{st.port}: {_describe(exc)}") from None
         self._smtp = smtp
 
-    async def send(self, message: Message, sender: str, recipients: list[str]) -> None:
+    async def send(self, message: Message | bytes, sender: str, recipients: list[str]) -> None:
+        """Send a message (or its bytes, as the mail gateway has them) to ``recipients``."""
         if not self.connected:
             await self.open()
         assert self._smtp is not None  # noqa: S101 - open() either set it or raised
         try:
-            refused, _ = await self._smtp.send_message(message, sender=sender, recipients=recipients)
+            if isinstance(message, bytes):
+                refused, _ = await self._smtp.sendmail(sender, recipients, message)
+            else:
+                refused, _ = await self._smtp.send_message(message, sender=sender, recipients=recipients)
         except aiosmtplib.SMTPRecipientsRefused as exc:
             raise DeliveryFailed(
                 "the server refused "

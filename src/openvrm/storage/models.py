@@ -431,3 +431,87 @@ class IntentOffer(Base):
 
 
 SEALED_TABLES = (*SEALED_TABLES, Intent, IntentOffer)
+
+
+# -- the relationship mailbox: aliases, reverse aliases, the gateway's spool, filed messages (0006) ----------
+#
+# The SMTP gateway runs without the vault key. It holds the *mail key* only (HKDF of the vault key, handed
+# to `vrm mail serve` at start), which opens the routing rows below and nothing else. Addresses are found
+# by a keyed hash (``lookup``), never stored in the clear; what the gateway keeps for the person goes into
+# the sealed inbox (box key), which only an unlocked vault opens.
+
+
+class MailState(Base):
+    """Gateway settings (domains, the person's real address, the downstream server), sealed by the mail key."""
+
+    __tablename__ = "mail_state"
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    sealed: Mapped[bytes] = mapped_column(LargeBinary)
+
+
+class MailAlias(Base):
+    """One address given to one vendor. ``lookup`` is the keyed hash of the address; ``state`` is plain
+    so the gateway can refuse a disabled alias before opening anything."""
+
+    __tablename__ = "mail_aliases"
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    lookup: Mapped[str] = mapped_column(String(64), unique=True)
+    vendor_id: Mapped[str | None] = mapped_column(
+        ForeignKey("vendors.id", ondelete="CASCADE"), index=True, nullable=True
+    )
+    state: Mapped[str] = mapped_column(String(16))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    sealed: Mapped[bytes] = mapped_column(LargeBinary)
+
+
+class MailReverseAlias(Base):
+    """The address the person replies to, one per (alias, vendor contact); ``pair`` finds it again."""
+
+    __tablename__ = "mail_reverse_aliases"
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    lookup: Mapped[str] = mapped_column(String(64), unique=True)
+    pair: Mapped[str] = mapped_column(String(64), unique=True)
+    alias_id: Mapped[str] = mapped_column(ForeignKey("mail_aliases.id", ondelete="CASCADE"), index=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    sealed: Mapped[bytes] = mapped_column(LargeBinary)
+
+
+class MailSpool(Base):
+    """A message the gateway owes a downstream server, sealed by the mail key until it is delivered."""
+
+    __tablename__ = "mail_spool"
+    __table_args__ = (Index("ix_mail_spool_due", "state", "next_attempt_at", "id"),)
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    state: Mapped[str] = mapped_column(String(16))
+    attempts: Mapped[int] = mapped_column(Integer)
+    next_attempt_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    sealed: Mapped[bytes] = mapped_column(LargeBinary)
+
+
+class MailMessage(Base):
+    """A message filed from the inbox: who wrote, to which alias, what the checks said (vault key)."""
+
+    __tablename__ = "mail_messages"
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    vendor_id: Mapped[str | None] = mapped_column(
+        ForeignKey("vendors.id", ondelete="SET NULL"), index=True, nullable=True
+    )
+    alias_id: Mapped[str | None] = mapped_column(String(32), index=True, nullable=True)
+    received_at: Mapped[datetime] = mapped_column(UTCDateTime, index=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    sealed: Mapped[bytes] = mapped_column(LargeBinary)
+
+
+SEALED_TABLES = (*SEALED_TABLES, MailMessage)
+MAIL_KEY_TABLES = (MailState, MailAlias, MailReverseAlias, MailSpool)

@@ -8,7 +8,8 @@ Shape (version 1)::
 
     {"format": "openvrm-relationship-card", "version": 1, "generated_at": "<UTC ISO 8601>",
      "as_of": "YYYY-MM-DD", "vendor": {...}, "relationship": {...}, "contracts": [...],
-     "documents": [...], "payments": [...], "shares": [...]}
+     "documents": [...], "payments": [...], "shares": [...],
+     "mail": {"aliases": [...], "leaks": [{"reached": "<domain>", "count": n, ...}]}}
 
 A contract or document belongs to the relationship when it points at it, or when it points at no
 relationship but at the relationship's vendor (older or imported records). Money is text, dates are ISO.
@@ -21,6 +22,7 @@ from typing import Any
 
 from openvrm.documents.service import DocumentRecord, DocumentService
 from openvrm.ledger.contracts import ContractService
+from openvrm.mail.service import MailService
 from openvrm.sharing.service import SharingService
 from openvrm.storage.models import utcnow
 from openvrm.vault.core import UnlockedVault
@@ -75,4 +77,5 @@ def relationship_card(uv: UnlockedVault, relationship_id: str, *, today: date) -
         "documents": [_document_json(d) for d in documents],
         "payments": [p.to_json() for p in sorted(payments, key=lambda p: (p.paid_on, p.id))],
         "shares": [s.to_json() for s in shares],
+        "mail": MailService(uv).card_section(vendor.id),
     }

@@ -14,6 +14,7 @@ from datetime import date, datetime
 from typing import Any
 
 from sqlalchemy import func, select
+from sqlalchemy.orm import Session
 from stdnum.eu import vat as stdnum_vat
 from stdnum.exceptions import ValidationError as StdnumError
 
@@ -209,6 +210,7 @@ class VendorService:
             current.update({k: v for k, v in changes.items() if v is not None})
             payload = clean_vendor(current.pop("name"), **current)
             update(self.vault, row, payload)
+            _sync_mail(self.vault, s, row.id)
         return VendorRecord(id=row.id, created_at=row.created_at, **payload)
 
     def delete(self, vendor_id: str) -> None:
@@ -234,6 +236,8 @@ class VendorService:
         with self.vault.db.write() as s:
             get_row(s, Vendor, vendor_id, "vendor")
             row = insert(self.vault, s, Relationship, payload, vendor_id=vendor_id)
+            s.flush()
+            _sync_mail(self.vault, s, vendor_id)
         return RelationshipRecord(id=row.id, vendor_id=vendor_id, created_at=row.created_at, **payload)
 
     def relationships(self, vendor_id: str | None = None) -> builtins.list[RelationshipRecord]:
@@ -267,6 +271,8 @@ class VendorService:
                 from openvrm.agent.service import sync_vendor_stance
 
                 sync_vendor_stance(s, row.vendor_id, payload["stance"])
+                s.flush()
+                _sync_mail(self.vault, s, row.vendor_id)
         return RelationshipRecord(id=row.id, vendor_id=row.vendor_id, created_at=row.created_at, **payload)
 
     # directory, search, matching, merging
@@ -352,11 +358,21 @@ class VendorService:
                 merged[key] = a.get(key) or b.get(key)
             merged["notes"] = "\n\n".join(n for n in (a.get("notes"), b.get("notes")) if n)
             update(self.vault, keep, merged)
-            for model in (Relationship, Document, Contract, Payment, RightsRequest):
+            from openvrm.storage.models import MailAlias, MailMessage
+
+            for model in (Relationship, Document, Contract, Payment, RightsRequest, MailAlias, MailMessage):
                 s.query(model).filter(model.vendor_id == other.id).update({model.vendor_id: keep.id})
             s.flush()
             s.delete(other)
+            s.flush()
+            _sync_mail(self.vault, s, keep.id)
         return self.get(keep_id)
+
+
+def _sync_mail(vault: UnlockedVault, s: Session, vendor_id: str) -> None:
+    from openvrm.mail.service import sync_vendor_mail
+
+    sync_vendor_mail(vault, s, vendor_id)
 
 
 _LEGAL = re.compile(r"\b(sa|sas|sasu|sarl|gmbh|ag|kg|ltd|limited|inc|llc|plc|se|bv|nv|ab|spa|srl|co)\b")

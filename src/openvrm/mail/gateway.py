@@ -1,0 +1,553 @@
+"""The gateway's decisions, without an SMTP server: who may receive, what a message becomes, the spool.
+
+The SMTP adapter (:mod:`openvrm.server.smtp_gateway`) asks :meth:`Gateway.recipient` at each RCPT and
+hands the whole message to :meth:`Gateway.accept` at DATA. The gateway answers 250 only after one
+transaction has stored everything the message owes: a sealed inbox item for the person (box key) and, when
+it is to be forwarded, a spool row (mail key). :class:`Spool` then delivers spooled mail downstream with
+retries and backoff, so a downstream server that is down loses nothing.
+
+Never an open relay: a recipient is accepted only if it is a known, active alias on the gateway's
+domains, or a reverse alias written to by the person's own address.
+"""
+
+from __future__ import annotations
+
+import base64
+import re
+import secrets
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
+from datetime import datetime, timedelta
+from email.header import Header
+from email.utils import formataddr, formatdate, parseaddr
+from typing import Any
+
+from sqlalchemy import select
+
+from openvrm.errors import InvalidValue, NotFound
+from openvrm.mail import analysis as an
+from openvrm.mail.auth import AuthResults, Resolver, authenticate, org_domain
+from openvrm.mail.keys import MailKeys, normalise_address
+from openvrm.mail.routing import Alias, GatewayConfig, ReverseAlias, Routes
+from openvrm.outbox.transport import DeliveryFailed, Transport
+from openvrm.storage.models import InboxItem, MailSpool, new_id, utcnow
+from openvrm.vault.core import Vault
+
+INBOX_KIND = "mail"
+SPOOL_MAX_ATTEMPTS = 12
+SPOOL_BACKOFF = timedelta(seconds=30)
+SPOOL_BACKOFF_CAP = timedelta(hours=4)
+# Headers the forwarded copy drops: they name the sender's own routing or would be trusted wrongly.
+_DROP_IN = {
+    b"from",
+    b"reply-to",
+    b"sender",
+    b"return-path",
+    b"authentication-results",
+    b"arc-seal",
+    b"arc-message-signature",
+    b"arc-authentication-results",
+}
+# Headers a reply drops: every one of them can name the person's real mailbox or provider.
+_DROP_OUT = _DROP_IN | {
+    b"to",
+    b"cc",
+    b"bcc",
+    b"received",
+    b"dkim-signature",
+    b"message-id",
+    b"x-originating-ip",
+    b"x-mailer",
+    b"user-agent",
+    b"disposition-notification-to",
+    b"return-receipt-to",
+}
+
+
+def _drop_openvrm(name: bytes) -> bool:
+    return name.startswith(b"x-openvrm-")
+
+
+def split_message(raw: bytes) -> tuple[list[tuple[bytes, bytes]], bytes]:
+    """Header fields as (lower-case name, whole field bytes with folding) and the body, bytes untouched."""
+    m = re.search(rb"\r?\n\r?\n", raw)
+    head, body = (raw[: m.start()], raw[m.end() :]) if m else (raw, b"")
+    fields: list[tuple[bytes, bytes]] = []
+    for line in re.split(rb"\r?\n", head):
+        if line[:1] in (b" ", b"\t") and fields:
+            name, value = fields[-1]
+            fields[-1] = (name, value + b"\r\n" + line)
+        elif line:
+            name = line.split(b":", 1)[0].strip().lower()
+            fields.append((name, line))
+    return fields, body
+
+
+def _field(name: str, value: str) -> bytes:
+    """One header field, RFC 2047-encoded when it is not ASCII, folded for SMTP."""
+    try:
+        value.encode("ascii")
+        text = value
+    except UnicodeEncodeError:
+        text = Header(value, "utf-8").encode()
+    return f"{name}: {text}".encode("ascii", "replace")
+
+
+def _mailbox(display: str, address: str) -> str:
+    try:
+        display.encode("ascii")
+        return formataddr((display, address))
+    except UnicodeEncodeError:
+        return formataddr((Header(display, "utf-8").encode(), address))
+
+
+def rebuild(raw: bytes, drop: set[bytes], new: list[bytes]) -> bytes:
+    fields, body = split_message(raw)
+    kept = [f for n, f in fields if n not in drop and not _drop_openvrm(n)]
+    return b"\r\n".join([*new, *kept]) + b"\r\n\r\n" + body
+
+
+@dataclass(frozen=True)
+class Recipient:
+    """A recipient the gateway accepted: to an alias (``reverse`` None) or a reply through a reverse alias."""
+
+    address: str
+    alias: Alias
+    reverse: ReverseAlias | None = None
+
+
+@dataclass
+class Envelope:
+    peer_ip: str | None
+    helo: str
+    mail_from: str
+    recipients: list[Recipient] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class Accepted:
+    inbox_ids: list[str]
+    spooled: int
+    outcomes: list[dict[str, Any]]
+
+
+class Gateway:
+    """Routing and acceptance; holds the mail key, never the vault key."""
+
+    def __init__(
+        self,
+        vault: Vault,
+        keys: MailKeys,
+        resolver: Resolver,
+        *,
+        clock: Callable[[], datetime] = utcnow,
+        config_ttl: float = 5.0,
+    ) -> None:
+        self.vault = vault
+        self.routes = Routes(vault.db, keys)
+        self.keys = keys
+        self.resolver = resolver
+        self.clock = clock
+        self._config: GatewayConfig | None = None
+        self._config_at: datetime | None = None
+        self._ttl = timedelta(seconds=config_ttl)
+
+    def config(self) -> GatewayConfig:
+        now = self.clock()
+        if self._config is None or self._config_at is None or now - self._config_at > self._ttl:
+            self._config = self.routes.require_config()
+            self._config_at = now
+        return self._config
+
+    # -- RCPT ------------------------------------------------------------------------------------------
+
+    def recipient(self, envelope: Envelope, address: str) -> Recipient:
+        """Accept ``address`` for this envelope or raise :class:`~.analysis.Refused` with the SMTP reply."""
+        cfg = self.config()
+        try:
+            addr = normalise_address(address)
+        except InvalidValue:
+            raise an.Refused(501, "5.1.3 bad recipient address syntax") from None
+        if addr.rpartition("@")[2] not in cfg.domains:
+            raise an.Refused(550, "5.7.1 relaying denied: this server only accepts mail for its aliases")
+        if len(envelope.recipients) >= cfg.max_recipients:
+            raise an.Refused(452, "4.5.3 too many recipients")
+        found = self.routes.find(addr)
+        if found is None:
+            raise an.Refused(550, "5.1.1 no such address here")
+        if isinstance(found, Alias):
+            if found.state != "active":
+                raise an.Refused(550, "5.1.1 this address is disabled")
+            if found.blocked:
+                raise an.Refused(550, "5.7.1 the recipient does not accept mail from you")
+            if any(r.reverse is not None for r in envelope.recipients):
+                raise an.Refused(452, "4.5.3 send replies and new mail separately")
+            return Recipient(addr, found)
+        reverse, alias = found
+        sender = envelope.mail_from.lower()
+        if not sender or normalise_address(sender) != cfg.forward_to:
+            raise an.Refused(
+                550, "5.7.1 relaying denied: only the alias owner may write through this address"
+            )
+        if not alias.accepts_mail:
+            raise an.Refused(550, "5.7.1 this alias is disabled")
+        if any(r.reverse is None for r in envelope.recipients):
+            raise an.Refused(452, "4.5.3 send replies and new mail separately")
+        return Recipient(addr, alias, reverse)
+
+    # -- DATA ------------------------------------------------------------------------------------------
+
+    def accept(self, envelope: Envelope, raw: bytes) -> Accepted:
+        """Check, record and (maybe) spool one message; raise :class:`~.analysis.Refused` to refuse it."""
+        cfg = self.config()
+        if not envelope.recipients:
+            raise an.Refused(503, "5.5.1 no valid recipients")
+        if len(raw) > cfg.max_message_bytes:
+            raise an.Refused(552, "5.3.4 message too big")
+        msg = an.parse(raw)
+        an.check_structure(msg)
+        if envelope.recipients[0].reverse is not None:
+            return self._accept_reply(envelope, raw, msg)
+        auth = authenticate(
+            self.resolver, raw, ip=envelope.peer_ip, helo=envelope.helo, mail_from=envelope.mail_from
+        )
+        bills = an.bills_in(msg)
+        kind = an.classify(msg, bills)
+        summary = an.summarise(msg, len(raw), kind)
+        from_addr = an.from_address(msg)
+        rows: list[Any] = []
+        outcomes: list[dict[str, Any]] = []
+        spooled = 0
+        for rcpt in envelope.recipients:
+            alias = rcpt.alias
+            verdict = an.judge_sender(
+                [*alias.vendor_domains, *alias.learned_domains], from_addr, auth, envelope.mail_from
+            )
+            bounce = not envelope.mail_from
+            forward = self._should_forward(alias, kind, bounce)
+            reverse = None
+            if forward and from_addr and not bounce:
+                reverse = self.routes.reverse_for(alias, from_addr)
+            item: dict[str, Any] = {
+                "kind": INBOX_KIND,
+                "direction": "in",
+                "alias_id": alias.id,
+                "alias": alias.address,
+                "vendor_id": alias.vendor_id,
+                "envelope": {
+                    "mail_from": envelope.mail_from,
+                    "helo": envelope.helo,
+                    "peer_ip": envelope.peer_ip,
+                },
+                "summary": summary.to_json(),
+                "auth": auth.to_json(),
+                "leak": verdict.to_json(),
+                "forwarded": forward,
+                "reply_to": reverse.address if reverse else None,
+                "received_at": self.clock().isoformat(),
+                # The person keeps what is not forwarded, and every bill (the importer needs the file).
+                "raw": base64.b64encode(raw).decode() if (not forward or bills) else None,
+            }
+            rows.append(self.vault.inbox_row(item))
+            if forward:
+                data = self._forward_copy(raw, alias, auth, verdict, kind, from_addr, reverse, cfg)
+                rows.append(self._spool_row(alias.address, [cfg.forward_to], data, {"alias_id": alias.id}))
+                spooled += 1
+            if verdict.learned:
+                self.routes.change_alias(alias.id, learned_domains=(*alias.learned_domains, verdict.learned))
+            outcomes.append(
+                {"alias": alias.address, "forwarded": forward, "leak": verdict.leaked, "kind": kind}
+            )
+        with self.vault.db.write() as s:
+            s.add_all(rows)
+        return Accepted([r.id for r in rows if isinstance(r, InboxItem)], spooled, outcomes)
+
+    @staticmethod
+    def _should_forward(alias: Alias, kind: str, bounce: bool) -> bool:
+        if bounce or alias.deliver == "vault":
+            return False
+        if alias.mode == "mute_promotions":
+            return kind != "promotion"
+        if alias.mode == "transactional_only":
+            return kind == "transactional"
+        return True
+
+    def _forward_copy(
+        self,
+        raw: bytes,
+        alias: Alias,
+        auth: AuthResults,
+        verdict: an.LeakVerdict,
+        kind: str,
+        from_addr: str,
+        reverse: ReverseAlias | None,
+        cfg: GatewayConfig,
+    ) -> bytes:
+        name, _ = parseaddr(an.header(an.parse(raw.split(b"\r\n\r\n", 1)[0] + b"\r\n\r\n"), "From"))
+        shown = f"{name} ({from_addr})" if name else (from_addr or "unknown sender")
+        via = reverse.address if reverse else alias.address
+        new = [
+            _field("From", _mailbox(f"{shown} via {alias.vendor_name}", via)),
+            _field("Reply-To", via),
+            _field("X-Openvrm-Original-From", from_addr or "<>"),
+            _field("X-Openvrm-Vendor", alias.vendor_name),
+            _field("X-Openvrm-Vendor-Id", alias.vendor_id or "none"),
+            _field("X-Openvrm-Alias", alias.address),
+            _field("X-Openvrm-Kind", kind),
+            _field("Authentication-Results", auth.header_value(cfg.hostname)),
+        ]
+        if verdict.leaked:
+            new.append(_field("X-Openvrm-Leak", f"this address reached {verdict.reached}: {verdict.reason}"))
+        return rebuild(raw, _DROP_IN, new)
+
+    def _accept_reply(self, envelope: Envelope, raw: bytes, msg: Any) -> Accepted:
+        cfg = self.config()
+        auth = authenticate(
+            self.resolver, raw, ip=envelope.peer_ip, helo=envelope.helo, mail_from=envelope.mail_from
+        )
+        if auth.dmarc == "fail":
+            raise an.Refused(550, "5.7.1 the sender's domain does not authorise this message (DMARC)")
+        rows: list[Any] = []
+        summary = an.summarise(msg, len(raw), "reply")
+        for rcpt in envelope.recipients:
+            assert rcpt.reverse is not None  # noqa: S101 - recipient() keeps replies apart
+            alias, contact = rcpt.alias, rcpt.reverse.contact
+            domain = alias.address.rpartition("@")[2]
+            new = [
+                _field("From", alias.address),
+                _field("To", contact),
+                _field("Message-ID", f"<{secrets.token_hex(16)}@{domain}>"),
+            ]
+            if not an.header(msg, "Date"):
+                new.append(_field("Date", formatdate(localtime=False)))
+            data = scrub(rebuild(raw, _DROP_OUT, new), cfg.forward_to, alias.address)
+            rows.append(
+                self._spool_row(alias.address, [contact], data, {"alias_id": alias.id, "reply": True})
+            )
+            rows.append(
+                self.vault.inbox_row(
+                    {
+                        "kind": INBOX_KIND,
+                        "direction": "out",
+                        "alias_id": alias.id,
+                        "alias": alias.address,
+                        "vendor_id": alias.vendor_id,
+                        "to": contact,
+                        "summary": {**summary.to_json(), "from": alias.address, "to": [contact]},
+                        "received_at": self.clock().isoformat(),
+                        "raw": None,
+                    }
+                )
+            )
+        with self.vault.db.write() as s:
+            s.add_all(rows)
+        return Accepted(
+            [r.id for r in rows if isinstance(r, InboxItem)],
+            len(envelope.recipients),
+            [
+                {"alias": r.alias.address, "reply_to": r.reverse.contact if r.reverse else None}
+                for r in envelope.recipients
+            ],
+        )
+
+    def _spool_row(self, sender: str, recipients: list[str], data: bytes, meta: dict[str, Any]) -> MailSpool:
+        return Spool.row(self.keys, sender, recipients, data, meta, self.clock())
+
+
+def scrub(raw: bytes, real: str, alias: str) -> bytes:
+    """Replace every spelling of the person's real address with the alias (quoted replies carry it)."""
+    return re.sub(re.escape(real.encode()), alias.encode(), raw, flags=re.IGNORECASE)
+
+
+# -- the spool ---------------------------------------------------------------------------------------------
+
+
+def spool_backoff(attempts: int) -> timedelta:
+    wait: timedelta = SPOOL_BACKOFF * (2 ** max(attempts - 1, 0))
+    return min(wait, SPOOL_BACKOFF_CAP)
+
+
+@dataclass(frozen=True)
+class SpoolEntry:
+    id: str
+    state: str
+    attempts: int
+    next_attempt_at: datetime
+    created_at: datetime
+    sender: str
+    recipients: list[str]
+    size: int
+    last_error: str | None
+    meta: dict[str, Any]
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "state": self.state,
+            "attempts": self.attempts,
+            "next_attempt_at": self.next_attempt_at.isoformat(),
+            "created_at": self.created_at.isoformat(),
+            "sender": self.sender,
+            "recipients": self.recipients,
+            "size": self.size,
+            "last_error": self.last_error,
+        }
+
+
+@dataclass(frozen=True)
+class SpoolReport:
+    sent: int = 0
+    retrying: int = 0
+    failed: int = 0
+    errors: list[str] = field(default_factory=list)
+
+
+class Spool:
+    """Mail the gateway owes downstream. Rows are sealed by the mail key and deleted once delivered.
+
+    Delivery is at least once: a worker that stops between the downstream 250 and the delete sends that
+    message again at its next start (a duplicate in the person's mailbox, never a loss).
+    """
+
+    def __init__(self, db: Any, keys: MailKeys, *, clock: Callable[[], datetime] = utcnow) -> None:
+        self.db = db
+        self.keys = keys
+        self.clock = clock
+
+    @staticmethod
+    def row(
+        keys: MailKeys, sender: str, recipients: list[str], data: bytes, meta: dict[str, Any], now: datetime
+    ) -> MailSpool:
+        rid = new_id()
+        payload = {
+            "sender": sender,
+            "recipients": recipients,
+            "data": base64.b64encode(data).decode(),
+            "meta": meta,
+            "last_error": None,
+        }
+        return MailSpool(
+            id=rid,
+            state="queued",
+            attempts=0,
+            next_attempt_at=now,
+            created_at=now,
+            updated_at=now,
+            sealed=keys.seal(MailSpool.__tablename__, rid, payload),
+        )
+
+    def _open(self, row: MailSpool) -> dict[str, Any]:
+        return self.keys.open(MailSpool.__tablename__, row.id, row.sealed)
+
+    def entries(self) -> list[SpoolEntry]:
+        with self.db.read() as s:
+            rows = list(s.scalars(select(MailSpool).order_by(MailSpool.id)))
+            out = []
+            for r in rows:
+                p = self._open(r)
+                out.append(
+                    SpoolEntry(
+                        r.id,
+                        r.state,
+                        r.attempts,
+                        r.next_attempt_at,
+                        r.created_at,
+                        p["sender"],
+                        p["recipients"],
+                        len(base64.b64decode(p["data"])),
+                        p.get("last_error"),
+                        p.get("meta", {}),
+                    )
+                )
+            return out
+
+    def due_count(self) -> int:
+        with self.db.read() as s:
+            return len(
+                list(
+                    s.scalars(
+                        select(MailSpool.id).where(
+                            MailSpool.state == "queued", MailSpool.next_attempt_at <= self.clock()
+                        )
+                    )
+                )
+            )
+
+    def retry(self, entry_id: str) -> None:
+        with self.db.write() as s:
+            row = s.get(MailSpool, entry_id)
+            if row is None:
+                raise NotFound(f"no spooled message with id {entry_id[:40]!r}")
+            row.state, row.next_attempt_at, row.updated_at = "queued", self.clock(), self.clock()
+
+    async def deliver(self, transport: Transport, *, limit: int | None = None) -> SpoolReport:
+        """Send every due message over one downstream connection; failures back off, nothing is lost."""
+        sent = retrying = failed = 0
+        errors: list[str] = []
+        with self.db.read() as s:
+            q = (
+                select(MailSpool)
+                .where(MailSpool.state == "queued", MailSpool.next_attempt_at <= self.clock())
+                .order_by(MailSpool.next_attempt_at, MailSpool.id)
+            )
+            if limit:
+                q = q.limit(limit)
+            due = [(r.id, self._open(r)) for r in s.scalars(q)]
+        delivered: list[str] = []
+        try:
+            for rid, p in due:
+                try:
+                    await transport.send(base64.b64decode(p["data"]), p["sender"], list(p["recipients"]))
+                except DeliveryFailed as exc:
+                    state = self._failed(rid, p, str(exc))
+                    errors.append(f"{rid}: {exc}")
+                    if state == "failed":
+                        failed += 1
+                    else:
+                        retrying += 1
+                    if not transport.connected:
+                        # The server is unreachable: the rest waits for the next round, untouched.
+                        break
+                    continue
+                delivered.append(rid)
+                sent += 1
+                if len(delivered) >= 50:
+                    self._delete(delivered)
+                    delivered = []
+        finally:
+            self._delete(delivered)
+        return SpoolReport(sent, retrying, failed, errors)
+
+    def _delete(self, ids: list[str]) -> None:
+        if not ids:
+            return
+        with self.db.write() as s:
+            for row in s.scalars(select(MailSpool).where(MailSpool.id.in_(ids))):
+                s.delete(row)
+
+    def _failed(self, rid: str, payload: dict[str, Any], error: str) -> str:
+        with self.db.write() as s:
+            row = s.get(MailSpool, rid)
+            if row is None:
+                return "gone"
+            row.attempts += 1
+            row.state = "failed" if row.attempts >= SPOOL_MAX_ATTEMPTS else "queued"
+            row.next_attempt_at = self.clock() + spool_backoff(row.attempts)
+            row.updated_at = self.clock()
+            row.sealed = self.keys.seal(MailSpool.__tablename__, rid, {**payload, "last_error": error[:500]})
+            return str(row.state)
+
+
+__all__ = [
+    "INBOX_KIND",
+    "Accepted",
+    "Envelope",
+    "Gateway",
+    "Recipient",
+    "Spool",
+    "SpoolEntry",
+    "SpoolReport",
+    "org_domain",
+    "replace",
+    "scrub",
+]

@@ -1,0 +1,240 @@
+"""`vrm mail serve`: the SMTP gateway, an aiosmtpd server in front of :class:`openvrm.mail.gateway.Gateway`.
+
+One asyncio loop runs the SMTP server and the spool's delivery task. Each RCPT is answered by the gateway
+(known active alias, or a reply from the person's own address, else refused: never an open relay); each
+DATA is answered 250 only once the message is stored. The database and DNS work runs in worker threads so
+one slow message never stalls the other connections. Any unexpected error is a 451 (the sender keeps the
+message and tries again), logged without addresses or content.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import socket
+import threading
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+
+from aiosmtpd.smtp import SMTP
+from aiosmtpd.smtp import Envelope as SmtpEnvelope
+from aiosmtpd.smtp import Session as SmtpSession
+
+from openvrm.errors import NotFound
+from openvrm.logs import log_event
+from openvrm.mail.analysis import Refused
+from openvrm.mail.gateway import Envelope, Gateway, Spool, SpoolReport
+from openvrm.mail.routing import Downstream
+from openvrm.outbox.settings import MailSettings
+from openvrm.outbox.transport import SmtpTransport, Transport
+
+log = logging.getLogger("openvrm.mail")
+
+
+def downstream_transport(ds: Downstream, sender: str) -> Transport:
+    return SmtpTransport(
+        MailSettings(
+            host=ds.host,
+            port=ds.port,
+            tls=ds.tls,
+            from_addr=sender,
+            username=ds.username,
+            password=ds.password,
+            validate_certs=ds.validate_certs,
+        ),
+        timeout=30,
+    )
+
+
+class Handler:
+    """aiosmtpd hooks; every decision is the gateway's."""
+
+    def __init__(self, gateway: Gateway, on_accept: Callable[[], None]) -> None:
+        self.gateway = gateway
+        self.on_accept = on_accept
+
+    @staticmethod
+    def _ours(session: SmtpSession, envelope: SmtpEnvelope) -> Envelope:
+        env = getattr(envelope, "openvrm", None)
+        if env is None:
+            peer = session.peer[0] if isinstance(session.peer, tuple) else None
+            env = Envelope(peer_ip=peer, helo=session.host_name or "", mail_from=envelope.mail_from or "")
+            envelope.openvrm = env  # type: ignore[attr-defined]
+        return env
+
+    async def handle_MAIL(  # noqa: N802 - aiosmtpd's hook name
+        self, server: SMTP, session: SmtpSession, envelope: SmtpEnvelope, address: str, options: list[str]
+    ) -> str:
+        envelope.mail_from = address
+        envelope.mail_options.extend(options)
+        envelope.openvrm = None  # type: ignore[attr-defined]
+        self._ours(session, envelope)
+        return "250 OK"
+
+    async def handle_RCPT(  # noqa: N802
+        self, server: SMTP, session: SmtpSession, envelope: SmtpEnvelope, address: str, options: list[str]
+    ) -> str:
+        env = self._ours(session, envelope)
+        try:
+            recipient = await asyncio.to_thread(self.gateway.recipient, env, address)
+        except Refused as r:
+            return f"{r.code} {r.text}"
+        except NotFound:
+            return "451 4.3.0 the gateway is not set up yet"
+        except Exception as exc:  # noqa: BLE001 - never crash a connection; the sender retries
+            log_event(log, "mail.rcpt_failed", error=type(exc).__name__)
+            return "451 4.3.0 temporary failure, try again later"
+        env.recipients.append(recipient)
+        envelope.rcpt_tos.append(address)
+        envelope.rcpt_options.extend(options)
+        return "250 OK"
+
+    async def handle_DATA(  # noqa: N802
+        self, server: SMTP, session: SmtpSession, envelope: SmtpEnvelope
+    ) -> str:
+        env = self._ours(session, envelope)
+        raw = envelope.original_content or envelope.content or b""
+        if isinstance(raw, str):
+            raw = raw.encode("utf-8", "surrogateescape")
+        try:
+            accepted = await asyncio.to_thread(self.gateway.accept, env, raw)
+        except Refused as r:
+            log_event(log, "mail.refused", code=r.code)
+            return f"{r.code} {r.text}"
+        except Exception as exc:  # noqa: BLE001 - the sender keeps the message and tries again
+            log_event(log, "mail.accept_failed", error=type(exc).__name__)
+            return "451 4.3.0 temporary failure, try again later"
+        log_event(log, "mail.accepted", recipients=len(env.recipients), spooled=accepted.spooled)
+        if accepted.spooled:
+            self.on_accept()
+        return "250 2.0.0 OK: stored"
+
+
+@dataclass
+class GatewayServer:
+    """The SMTP server and the spool's delivery loop on one asyncio loop."""
+
+    gateway: Gateway
+    host: str = "127.0.0.1"
+    port: int = 2525
+    poll_seconds: float = 15.0
+    transport_factory: Callable[[Downstream, str], Transport] = downstream_transport
+
+    def __post_init__(self) -> None:
+        self.spool = Spool(self.gateway.vault.db, self.gateway.keys, clock=self.gateway.clock)
+        self._wake: asyncio.Event | None = None
+        self._server: asyncio.AbstractServer | None = None
+        self._delivery: asyncio.Task[None] | None = None
+        self.last_report: SpoolReport | None = None
+        self.delivered = 0
+
+    def _factory(self) -> SMTP:
+        cfg = self.gateway.config()
+        return SMTP(
+            Handler(self.gateway, self.wake),
+            data_size_limit=cfg.max_message_bytes,
+            enable_SMTPUTF8=True,
+            decode_data=False,
+            hostname=cfg.hostname,
+            ident="openvrm mail gateway",
+            timeout=60,
+            command_call_limit=200,
+        )
+
+    def wake(self) -> None:
+        if self._wake is not None:
+            self._wake.set()
+
+    async def start(self, sock: socket.socket | None = None) -> None:
+        self.gateway.config()  # refuse to start unconfigured, with the message saying how to set up
+        loop = asyncio.get_running_loop()
+        self._wake = asyncio.Event()
+        if sock is not None:
+            self._server = await loop.create_server(self._factory, sock=sock)
+        else:
+            self._server = await loop.create_server(self._factory, self.host, self.port)
+        self._delivery = asyncio.create_task(self._deliver_loop())
+        self._wake.set()  # deliver what an earlier run left in the spool
+
+    async def _deliver_loop(self) -> None:
+        assert self._wake is not None  # noqa: S101
+        while True:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), timeout=self.poll_seconds)
+            self._wake.clear()
+            try:
+                await self.deliver_once()
+            except Exception as exc:  # noqa: BLE001 - the loop must survive a bad round
+                log_event(log, "mail.delivery_failed", error=type(exc).__name__)
+
+    async def deliver_once(self) -> SpoolReport:
+        cfg = self.gateway.config()
+        if cfg.downstream is None:
+            return SpoolReport()
+        transport = self.transport_factory(cfg.downstream, cfg.forward_to)
+        try:
+            report = await self.spool.deliver(transport)
+        finally:
+            await transport.close()
+        self.last_report = report
+        self.delivered += report.sent
+        if report.sent or report.retrying or report.failed:
+            log_event(log, "mail.delivered", sent=report.sent, retrying=report.retrying, failed=report.failed)
+        if report.sent and self.spool.due_count():
+            self.wake()
+        return report
+
+    async def stop(self) -> None:
+        if self._delivery is not None:
+            self._delivery.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._delivery
+        if self._server is not None:
+            self._server.close()
+            await self._server.wait_closed()
+
+    async def serve_forever(self) -> None:
+        await self.start()
+        try:
+            await asyncio.Event().wait()
+        finally:
+            await self.stop()
+
+
+@contextlib.contextmanager
+def gateway_in_thread(server: GatewayServer) -> Iterator[tuple[str, int]]:
+    """Run ``server`` on its own loop in a daemon thread (tests, benchmarks, `vrm serve --mail`)."""
+    loop = asyncio.new_event_loop()
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind((server.host, server.port))
+    started = threading.Event()
+    failure: list[BaseException] = []
+
+    def run() -> None:
+        asyncio.set_event_loop(loop)
+        try:
+            loop.run_until_complete(server.start(sock))
+        except BaseException as exc:  # noqa: BLE001 - reported to the caller below
+            failure.append(exc)
+            started.set()
+            return
+        started.set()
+        loop.run_forever()
+
+    thread = threading.Thread(target=run, name="openvrm-mail-gateway", daemon=True)
+    thread.start()
+    started.wait(30)
+    if failure:
+        sock.close()
+        raise failure[0]
+    host, port = sock.getsockname()[:2]
+    try:
+        yield host, port
+    finally:
+        asyncio.run_coroutine_threadsafe(server.stop(), loop).result(30)
+        loop.call_soon_threadsafe(loop.stop)
+        thread.join(30)
+        loop.close()
+        sock.close()

@@ -1,0 +1,162 @@
+"""The gateway end to end: a real SMTP client, the gateway on loopback, a real SMTP sink downstream."""
+
+from __future__ import annotations
+
+import smtplib
+
+import pytest
+
+from openvrm.storage.models import InboxItem
+from openvrm.vault.core import UnlockedVault
+from tests.mail.support import DOMAIN, REAL, body_of, mail_world, message, send, wait_for
+
+
+def test_vendor_mail_is_forwarded_with_the_vendor_named_and_filed(unlocked: UnlockedVault) -> None:
+    with mail_world(unlocked) as w:
+        raw = message(sender="billing@shop.example", to=w.alias.address)
+        assert send(w.port, "bounce@shop.example", [w.alias.address], raw) == {}
+        assert wait_for(lambda: len(w.sink.messages) == 1)
+        fwd = w.sink.messages[0]
+        assert fwd["X-Openvrm-Vendor"] == "Shop"
+        assert fwd["X-Openvrm-Alias"] == w.alias.address
+        assert fwd["X-Openvrm-Original-From"] == "billing@shop.example"
+        assert "dkim=pass" in fwd["Authentication-Results"] and "spf=pass" in fwd["Authentication-Results"]
+        assert "X-Openvrm-Leak" not in fwd
+        # Replies go to a reverse alias on the gateway's domain, never to the vendor directly.
+        reply_to = str(fwd["Reply-To"])
+        assert reply_to.endswith("@" + DOMAIN) and reply_to.startswith("re.")
+        assert "thanks for your order" in body_of(fwd)
+    assert w.mail.file_inbox() == 1
+    [m] = w.mail.messages()
+    assert m.vendor_id == w.vendor_id and m.forwarded and not m.leaked
+    assert m.auth["dkim"][0]["result"] == "pass" and m.auth["spf"] == "pass" and m.auth["dmarc"] == "pass"
+    assert m.summary["subject"] == "Your order"
+
+
+def test_never_an_open_relay(unlocked: UnlockedVault) -> None:
+    with mail_world(unlocked) as w:
+        raw = message(sender="billing@shop.example", to="victim@elsewhere.example")
+        for rcpt, code in (
+            ("victim@elsewhere.example", 550),
+            (f"nobody@{DOMAIN}", 550),
+            (f"re.0000000000@{DOMAIN}", 550),
+            ("not an address", 501),
+        ):
+            with pytest.raises(smtplib.SMTPRecipientsRefused) as exc:
+                send(w.port, "spam@elsewhere.example", [rcpt], raw)
+            assert exc.value.recipients[rcpt][0] == code
+        # A real reverse alias, but written to by someone who is not the person: refused.
+        w.mail.routes.reverse_for(w.alias, "billing@shop.example")
+        [rev] = w.mail.routes.reverse_aliases(w.alias.id)
+        with pytest.raises(smtplib.SMTPRecipientsRefused):
+            send(w.port, "spam@elsewhere.example", [rev.address], raw)
+    with unlocked.db.read() as s:
+        assert s.query(InboxItem).count() == 0
+    assert w.sink.messages == []
+
+
+def test_disabled_and_blocked_aliases_reject_mail(unlocked: UnlockedVault) -> None:
+    from openvrm.vendors.service import VendorService
+
+    with mail_world(unlocked) as w:
+        raw = message(sender="billing@shop.example", to=w.alias.address)
+        w.mail.set_enabled(w.alias.id, False)
+        with pytest.raises(smtplib.SMTPRecipientsRefused):
+            send(w.port, "bounce@shop.example", [w.alias.address], raw)
+        w.mail.set_enabled(w.alias.id, True)
+        assert send(w.port, "bounce@shop.example", [w.alias.address], raw) == {}
+        [rel] = VendorService(unlocked).relationships(w.vendor_id)
+        VendorService(unlocked).edit_relationship(rel.id, stance="blocked")
+        assert w.mail.alias(w.alias.id).blocked
+        with pytest.raises(smtplib.SMTPRecipientsRefused) as exc:
+            send(w.port, "bounce@shop.example", [w.alias.address], raw)
+        assert exc.value.recipients[w.alias.address][0] == 550
+        w.mail.delete_alias(w.alias.id)
+        with pytest.raises(smtplib.SMTPRecipientsRefused):
+            send(w.port, "bounce@shop.example", [w.alias.address], raw)
+        assert wait_for(lambda: len(w.sink.messages) == 1)
+
+
+def test_mail_from_someone_else_flags_a_leak(unlocked: UnlockedVault) -> None:
+    with mail_world(unlocked) as w:
+        raw = message(sender="deals@other.example", to=w.alias.address, subject="Great deals")
+        send(w.port, "bounce@other.example", [w.alias.address], raw)
+        # Someone posing as the vendor, without its signature or its servers, is flagged too.
+        spoof = message(sender="billing@shop.example", to=w.alias.address, sign=False)
+        send(w.port, "x@spoofer.example", [w.alias.address], spoof)
+        assert wait_for(lambda: len(w.sink.messages) == 2)
+        assert "reached other.example" in str(w.sink.messages[0]["X-Openvrm-Leak"])
+    assert w.mail.file_inbox() == 2
+    leaks = w.mail.leaks(w.vendor_id)
+    assert {entry["reached"] for entry in leaks} == {"other.example", "shop.example"}
+    card_leaks = w.mail.card_section(w.vendor_id)["leaks"]
+    assert card_leaks == leaks
+    # "This sender is the vendor": its domain joins the vendor's and the flag is cleared.
+    other = next(m for m in w.mail.messages() if m.leak.get("reached") == "other.example")
+    w.mail.clear_leak(other.id)
+    assert {entry["reached"] for entry in w.mail.leaks(w.vendor_id)} == {"shop.example"}
+    assert "other.example" in w.mail.alias(w.alias.id).vendor_domains
+
+
+def test_replies_go_out_as_the_alias_and_never_reveal_the_real_address(unlocked: UnlockedVault) -> None:
+    with mail_world(unlocked) as w:
+        send(w.port, "bounce@shop.example", [w.alias.address], message(sender="billing@shop.example", to=w.alias.address))
+        assert wait_for(lambda: len(w.sink.messages) == 1)
+        reverse = str(w.sink.messages[0]["Reply-To"])
+        reply = message(
+            sender=REAL,
+            to=reverse,
+            subject="Re: Your order",
+            body=f"Thanks!\n\nOn Monday, {REAL} wrote:\n> earlier\n",
+            headers={"Cc": "friend@real.example", "X-Originating-IP": "203.0.113.9"},
+        )
+        assert send(w.port, REAL, [reverse], reply) == {}
+        assert wait_for(lambda: len(w.sink.messages) == 2)
+        out = w.sink.messages[1]
+        text = out.as_string()
+        assert REAL not in text.lower() and "real.example" not in text.lower()
+        assert out["From"] == w.alias.address and out["To"] == "billing@shop.example"
+        assert "203.0.113.9" not in text
+        assert "wrote:" in body_of(out)
+
+
+def test_rules_mute_promotions_and_keep_them_in_the_vault(unlocked: UnlockedVault) -> None:
+    with mail_world(unlocked) as w:
+        w.mail.set_rules(vendor_id=w.vendor_id, mode="mute_promotions")
+        promo = message(
+            sender="news@shop.example",
+            to=w.alias.address,
+            subject="Spring sale",
+            headers={"List-Unsubscribe": "<mailto:unsubscribe@shop.example>"},
+        )
+        send(w.port, "bounce@shop.example", [w.alias.address], promo)
+        send(w.port, "bounce@shop.example", [w.alias.address], message(sender="billing@shop.example", to=w.alias.address, subject="Your receipt"))
+        assert wait_for(lambda: len(w.sink.messages) == 1)
+        assert w.sink.messages[0]["Subject"] == "Your receipt"
+    assert w.mail.file_inbox() == 2
+    muted = next(m for m in w.mail.messages() if m.summary["subject"] == "Spring sale")
+    assert muted.summary["kind"] == "promotion" and not muted.forwarded
+    assert "Spring sale" in w.mail.raw(muted.id).decode()
+
+
+def test_downstream_down_loses_nothing_and_delivers_later(unlocked: UnlockedVault) -> None:
+    import asyncio
+
+    from openvrm.mail.routing import Downstream
+    from tests.outbox.support import smtp_sink
+
+    with mail_world(unlocked, sink_up=False) as w:
+        raw = message(sender="billing@shop.example", to=w.alias.address)
+        assert send(w.port, "bounce@shop.example", [w.alias.address], raw) == {}
+        assert wait_for(lambda: w.server.last_report is not None and w.server.last_report.retrying == 1)
+        [entry] = w.mail.spool().entries()
+        assert entry.state == "queued" and entry.attempts == 1 and entry.last_error
+        with smtp_sink() as (sink, port):
+            cfg = w.mail.config()
+            assert cfg is not None
+            w.mail.setup(domains=list(cfg.domains), forward_to=cfg.forward_to, downstream=Downstream("127.0.0.1", port, "none"))
+            w.mail.spool().retry(entry.id)
+            report = asyncio.run(w.server.deliver_once())
+            assert report.sent == 1
+            assert len(sink.messages) == 1 and sink.messages[0]["X-Openvrm-Alias"] == w.alias.address
+        assert w.mail.spool().entries() == []
