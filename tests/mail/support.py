@@ -49,7 +49,9 @@ def dkim_key(domain: str, selector: str = "s1") -> DkimKey:
     if domain not in _KEYS:
         k = rsa.generate_private_key(public_exponent=65537, key_size=2048)
         pem = k.private_bytes(
-            serialization.Encoding.PEM, serialization.PrivateFormat.TraditionalOpenSSL, serialization.NoEncryption()
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.TraditionalOpenSSL,
+            serialization.NoEncryption(),
         )
         pub = k.public_key().public_bytes(
             serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
@@ -122,7 +124,12 @@ def mail_world(uv: UnlockedVault, *, deliver: str = "forward", sink_up: bool = T
     with smtp_sink() as (sink, sink_port):
         mail = MailService(uv)
         port = sink_port if sink_up else _closed_port()
-        mail.setup(domains=[DOMAIN], forward_to=REAL, deliver=deliver, downstream=Downstream("127.0.0.1", port, "none"))
+        mail.setup(
+            domains=[DOMAIN],
+            forward_to=REAL,
+            deliver=deliver,
+            downstream=Downstream("127.0.0.1", port, "none"),
+        )
         alias = mail.create_alias(vendor.id)
         gateway = Gateway(uv.vault, MailKeys.from_vault(uv), zone, config_ttl=0)
         server = GatewayServer(gateway, port=0, poll_seconds=0.2)

@@ -100,7 +100,12 @@ def test_mail_from_someone_else_flags_a_leak(unlocked: UnlockedVault) -> None:
 
 def test_replies_go_out_as_the_alias_and_never_reveal_the_real_address(unlocked: UnlockedVault) -> None:
     with mail_world(unlocked) as w:
-        send(w.port, "bounce@shop.example", [w.alias.address], message(sender="billing@shop.example", to=w.alias.address))
+        send(
+            w.port,
+            "bounce@shop.example",
+            [w.alias.address],
+            message(sender="billing@shop.example", to=w.alias.address),
+        )
         assert wait_for(lambda: len(w.sink.messages) == 1)
         reverse = str(w.sink.messages[0]["Reply-To"])
         reply = message(
@@ -130,7 +135,12 @@ def test_rules_mute_promotions_and_keep_them_in_the_vault(unlocked: UnlockedVaul
             headers={"List-Unsubscribe": "<mailto:unsubscribe@shop.example>"},
         )
         send(w.port, "bounce@shop.example", [w.alias.address], promo)
-        send(w.port, "bounce@shop.example", [w.alias.address], message(sender="billing@shop.example", to=w.alias.address, subject="Your receipt"))
+        send(
+            w.port,
+            "bounce@shop.example",
+            [w.alias.address],
+            message(sender="billing@shop.example", to=w.alias.address, subject="Your receipt"),
+        )
         assert wait_for(lambda: len(w.sink.messages) == 1)
         assert w.sink.messages[0]["Subject"] == "Your receipt"
     assert w.mail.file_inbox() == 2
@@ -154,7 +164,11 @@ def test_downstream_down_loses_nothing_and_delivers_later(unlocked: UnlockedVaul
         with smtp_sink() as (sink, port):
             cfg = w.mail.config()
             assert cfg is not None
-            w.mail.setup(domains=list(cfg.domains), forward_to=cfg.forward_to, downstream=Downstream("127.0.0.1", port, "none"))
+            w.mail.setup(
+                domains=list(cfg.domains),
+                forward_to=cfg.forward_to,
+                downstream=Downstream("127.0.0.1", port, "none"),
+            )
             w.mail.spool().retry(entry.id)
             report = asyncio.run(w.server.deliver_once())
             assert report.sent == 1

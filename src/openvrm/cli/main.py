@@ -22,6 +22,7 @@ from openvrm.cli import (
     data_cmds,
     intent_cmds,
     ledger_cmds,
+    mail_cmds,
     profile_cmds,
     relay_cmds,
     rights_cmds,
@@ -140,6 +141,7 @@ agent_cmds.register(app)
 intent_cmds.register(app)
 conformance_cmds.register(app)
 relay_cmds.register(app)
+mail_cmds.register(app)
 
 
 def main() -> None:

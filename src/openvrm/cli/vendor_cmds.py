@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
@@ -53,6 +53,12 @@ def vendors_add(
     customer_number: Annotated[
         str | None, typer.Option(help="Also record a relationship with this customer number.")
     ] = None,
+    alias: Annotated[
+        bool,
+        typer.Option(
+            "--alias", help="Also give the vendor its own e-mail alias (needs `vrm mail gateway setup`)."
+        ),
+    ] = False,
     as_json: JsonOpt = False,
 ) -> None:
     """Add a vendor: from the bundled directory (--directory SLUG) or by hand (NAME).
@@ -75,8 +81,11 @@ def vendors_add(
                 vat_ids=vat_id or [],
             )
         rel = svc.relate(v.id, customer_number=customer_number) if customer_number else None
+        made = _alias_for(uv, v.id) if alias else None
     data = v.to_json() | ({"relationship": rel.to_json()} if rel else {})
-    emit(as_json, data, f"Added {v.name} ({v.id}).")
+    if made is not None:
+        data["alias"] = made.to_json()
+    emit(as_json, data, f"Added {v.name} ({v.id})." + (f" Its alias: {made.address}" if made else ""))
 
 
 @vendors.command("search")
@@ -239,9 +248,15 @@ def vendors_relate(
     since: Annotated[str | None, typer.Option(help="Customer since, YYYY-MM-DD.")] = None,
     stance: Annotated[str, typer.Option(help="trusted, neutral or blocked.")] = "neutral",
     tag: Annotated[list[str] | None, typer.Option("--tag", help="A tag (repeatable).")] = None,
+    alias: Annotated[
+        bool,
+        typer.Option(
+            "--alias", help="Also give the vendor its own e-mail alias (needs `vrm mail gateway setup`)."
+        ),
+    ] = False,
     as_json: JsonOpt = False,
 ) -> None:
-    """Record your relationship with a vendor."""
+    """Record your relationship with a vendor (with --alias, give it its own e-mail alias too)."""
     with unlocked(ctx) as uv:
         rel = VendorService(uv).relate(
             vendor_id,
@@ -251,7 +266,15 @@ def vendors_relate(
             stance=stance,
             tags=tag or [],
         )
-    emit(as_json, rel.to_json(), f"Relationship {rel.id} recorded.")
+        made = _alias_for(uv, vendor_id) if alias else None
+    data = rel.to_json() | ({"alias": made.to_json()} if made else {})
+    emit(as_json, data, f"Relationship {rel.id} recorded." + (f" Alias: {made.address}" if made else ""))
+
+
+def _alias_for(uv: Any, vendor_id: str) -> Any:
+    from openvrm.mail.service import MailService
+
+    return MailService(uv).create_alias(vendor_id)
 
 
 def _files(paths: list[Path]) -> list[Path]:

@@ -153,14 +153,17 @@ class MailService:
         max_message_bytes: int | None = None,
         max_recipients: int | None = None,
     ) -> GatewayConfig:
-        """Save the gateway settings. Without ``downstream``, the SMTP server of `vrm mail setup` is used."""
+        """Save the gateway settings. Without ``downstream``, the one saved before is kept, else the SMTP
+        server of `vrm mail setup` is used."""
+        current = self.routes.config()
+        if downstream is None and current is not None:
+            downstream = current.downstream
         if downstream is None:
             from openvrm.outbox.settings import has_mail_settings, load_mail_settings
 
             if has_mail_settings(self.vault):
                 ms = load_mail_settings(self.vault)
                 downstream = Downstream(ms.host, ms.port, ms.tls, ms.username, ms.password, ms.validate_certs)
-        current = self.routes.config()
         cfg = clean_config(
             domains=domains,
             forward_to=forward_to,

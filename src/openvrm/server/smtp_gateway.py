@@ -126,6 +126,7 @@ class GatewayServer:
         self._wake: asyncio.Event | None = None
         self._server: asyncio.AbstractServer | None = None
         self._delivery: asyncio.Task[None] | None = None
+        self._stopping = False
         self.last_report: SpoolReport | None = None
         self.delivered = 0
 
@@ -141,6 +142,9 @@ class GatewayServer:
             timeout=60,
             command_call_limit=200,
         )
+
+    def stopping(self) -> bool:
+        return self._stopping
 
     def wake(self) -> None:
         if self._wake is not None:
@@ -159,10 +163,12 @@ class GatewayServer:
 
     async def _deliver_loop(self) -> None:
         assert self._wake is not None  # noqa: S101
-        while True:
+        while not self._stopping:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), timeout=self.poll_seconds)
             self._wake.clear()
+            if self.stopping():
+                return
             try:
                 await self.deliver_once()
             except Exception as exc:  # noqa: BLE001 - the loop must survive a bad round
@@ -186,13 +192,22 @@ class GatewayServer:
         return report
 
     async def stop(self) -> None:
-        if self._delivery is not None:
-            self._delivery.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._delivery
+        """Stop taking mail; let a delivery round in progress finish (up to 20 s), then stop it.
+
+        A round cut short loses nothing: a spooled message is deleted only after the server took it.
+        """
+        self._stopping = True
         if self._server is not None:
             self._server.close()
-            await self._server.wait_closed()
+        if self._delivery is not None:
+            self.wake()
+            await asyncio.wait({self._delivery}, timeout=20)
+            if not self._delivery.done():
+                self._delivery.cancel()
+                await asyncio.wait({self._delivery}, timeout=5)
+        if self._server is not None:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._server.wait_closed(), timeout=5)
 
     async def serve_forever(self) -> None:
         await self.start()

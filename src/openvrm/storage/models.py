@@ -442,7 +442,7 @@ SEALED_TABLES = (*SEALED_TABLES, Intent, IntentOffer)
 
 
 class MailState(Base):
-    """Gateway settings (domains, the person's real address, the downstream server), sealed by the mail key."""
+    """Gateway settings (domains, the real address, the downstream server), sealed by the mail key."""
 
     __tablename__ = "mail_state"
 

@@ -1,0 +1,136 @@
+"""`vrm mail …` through the real app, and `vrm mail serve` as a real process on loopback."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.cli.test_cli import Vrm
+from tests.mail.support import REAL, body_of, message, send, wait_for, zone_for
+from tests.outbox.support import free_port, smtp_sink
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture
+def vrm(tmp_path: Path) -> Vrm:
+    v = Vrm(tmp_path / "home")
+    v("init")
+    return v
+
+
+def test_alias_life_from_the_cli(vrm: Vrm) -> None:
+    shop = vrm.json("vendors", "add", "Shop & Co", "--domain", "shop.example")
+    assert "gateway is not set up" in vrm("mail", "alias", "create", shop["id"], code=1).stderr
+    cfg = vrm.json("mail", "gateway", "setup", "--domain", "mail.example", "--forward-to", REAL)
+    assert cfg["domains"] == ["mail.example"] and cfg["downstream"] is None
+    bad = vrm(
+        "mail", "gateway", "setup", "--domain", "mail.example", "--forward-to", "me@mail.example", code=1
+    )
+    assert "real mailbox" in bad.stderr
+    a = vrm.json("mail", "alias", "create", shop["id"])
+    assert a["address"].startswith("shop-co.") and a["address"].endswith("@mail.example")
+    w = vrm.json("mail", "alias", "create", shop["id"], "--style", "words")
+    assert w["address"].count(".") == 3
+    assert {x["id"] for x in vrm.json("mail", "alias", "list", "--vendor", shop["id"])} == {a["id"], w["id"]}
+    assert vrm.json("mail", "alias", "disable", a["id"])["state"] == "disabled"
+    assert vrm.json("mail", "alias", "enable", a["id"])["state"] == "active"
+    ruled = vrm.json("mail", "alias", "rules", "--vendor", shop["id"], "--mode", "transactional_only")
+    assert {r["mode"] for r in ruled} == {"transactional_only"}
+    assert "mode is one of" in vrm("mail", "alias", "rules", a["id"], "--mode", "sometimes", code=1).stderr
+    vrm("mail", "alias", "delete", w["id"])
+    assert [x["id"] for x in vrm.json("mail", "alias", "list")] == [a["id"]]
+    # A vendor added with --alias gets one at once; a relationship made with --alias too.
+    other = vrm.json("vendors", "add", "Books", "--alias")
+    assert other["alias"]["vendor_id"] == other["id"]
+    rel = vrm.json("vendors", "relate", other["id"], "--alias")
+    assert rel["alias"]["address"].startswith("books.")
+    # The card carries the aliases.
+    card = vrm.json("vendors", "card", rel["id"])
+    assert len(card["mail"]["aliases"]) == 2 and card["mail"]["leaks"] == []
+    sent = vrm.json(
+        "mail", "send", a["id"], "--to", "help@shop.example", "--subject", "Hello", "--body", "Hi"
+    )
+    assert sent["recipients"] == ["help@shop.example"] and sent["sender"] == a["address"]
+    assert [e["id"] for e in vrm.json("mail", "queue")] == [sent["id"]]
+    assert "no server to deliver through" in vrm("mail", "deliver", code=1).stderr
+    key = vrm("mail", "key").stdout.strip()
+    assert key.startswith("vrm-mail-") and len(key) > 40
+
+
+def test_mail_serve_runs_as_a_real_process(vrm: Vrm, tmp_path: Path) -> None:
+    """`vrm mail serve` with only the mail key: it refuses strangers, takes vendor mail, forwards it."""
+    shop = vrm.json("vendors", "add", "Shop", "--domain", "shop.example")
+    zone = zone_for("shop.example")
+    zone_file = tmp_path / "zone.json"
+    zone_file.write_text(
+        json.dumps(
+            {f"{n} {t}": [b"".join(v).decode() for v in vals] for (n, t), vals in zone.records.items()}
+        )
+    )
+    with smtp_sink() as (sink, sink_port):
+        vrm.json(
+            "mail",
+            "gateway",
+            "setup",
+            "--domain",
+            "mail.example",
+            "--forward-to",
+            REAL,
+            "--smtp-host",
+            "127.0.0.1",
+            "--smtp-port",
+            str(sink_port),
+            "--smtp-tls",
+            "none",
+        )
+        alias = vrm.json("mail", "alias", "create", shop["id"])
+        key = vrm("mail", "key").stdout.strip()
+        port = free_port()
+        env = {k: v for k, v in os.environ.items() if not k.startswith("OPENVRM_")}
+        env |= {"OPENVRM_HOME": str(vrm.home), "OPENVRM_MAIL_KEY": key}  # no passphrase
+        cmd = [
+            sys.executable,
+            "-m",
+            "openvrm.cli.main",
+            "mail",
+            "serve",
+            "--port",
+            str(port),
+            "--dns-zone",
+            str(zone_file),
+        ]
+        proc = subprocess.Popen(cmd, env=env, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        try:
+            assert wait_for(lambda: _listening(port), 30), proc.stderr.read() if proc.stderr else ""
+            raw = message(sender="billing@shop.example", to=alias["address"])
+            assert send(port, "bounce@shop.example", [alias["address"]], raw) == {}
+            assert wait_for(lambda: len(sink.messages) == 1, 30)
+            assert "thanks for your order" in body_of(sink.messages[0])
+        finally:
+            proc.send_signal(signal.SIGINT)
+            try:
+                proc.wait(20)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+    msgs = vrm.json("mail", "messages")
+    assert len(msgs) == 1 and msgs[0]["auth"]["dkim"][0]["result"] == "pass" and msgs[0]["forwarded"]
+    shown = vrm.json("mail", "message", msgs[0]["id"])
+    assert shown["subject"] == "Your order" and shown["leak"]["leaked"] is False
+
+
+def _listening(port: int) -> bool:
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+            return True
+    except OSError:
+        time.sleep(0.1)
+        return False
