@@ -174,3 +174,21 @@ def test_downstream_down_loses_nothing_and_delivers_later(unlocked: UnlockedVaul
             assert report.sent == 1
             assert len(sink.messages) == 1 and sink.messages[0]["X-Openvrm-Alias"] == w.alias.address
         assert w.mail.spool().entries() == []
+
+
+def test_scrub_reaches_into_base64_and_quoted_printable_text() -> None:
+    from email import message_from_bytes, policy
+    from email.message import EmailMessage
+
+    from openvrm.mail.gateway import scrub
+
+    for cte in ("base64", "quoted-printable"):
+        m = EmailMessage()
+        m["From"] = REAL
+        m.set_content(f"On Monday, {REAL.upper()} wrote:\n> café\n", cte=cte)
+        m.add_alternative(f"<p>{REAL}</p>", subtype="html", cte=cte)
+        out = scrub(m.as_bytes(), REAL, "shop.x1@mail.example")
+        parsed = message_from_bytes(out, policy=policy.default)
+        texts = [p.get_content() for p in parsed.walk() if p.get_content_maintype() == "text"]
+        assert all("shop.x1@mail.example" in t and REAL not in t.lower() for t in texts), cte
+        assert "café" in texts[0]

@@ -355,8 +355,29 @@ class Gateway:
 
 
 def scrub(raw: bytes, real: str, alias: str) -> bytes:
-    """Replace every spelling of the person's real address with the alias (quoted replies carry it)."""
-    return re.sub(re.escape(real.encode()), alias.encode(), raw, flags=re.IGNORECASE)
+    """Replace every spelling of the person's real address with the alias (quoted replies carry it).
+
+    Plain bytes first (headers, 7- and 8-bit bodies), then text parts whose transfer encoding (base64,
+    quoted-printable) hides the address: those are decoded, rewritten and encoded again.
+    """
+    pattern = re.compile(re.escape(real), re.IGNORECASE)
+    raw = re.sub(re.escape(real.encode()), alias.encode(), raw, flags=re.IGNORECASE)
+    try:
+        msg = an.parse(raw)
+        changed = False
+        for part in msg.walk():
+            if part.get_content_maintype() != "text" or part.is_multipart():
+                continue
+            cte = str(part.get("Content-Transfer-Encoding", "")).lower()
+            if cte not in ("base64", "quoted-printable"):
+                continue
+            text = part.get_content()
+            if isinstance(text, str) and pattern.search(text):
+                part.set_content(pattern.sub(alias, text), subtype=part.get_content_subtype(), cte=cte)
+                changed = True
+        return msg.as_bytes() if changed else raw
+    except Exception:  # noqa: BLE001 - an unparsable part: the byte-level pass is what we can do
+        return raw
 
 
 # -- the spool ---------------------------------------------------------------------------------------------
