@@ -30,6 +30,8 @@ from openvrm.outbox.settings import MailSettings
 from openvrm.outbox.transport import SmtpTransport, Transport
 
 log = logging.getLogger("openvrm.mail")
+# aiosmtpd logs every command (addresses included) at DEBUG and INFO: only its warnings may pass.
+logging.getLogger("mail.log").setLevel(logging.WARNING)
 
 
 def downstream_transport(ds: Downstream, sender: str) -> Transport:

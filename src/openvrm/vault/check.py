@@ -10,9 +10,17 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from sqlalchemy import select
+from sqlalchemy.orm import Session
 
 from openvrm.errors import OpenVRMError
-from openvrm.storage.models import SEALED_TABLES, ConnectionEvent, Document, InboxItem
+from openvrm.storage.models import (
+    MAIL_KEY_TABLES,
+    SEALED_TABLES,
+    ConnectionEvent,
+    Document,
+    InboxItem,
+    MailMessage,
+)
 from openvrm.vault.core import UnlockedVault
 
 
@@ -75,6 +83,15 @@ def check_vault(vault: UnlockedVault) -> CheckReport:
             attachment = note.get("attachment") if isinstance(note, dict) else None
             if isinstance(attachment, dict) and isinstance(attachment.get("blob"), str):
                 kept[attachment["blob"]] = row.id
+        # Messages the mail gateway received (kept whole) and replies sent, stored as sealed files.
+        for row in s.scalars(select(MailMessage)):
+            try:
+                blob = vault.open("mail_messages", row.id, row.sealed).get("blob")
+            except (OpenVRMError, ValueError):
+                continue  # already reported above
+            if isinstance(blob, str):
+                kept[blob] = row.id
+        _check_mail_tables(vault, s, report)
         inbox = list(s.execute(select(InboxItem.id, InboxItem.sealed_box).order_by(InboxItem.id)))
     for item_id, sealed_box in inbox:
         report.inbox += 1
@@ -99,7 +116,20 @@ def check_vault(vault: UnlockedVault) -> CheckReport:
             report.problems.append(Problem("documents", doc_id, f"its file {address[:12]}… is missing"))
     for address, entry_id in sorted(kept.items()):
         if address not in stored:
-            report.problems.append(
-                Problem("connection_events", entry_id, f"its file {address[:12]}… is missing")
-            )
+            report.problems.append(Problem("records", entry_id, f"its file {address[:12]}… is missing"))
     return report
+
+
+def _check_mail_tables(vault: UnlockedVault, s: Session, report: CheckReport) -> None:
+    """The gateway's tables are sealed by the mail key (derived from the vault key): each must open."""
+    from openvrm.mail.keys import MailKeys
+
+    keys = MailKeys.from_vault(vault)
+    for model in MAIL_KEY_TABLES:
+        table = str(model.__tablename__)
+        for row_id, sealed in s.execute(select(model.id, model.sealed).order_by(model.id)):
+            report.records += 1
+            try:
+                keys.open(table, row_id, sealed)
+            except (OpenVRMError, ValueError) as exc:
+                report.problems.append(Problem(table, row_id, str(exc)))
