@@ -84,13 +84,13 @@ def check_vault(vault: UnlockedVault) -> CheckReport:
             if isinstance(attachment, dict) and isinstance(attachment.get("blob"), str):
                 kept[attachment["blob"]] = row.id
         # Messages the mail gateway received (kept whole) and replies sent, stored as sealed files.
-        for row in s.scalars(select(MailMessage)):
+        for mail_id, mail_sealed in s.execute(select(MailMessage.id, MailMessage.sealed)):
             try:
-                blob = vault.open("mail_messages", row.id, row.sealed).get("blob")
+                blob = vault.open("mail_messages", mail_id, mail_sealed).get("blob")
             except (OpenVRMError, ValueError):
                 continue  # already reported above
             if isinstance(blob, str):
-                kept[blob] = row.id
+                kept[blob] = mail_id
         _check_mail_tables(vault, s, report)
         inbox = list(s.execute(select(InboxItem.id, InboxItem.sealed_box).order_by(InboxItem.id)))
     for item_id, sealed_box in inbox:
