@@ -11,6 +11,7 @@ from __future__ import annotations
 import base64
 import re
 import secrets
+import threading
 import unicodedata
 from collections.abc import Callable
 from dataclasses import dataclass, replace
@@ -38,10 +39,11 @@ from openvrm.mail.routing import (
     clean_mailbox,
 )
 from openvrm.records import get_row, insert, payload_of, update
-from openvrm.storage.models import MailAlias, MailMessage, Relationship, Vendor, new_id, utcnow
+from openvrm.storage.models import InboxItem, MailAlias, MailMessage, Relationship, Vendor, new_id, utcnow
 from openvrm.vault.core import UnlockedVault
 
 STYLES = ("vendor", "words")
+_FILING = threading.Lock()  # the login's background filer and a page load may both file the inbox
 # Short, plain, unambiguous words for "random words" aliases (two words and two digits: ~24 bits).
 WORDS = (
     "amber apple arch aspen atlas autumn badge basil beach birch blue bloom brook cabin canal cedar "
@@ -285,6 +287,10 @@ class MailService:
 
     def file_inbox(self) -> int:
         """File what the gateway received while the vault was locked; returns how many messages."""
+        with _FILING:
+            return self._file_inbox()
+
+    def _file_inbox(self) -> int:
         from openvrm.documents.importer import ImportService
 
         filed = 0
@@ -332,16 +338,21 @@ class MailService:
                 "bills": bills,
             }
             with self.vault.db.write() as s:
+                # The inbox row goes in the transaction that files it: a second filer finds it gone.
+                row = s.get(InboxItem, entry.id)
+                if row is None:
+                    continue
+                s.delete(row)
                 insert(
                     self.vault,
                     s,
                     MailMessage,
                     payload,
+                    record_id=entry.id,
                     vendor_id=vendor_id,
                     alias_id=item.get("alias_id"),
                     received_at=received,
                 )
-            self.vault.remove_inbox_item(entry.id)
             filed += 1
         return filed
 

@@ -135,7 +135,7 @@ def log_in(request: Request, passphrase: str) -> OwnerSession:
 
 
 def _file_inbox_later(state: ServerState, unlocked: UnlockedVault) -> None:
-    """File protocol events that arrived while the vault was locked, without holding up the login."""
+    """File protocol events and mail that arrived while the vault was locked, without holding up login."""
     from openvrm.agent.service import AgentService
     from openvrm.net import policy_for
 
@@ -148,6 +148,14 @@ def _file_inbox_later(state: ServerState, unlocked: UnlockedVault) -> None:
                 log_event(log, "agent.inbox_filed", filed=filed, refused=refused)
         except Exception as exc:  # noqa: BLE001 - a background chore must not die silently
             log_event(log, "agent.inbox_failed", error=type(exc).__name__)
+        try:
+            from openvrm.mail.service import MailService
+
+            mails = MailService(unlocked).file_inbox()
+            if mails:
+                log_event(log, "mail.inbox_filed", filed=mails)
+        except Exception as exc:  # noqa: BLE001
+            log_event(log, "mail.inbox_failed", error=type(exc).__name__)
 
     threading.Thread(target=run, name="openvrm-agent-inbox", daemon=True).start()
 
