@@ -5,6 +5,7 @@ BIN    := $(VENV)/bin
 DEMO   ?= .demo-vault
 HOST   ?= 127.0.0.1
 PORT   ?= 8765
+MAIL_PORT ?= 2525
 
 .PHONY: run test lint typecheck pytest bench clean
 
@@ -22,7 +23,8 @@ $(VENV)/.dev-installed: pyproject.toml | $(BIN)/python
 
 run: $(VENV)/.run-installed
 	$(BIN)/vrm --home $(DEMO) demo --if-missing
-	$(BIN)/vrm --home $(DEMO) serve --host $(HOST) --port $(PORT) --demo-vendors --relay
+	OPENVRM_PASSPHRASE="demo vault passphrase" $(BIN)/vrm --home $(DEMO) serve --host $(HOST) --port $(PORT) \
+		--demo-vendors --relay --mail-port $(MAIL_PORT) --mail-dns-zone $(DEMO)/demo-dns-zone.json
 
 test: $(VENV)/.dev-installed lint typecheck pytest
 

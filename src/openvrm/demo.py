@@ -6,10 +6,12 @@ here is made up; vendor names are real companies only so the pages look like a r
 
 from __future__ import annotations
 
+import json
 import logging
 import zlib
 from datetime import date, timedelta
 from decimal import Decimal
+from pathlib import Path
 from xml.sax.saxutils import escape
 
 import facturx
@@ -160,8 +162,13 @@ CONTRACTS: dict[str, tuple[str, str, str, int, int, str]] = {
 }
 
 
-def populate_demo(vault: UnlockedVault, *, today: date | None = None) -> dict[str, int]:
-    """Fill an empty vault with the demo data; return counts of what was added."""
+def populate_demo(
+    vault: UnlockedVault, *, today: date | None = None, zone_file: Path | None = None
+) -> dict[str, int]:
+    """Fill an empty vault with the demo data; return counts of what was added.
+
+    ``zone_file`` receives the demo mail's DNS zone (public keys only), for `vrm serve --mail-port`.
+    """
     today = today or date.today()  # noqa: DTZ011 - a calendar date for sample invoices
     profile = ProfileService(vault)
     for key, value in PROFILE:
@@ -270,4 +277,11 @@ def populate_demo(vault: UnlockedVault, *, today: date | None = None) -> dict[st
             "note": "sent while locked",
         }
     )
+    from openvrm.mail.demo import populate_demo_mail
+
+    mail_counts, zone = populate_demo_mail(vault, forward_to=str(dict(PROFILE)["email"]), today=today)
+    counts["documents"] += mail_counts.pop("mail_bills")
+    counts |= mail_counts
+    if zone_file is not None:
+        zone_file.write_text(json.dumps(zone.to_json(), indent=1), encoding="utf-8")
     return counts

@@ -207,6 +207,12 @@ def test_demo_vault(tmp_path: Path) -> None:
     assert len(docs) == info["counts"]["documents"] > 0
     assert all(d["media_type"] == "application/pdf" for d in docs)
     assert json.loads(v("check", "--json", env=env).stdout)["ok"] is True
+    # The demo mailbox: three messages through the real gateway, one bill imported, one leak flagged.
+    mails = json.loads(v("mail", "messages", "--json", env=env).stdout)
+    assert len(mails) == info["counts"]["mail"] == 3
+    assert [m["leak"]["reached"] for m in mails if m["leak"]["leaked"]] == ["databroker.example"]
+    assert [b["status"] for m in mails for b in m["bills"]] == ["imported"]
+    assert (tmp_path / "demo" / "demo-dns-zone.json").is_file()
     assert v.json("demo", "--if-missing")["created"] is False
 
 

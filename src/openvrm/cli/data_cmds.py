@@ -6,7 +6,7 @@ import os
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
@@ -22,7 +22,7 @@ from openvrm.cli.context import (
     state,
     unlocked,
 )
-from openvrm.errors import InvalidValue
+from openvrm.errors import InvalidValue, NotFound
 from openvrm.vault import tokens as token_store
 
 tokens = typer.Typer(
@@ -208,13 +208,65 @@ def serve(
     relay: Annotated[
         bool, typer.Option("--relay", help="Also run an intent relay under /relay (see docs/relay.md).")
     ] = False,
+    mail_port: Annotated[
+        int | None,
+        typer.Option(
+            "--mail-port",
+            min=1,
+            max=65535,
+            help="Also run the mail gateway (`vrm mail serve`) on this port; it needs the mail key "
+            "(OPENVRM_MAIL_KEY) or the passphrase once at start.",
+        ),
+    ] = None,
+    mail_dns_zone: Annotated[
+        Path | None,
+        typer.Option("--mail-dns-zone", help="Answer the gateway's DNS from this file.", hidden=True),
+    ] = None,
 ) -> None:
     """Run the web app and API. The vault stays locked until you log in with your passphrase."""
-    from openvrm.server.app import run
-
     settings = state(ctx).settings()
     vault = open_vault(state(ctx))
     vault.close()
+    if mail_port is not None:
+        with _mail_gateway(ctx, host, mail_port, mail_dns_zone):
+            _serve(settings, host, port, demo_vendors, relay)
+        return
+    _serve(settings, host, port, demo_vendors, relay)
+
+
+@contextmanager
+def _mail_gateway(ctx: typer.Context, host: str, port: int, zone: Path | None) -> Iterator[None]:
+    from openvrm.cli.mail_cmds import resolver_for
+    from openvrm.mail.gateway import Gateway
+    from openvrm.mail.keys import MailKeys
+    from openvrm.server.smtp_gateway import GatewayServer, gateway_in_thread
+    from openvrm.vault.core import Vault
+
+    key_text = os.environ.get("OPENVRM_MAIL_KEY")
+    if key_text:
+        keys = MailKeys.from_text(key_text)
+    else:
+        with unlocked(ctx) as uv:
+            keys = MailKeys.from_vault(uv)
+    vault = Vault.open(state(ctx).settings())
+    try:
+        gateway = Gateway(vault, keys, resolver_for(zone))
+        try:
+            gateway.config()
+        except NotFound as exc:
+            err.print(f"[yellow]The mail gateway is not started:[/] {exc}")
+            yield
+            return
+        with gateway_in_thread(GatewayServer(gateway, host=host, port=port)):
+            err.print(f"Mail gateway for your aliases on [bold]smtp://{host}:{port}[/].")
+            yield
+    finally:
+        vault.close()
+
+
+def _serve(settings: Any, host: str, port: int, demo_vendors: bool, relay: bool) -> None:
+    from openvrm.server.app import run
+
     err.print(f"openvrm is running at [bold]http://{host}:{port}/[/] (vault at {settings.home}).")
     err.print("Log in with your vault passphrase; log out to lock the vault. Press Ctrl+C to stop.")
     if demo_vendors:
@@ -226,6 +278,7 @@ def serve(
 
 
 DEMO_PASSPHRASE = "demo vault passphrase"  # noqa: S105 - public on purpose: the demo has no secrets
+DEMO_DNS_ZONE = "demo-dns-zone.json"  # the demo mail's DNS answers (public keys), for --mail-dns-zone
 
 
 def demo(
@@ -249,7 +302,7 @@ def demo(
                 return
             raise InvalidValue(f"a vault already exists at {st.settings().home}")
         uv = vault.create(DEMO_PASSPHRASE)
-        counts = populate_demo(uv)
+        counts = populate_demo(uv, zone_file=st.settings().home / DEMO_DNS_ZONE)
         uv.lock()
     finally:
         vault.close()

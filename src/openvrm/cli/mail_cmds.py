@@ -143,15 +143,14 @@ def mail_key(ctx: typer.Context) -> None:
         sys.stdout.write(MailService(uv).mail_key_text() + "\n")
 
 
-def _resolver(zone_file: Path | None) -> Resolver:
+def resolver_for(zone_file: Path | None) -> Resolver:
+    """The network's DNS, or a fixed zone from a JSON file (tests and the demo, which have no Internet)."""
     if zone_file is None:
         return DnsResolver()
     try:
-        data = json.loads(zone_file.read_text(encoding="utf-8"))
-        records = {(str(k).split(" ")[0], str(k).split(" ")[1]): v for k, v in data.items()}
-    except (OSError, ValueError, IndexError) as exc:
+        return ZoneResolver.from_json(json.loads(zone_file.read_text(encoding="utf-8")))
+    except (OSError, ValueError) as exc:
         raise InvalidValue(f"cannot read the DNS zone file {zone_file}: {exc}") from None
-    return ZoneResolver(records)
 
 
 @mail.command("serve")
@@ -183,7 +182,7 @@ def mail_serve(
             keys = MailKeys.from_vault(uv)
     vault = open_vault(st)
     try:
-        gw = Gateway(vault, keys, _resolver(dns_zone))
+        gw = Gateway(vault, keys, resolver_for(dns_zone))
         cfg = gw.config()
         server = GatewayServer(gw, host=host, port=port)
         out.print(f"openvrm mail gateway for {', '.join(cfg.domains)} on smtp://{host}:{port} (Ctrl-C stops)")

@@ -82,6 +82,28 @@ class ZoneResolver:
     def lookup(self, name: str, rtype: RecordType) -> list[Any]:
         return list(self.records.get((name.lower().rstrip("."), rtype.upper()), ()))
 
+    def to_json(self) -> dict[str, list[Any]]:
+        """``{"name TYPE": [value, ...]}``, TXT as text: the form `vrm mail serve --dns-zone` reads."""
+        out: dict[str, list[Any]] = {}
+        for (name, rtype), values in self.records.items():
+            out[f"{name} {rtype}"] = [
+                b"".join(v).decode("utf-8", "replace") if rtype == "TXT" else v for v in values
+            ]
+        return out
+
+    @classmethod
+    def from_json(cls, data: Any) -> ZoneResolver:
+        if not isinstance(data, dict):
+            raise ValueError('a zone is an object of "name TYPE": [values]')
+        zone = cls()
+        for key, values in data.items():
+            name, _, rtype = str(key).partition(" ")
+            if not name or rtype.upper() not in ("TXT", "A", "AAAA", "MX") or not isinstance(values, list):
+                raise ValueError(f"bad zone entry {str(key)[:80]!r}")
+            for v in values:
+                zone.add(name, rtype, tuple(v) if rtype.upper() == "MX" else v)
+        return zone
+
 
 class _SpfQuery(spf.query):  # type: ignore[misc]
     """pyspf's evaluator with its DNS questions sent to our resolver."""
