@@ -34,6 +34,8 @@ from openvrm.server import (
     intent_pages,
     ledger_api,
     ledger_pages,
+    mail_api,
+    mail_pages,
     pages,
     rights_api,
     rights_pages,
@@ -119,11 +121,13 @@ def create_app(settings: Settings, *, demo_vendors_url: str | None = None, relay
     app.include_router(agent_api.router)
     app.include_router(agent_api.protocol_router)
     app.include_router(intent_api.router)
+    app.include_router(mail_api.router)
     app.include_router(api.router)
     app.include_router(ledger_pages.router)
     app.include_router(rights_pages.router)
     app.include_router(agent_pages.router)
     app.include_router(intent_pages.router)
+    app.include_router(mail_pages.router)
     app.include_router(pages.router)
     app.mount("/static", StaticFiles(directory=str(STATIC)), name="static")
     if demo_vendors_url is not None:

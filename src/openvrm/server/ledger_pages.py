@@ -27,6 +27,7 @@ from openvrm.ledger.contracts import ContractService, today_local
 from openvrm.ledger.terms import CYCLES, NOTICE_UNITS
 from openvrm.ledger.upcoming import KINDS as EVENT_KINDS
 from openvrm.ledger.upcoming import upcoming
+from openvrm.mail.service import MailService
 from openvrm.server.forms import read_form, text_field
 from openvrm.server.ledger_api import feed_url, import_uploads, read_import_form
 from openvrm.server.ledger_views import spending_charts, vendor_list_context
@@ -103,6 +104,7 @@ def _vendor_context(session: OwnerSession, vendor_id: str) -> dict[str, Any]:
     rels = vendors.relationships(vendor.id)
     contracts = ContractService(uv)
     own_contracts = contracts.list(vendor_id=vendor.id)
+    mail = MailService(uv)
     contract_ids = {c.id for c in own_contracts}
     rel_ids = {r.id for r in rels}
     return {
@@ -113,6 +115,8 @@ def _vendor_context(session: OwnerSession, vendor_id: str) -> dict[str, Any]:
         "payments": [p for p in contracts.payments() if p.contract_id in contract_ids],
         "shares": [s for s in SharingService(uv).list() if s.relationship_id in rel_ids],
         "others": [v for v in vendors.list() if v.id != vendor.id],
+        "aliases": mail.aliases(vendor_id=vendor.id),
+        "mail_ready": mail.config() is not None,
         "statuses": STATUSES,
         "stances": STANCES,
         "today": today,
@@ -140,7 +144,12 @@ async def _vendor_page(
 async def vendor_page(vendor_id: str, request: Request, session: Page) -> Response:
     params = request.query_params
     return await _vendor_page(
-        request, session, vendor_id, saved=params.get("saved") == "1", merged=params.get("merged") == "1"
+        request,
+        session,
+        vendor_id,
+        saved=params.get("saved") == "1",
+        merged=params.get("merged") == "1",
+        alias_created=params.get("alias") == "1",
     )
 
 
@@ -188,9 +197,11 @@ async def merge_vendor(vendor_id: str, request: Request, session: Page) -> Respo
 
 @router.get("/relationships/{relationship_id}/card")
 async def card_page(relationship_id: str, request: Request, session: Page) -> Response:
-    card, error = await _attempt(
-        lambda: relationship_card(session.unlocked, relationship_id, today=today_local())
-    )
+    def build() -> dict[str, Any]:
+        MailService(session.unlocked).file_inbox()  # the mail part shows what the gateway just received
+        return relationship_card(session.unlocked, relationship_id, today=today_local())
+
+    card, error = await _attempt(build)
     if error is not None:
         return render(
             request, "not_found.html", {"message": error.message}, session=session, status=error.status

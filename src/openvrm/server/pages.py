@@ -67,6 +67,7 @@ NAV: list[NavItem] = [
     NavItem("Rights", "/rights"),
     NavItem("Moves", "/moves"),
     NavItem("Outbox", "/outbox"),
+    NavItem("Mailbox", "/mailbox"),
 ]
 
 # htmx settings, sent in <meta name="htmx-config">: no eval (the CSP forbids it anyway), no injected
