@@ -276,6 +276,32 @@ async def test_mailbox_pages(app: FastAPI, client: httpx.AsyncClient) -> None:
     assert r.status_code == 409 and "not flagged as a leak" in r.text
     assert (await client.get("/mailbox/messages/nope")).status_code == 404
 
+    # Reply as the alias: the message page links to a prefilled form; sending queues it in the spool.
+    detail = await client.get(f"/mailbox/messages/{m.id}")
+    assert "Reply as " + alias.address in detail.text
+    form = await client.get(
+        "/mailbox", params={"reply_alias": alias.id, "reply_to": "x@other.example", "reply_subject": "Hi"}
+    )
+    assert 'value="x@other.example"' in form.text and 'value="Re: Hi"' in form.text
+    r = await client.post(
+        "/mailbox/send",
+        data={
+            "csrf_token": csrf,
+            "alias_id": alias.id,
+            "to": "x@other.example",
+            "subject": "Re: Hi",
+            "body": "No.",
+        },
+    )
+    assert r.status_code == 303 and r.headers["location"] == "/mailbox?done=sent"
+    [queued] = [e for e in MailService(uv).spool().entries() if e.recipients == ["x@other.example"]]
+    assert queued.sender == alias.address
+    r = await client.post(
+        "/mailbox/send",
+        data={"csrf_token": csrf, "alias_id": alias.id, "to": "not-an-address", "subject": "S", "body": "B"},
+    )
+    assert r.status_code == 422 and "not a valid e-mail address" in r.text and 'value="S"' in r.text
+
     assert (await client.post(f"{base}/delete", data={"csrf_token": csrf})).status_code == 303
     assert [a.id for a in MailService(uv).aliases()] != [alias.id]
 

@@ -42,6 +42,7 @@ DONE = {
     "deleted": "Alias deleted: mail to it is refused.",
     "rules": "Rules saved.",
     "cleared": "Noted: this sender is the vendor. Its domain joins the vendor's domains.",
+    "sent": "Queued: the gateway sends it as the alias (see `vrm mail queue`).",
 }
 MODE_LABELS = {
     "forward_all": "Forward everything",
@@ -95,6 +96,11 @@ async def _list_page(
 ) -> Response:
     ctx = await run_in_threadpool(_list_context, session)
     ctx["done"] = DONE.get(request.query_params.get("done") or "")
+    q = request.query_params
+    subject = (q.get("reply_subject") or "")[:280]
+    if subject and not subject.lower().startswith("re:"):
+        subject = "Re: " + subject
+    ctx["send_form"] = {"alias_id": q.get("reply_alias"), "to": q.get("reply_to"), "subject": subject}
     ctx |= extra or {}
     return render(request, "mailbox.html", ctx, session=session, status=status)
 
@@ -175,6 +181,19 @@ async def alias_rules(alias_id: str, request: Request, session: Page) -> Respons
         )
 
     return await _change(request, session, run, "rules")
+
+
+@router.post("/mailbox/send")
+async def send_submit(request: Request, session: Page) -> Response:
+    def run(svc: MailService, form: FormData) -> Any:
+        return svc.send(
+            (text_field(form, "alias_id") or "").strip(),
+            to=(text_field(form, "to") or "").strip(),
+            subject=text_field(form, "subject") or "",
+            body=text_field(form, "body") or "",
+        )
+
+    return await _change(request, session, run, "sent", form_key="send_form")
 
 
 # -- one message -------------------------------------------------------------------------------------
