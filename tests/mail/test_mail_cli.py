@@ -52,10 +52,20 @@ def test_alias_life_from_the_cli(vrm: Vrm) -> None:
     other = vrm.json("vendors", "add", "Books", "--alias")
     assert other["alias"]["vendor_id"] == other["id"]
     rel = vrm.json("vendors", "relate", other["id"], "--alias")
-    assert rel["alias"]["address"].startswith("books.")
+    assert rel["alias"]["id"] == other["alias"]["id"]  # the alias it has, not a second one
+    # With --auto-alias every new relationship brings its vendor an alias (one, not one per relationship).
+    vrm("mail", "gateway", "setup", "--domain", "mail.example", "--forward-to", REAL, "--auto-alias")
+    third = vrm.json("vendors", "add", "Grocer")
+    assert vrm.json("mail", "alias", "list", "--vendor", third["id"]) == []
+    vrm("vendors", "relate", third["id"])
+    vrm("vendors", "relate", third["id"])
+    assert len(vrm.json("mail", "alias", "list", "--vendor", third["id"])) == 1
+    assert vrm.json("mail", "gateway", "show")["auto_alias"] is True
     # The card carries the aliases.
     card = vrm.json("vendors", "card", rel["id"])
-    assert len(card["mail"]["aliases"]) == 2 and card["mail"]["leaks"] == []
+    assert [a["id"] for a in card["mail"]["aliases"]] == [other["alias"]["id"]] and card["mail"][
+        "leaks"
+    ] == []
     sent = vrm.json(
         "mail", "send", a["id"], "--to", "help@shop.example", "--subject", "Hello", "--body", "Hi"
     )

@@ -358,6 +358,9 @@ class AgentService:
                 vendor_id=vendor_id,
                 created_at=now,
             )
+        from openvrm.mail.service import MailService
+
+        MailService(self.vault).ensure_alias(vendor_id)
         return ConnectResult("accept", self._record(row, payload), signed["term"])
 
     def _checked(self, check: Callable[[], Any]) -> Any:

@@ -79,6 +79,13 @@ def gateway_setup(
     max_recipients: Annotated[
         int | None, typer.Option(help="Most recipients in one message (default 20).")
     ] = None,
+    auto_alias: Annotated[
+        bool | None,
+        typer.Option(
+            "--auto-alias/--no-auto-alias",
+            help="Give every vendor an alias when a relationship or connection with it is made.",
+        ),
+    ] = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Set the gateway's domains, your real address and where forwarded mail goes.
@@ -103,6 +110,7 @@ def gateway_setup(
             downstream=downstream,
             max_message_bytes=max_size,
             max_recipients=max_recipients,
+            auto_alias=auto_alias,
         )
     note = (
         ""

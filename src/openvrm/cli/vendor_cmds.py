@@ -272,9 +272,11 @@ def vendors_relate(
 
 
 def _alias_for(uv: Any, vendor_id: str) -> Any:
+    """The vendor's alias: the one it has (made with the relationship, say), else a new one."""
     from openvrm.mail.service import MailService
 
-    return MailService(uv).create_alias(vendor_id)
+    mail = MailService(uv)
+    return next(iter(mail.aliases(vendor_id=vendor_id)), None) or mail.create_alias(vendor_id)
 
 
 def _files(paths: list[Path]) -> list[Path]:

@@ -77,6 +77,8 @@ class GatewayConfig:
     downstream: Downstream | None = None
     max_message_bytes: int = DEFAULT_MAX_BYTES
     max_recipients: int = DEFAULT_MAX_RECIPIENTS
+    # Give each vendor an alias when a relationship with it is made (a connection, an accepted offer).
+    auto_alias: bool = False
 
     @property
     def hostname(self) -> str:
@@ -90,6 +92,7 @@ class GatewayConfig:
             "downstream": self.downstream.to_json(reveal=reveal) if self.downstream else None,
             "max_message_bytes": self.max_message_bytes,
             "max_recipients": self.max_recipients,
+            "auto_alias": self.auto_alias,
         }
 
     @classmethod
@@ -102,6 +105,7 @@ class GatewayConfig:
             downstream=Downstream(**ds) if ds else None,
             max_message_bytes=int(d.get("max_message_bytes", DEFAULT_MAX_BYTES)),
             max_recipients=int(d.get("max_recipients", DEFAULT_MAX_RECIPIENTS)),
+            auto_alias=bool(d.get("auto_alias", False)),
         )
 
 
@@ -113,6 +117,7 @@ def clean_config(
     downstream: Downstream | None = None,
     max_message_bytes: int = DEFAULT_MAX_BYTES,
     max_recipients: int = DEFAULT_MAX_RECIPIENTS,
+    auto_alias: bool = False,
 ) -> GatewayConfig:
     if not domains:
         raise InvalidValue("the gateway needs at least one domain (--domain mail.example.org)")
@@ -131,7 +136,15 @@ def clean_config(
             raise InvalidValue(f"the TLS mode is starttls, tls or none, not {downstream.tls!r}")
         if not 0 < downstream.port < 65536:
             raise InvalidValue(f"the port is a number from 1 to 65535, not {downstream.port}")
-    return GatewayConfig(ds, real, deliver, downstream, max_message_bytes, max_recipients)
+    return GatewayConfig(
+        ds,
+        real,
+        deliver,
+        downstream,
+        max_message_bytes,
+        max_recipients,
+        auto_alias,
+    )
 
 
 @dataclass(frozen=True)

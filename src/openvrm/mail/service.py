@@ -154,6 +154,7 @@ class MailService:
         downstream: Downstream | None = None,
         max_message_bytes: int | None = None,
         max_recipients: int | None = None,
+        auto_alias: bool | None = None,
     ) -> GatewayConfig:
         """Save the gateway settings. Without ``downstream``, the one saved before is kept, else the SMTP
         server of `vrm mail setup` is used."""
@@ -173,6 +174,7 @@ class MailService:
             downstream=downstream,
             max_message_bytes=max_message_bytes or (current.max_message_bytes if current else 10 * 2**20),
             max_recipients=max_recipients or (current.max_recipients if current else 20),
+            auto_alias=auto_alias if auto_alias is not None else (current.auto_alias if current else False),
         )
         return self.routes.save_config(cfg)
 
@@ -231,6 +233,13 @@ class MailService:
                 if s.scalar(select(MailAlias.id).where(MailAlias.lookup == lookup)) is None:
                     return self.routes.add_alias(s, alias)
         raise Conflict("could not find a free alias name; try the words style")  # pragma: no cover
+
+    def ensure_alias(self, vendor_id: str) -> Alias | None:
+        """With ``auto_alias`` set, give the vendor an alias if it has none yet (a new relationship)."""
+        cfg = self.routes.config()
+        if cfg is None or not cfg.auto_alias or self.routes.aliases(vendor_id=vendor_id):
+            return None
+        return self.create_alias(vendor_id)
 
     def aliases(self, *, vendor_id: str | None = None) -> list[Alias]:
         return self.routes.aliases(vendor_id=vendor_id)
