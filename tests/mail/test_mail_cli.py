@@ -126,11 +126,12 @@ def test_mail_serve_runs_as_a_real_process(vrm: Vrm, tmp_path: Path) -> None:
             assert wait_for(lambda: len(sink.messages) == 1, 30)
             assert "thanks for your order" in body_of(sink.messages[0])
         finally:
-            proc.send_signal(signal.SIGINT)
+            proc.send_signal(signal.SIGTERM)
             try:
-                proc.wait(20)
+                proc.wait(30)
             except subprocess.TimeoutExpired:
                 proc.kill()
+        assert proc.returncode == 0, proc.stderr.read() if proc.stderr else ""  # a clean stop on SIGTERM
     msgs = vrm.json("mail", "messages")
     assert len(msgs) == 1 and msgs[0]["auth"]["dkim"][0]["result"] == "pass" and msgs[0]["forwarded"]
     shown = vrm.json("mail", "message", msgs[0]["id"])

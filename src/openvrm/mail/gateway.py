@@ -15,6 +15,7 @@ from __future__ import annotations
 import base64
 import re
 import secrets
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
@@ -30,7 +31,7 @@ from openvrm.mail.auth import AuthResults, Resolver, authenticate, org_domain
 from openvrm.mail.keys import MailKeys, normalise_address
 from openvrm.mail.routing import Alias, GatewayConfig, ReverseAlias, Routes
 from openvrm.outbox.transport import DeliveryFailed, Transport
-from openvrm.storage.models import InboxItem, MailSpool, new_id, utcnow
+from openvrm.storage.models import InboxItem, MailReverseAlias, MailSpool, new_id, utcnow
 from openvrm.vault.core import Vault
 
 INBOX_KIND = "mail"
@@ -151,6 +152,7 @@ class Gateway:
         self._config: GatewayConfig | None = None
         self._config_at: datetime | None = None
         self._ttl = timedelta(seconds=config_ttl)
+        self._group = _GroupCommit(vault.db)
 
     def config(self) -> GatewayConfig:
         now = self.clock()
@@ -227,7 +229,7 @@ class Gateway:
             forward = self._should_forward(alias, kind, bounce)
             reverse = None
             if forward and from_addr and not bounce:
-                reverse = self.routes.reverse_for(alias, from_addr)
+                reverse = self._reverse_for(alias, from_addr)
             item: dict[str, Any] = {
                 "kind": INBOX_KIND,
                 "direction": "in",
@@ -258,9 +260,22 @@ class Gateway:
             outcomes.append(
                 {"alias": alias.address, "forwarded": forward, "leak": verdict.leaked, "kind": kind}
             )
-        with self.vault.db.write() as s:
-            s.add_all(rows)
+        self._group.write(rows)
         return Accepted([r.id for r in rows if isinstance(r, InboxItem)], spooled, outcomes)
+
+    def _reverse_for(self, alias: Alias, contact: str) -> ReverseAlias:
+        """The reverse alias for ``contact``: found in a read transaction (the usual case, the vendor has
+        written before); made in a write transaction only the first time."""
+        try:
+            pair = self.keys.pair(alias.id, contact)
+        except InvalidValue:
+            return self.routes.reverse_for(alias, contact)  # raises the same error as before
+        with self.vault.db.read() as s:
+            row = s.scalar(select(MailReverseAlias).where(MailReverseAlias.pair == pair))
+            if row is not None:
+                p = self.keys.open(MailReverseAlias.__tablename__, row.id, row.sealed)
+                return ReverseAlias(row.id, p["address"], alias.id, p["contact"])
+        return self.routes.reverse_for(alias, contact)
 
     @staticmethod
     def _should_forward(alias: Alias, kind: str, bounce: bool) -> bool:
@@ -339,8 +354,7 @@ class Gateway:
                     }
                 )
             )
-        with self.vault.db.write() as s:
-            s.add_all(rows)
+        self._group.write(rows)
         return Accepted(
             [r.id for r in rows if isinstance(r, InboxItem)],
             len(envelope.recipients),
@@ -352,6 +366,71 @@ class Gateway:
 
     def _spool_row(self, sender: str, recipients: list[str], data: bytes, meta: dict[str, Any]) -> MailSpool:
         return Spool.row(self.keys, sender, recipients, data, meta, self.clock())
+
+
+class _GroupCommit:
+    """Group commit: the rows of messages accepted at the same time are written in one transaction.
+
+    Each caller hands its rows to :meth:`write`, which returns only once they are committed, or raises
+    (and then none of that caller's rows were stored: the gateway answers 451 and the sender keeps the
+    message). While one batch is being written, the callers that arrive queue up; when it is done, one of
+    them writes everything queued in one transaction. A lone message costs one transaction as before; N
+    concurrent messages cost about one instead of N. If a batch fails, each message in it is written again
+    on its own, so one bad message never fails the others.
+    """
+
+    def __init__(self, db: Any) -> None:
+        self.db = db
+        self._cond = threading.Condition()
+        self._queue: list[_Pending] = []
+        self._writing = False
+
+    def write(self, rows: list[Any]) -> None:
+        me = _Pending(rows)
+        batch: list[_Pending] = []
+        with self._cond:
+            self._queue.append(me)
+            while not me.finished:
+                if not self._writing:
+                    self._writing = True
+                    batch, self._queue = self._queue, []
+                    break
+                self._cond.wait()
+        if batch:
+            try:
+                self._commit(batch)
+            finally:
+                with self._cond:
+                    self._writing = False
+                    self._cond.notify_all()
+        if me.error is not None:
+            raise me.error
+
+    def _commit(self, batch: list[_Pending]) -> None:
+        try:
+            with self.db.write() as s:
+                for p in batch:
+                    s.add_all(p.rows)
+        except BaseException as exc:
+            if len(batch) == 1 or not isinstance(exc, Exception):
+                for p in batch:
+                    p.error = exc
+                    p.finished = True
+                return
+            for p in batch:
+                self._commit([p])
+            return
+        for p in batch:
+            p.finished = True
+
+
+class _Pending:
+    __slots__ = ("error", "finished", "rows")
+
+    def __init__(self, rows: list[Any]) -> None:
+        self.rows = rows
+        self.finished = False
+        self.error: BaseException | None = None
 
 
 def scrub(raw: bytes, real: str, alias: str) -> bytes:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import signal
 import socket
 import threading
 from collections.abc import Callable, Iterator
@@ -131,6 +132,11 @@ class GatewayServer:
         self._stopping = False
         self.last_report: SpoolReport | None = None
         self.delivered = 0
+        # The downstream connection, kept open across delivery rounds on the server's own loop (a round
+        # per accepted message would otherwise pay a connect and EHLO each); closed when idle and at stop.
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._kept: Transport | None = None
+        self._kept_for: tuple[Downstream, str] | None = None
 
     def _factory(self) -> SMTP:
         cfg = self.gateway.config()
@@ -155,6 +161,7 @@ class GatewayServer:
     async def start(self, sock: socket.socket | None = None) -> None:
         self.gateway.config()  # refuse to start unconfigured, with the message saying how to set up
         loop = asyncio.get_running_loop()
+        self._loop = loop
         self._wake = asyncio.Event()
         if sock is not None:
             self._server = await loop.create_server(self._factory, sock=sock)
@@ -166,8 +173,10 @@ class GatewayServer:
     async def _deliver_loop(self) -> None:
         assert self._wake is not None  # noqa: S101
         while not self._stopping:
-            with contextlib.suppress(TimeoutError):
+            try:
                 await asyncio.wait_for(self._wake.wait(), timeout=self.poll_seconds)
+            except TimeoutError:
+                await self._drop_kept()  # idle: do not hold the downstream server's connection
             self._wake.clear()
             if self.stopping():
                 return
@@ -180,10 +189,24 @@ class GatewayServer:
         cfg = self.gateway.config()
         if cfg.downstream is None:
             return SpoolReport()
-        transport = self.transport_factory(cfg.downstream, cfg.forward_to)
+        target = (cfg.downstream, cfg.forward_to)
+        keep = self._loop is not None and asyncio.get_running_loop() is self._loop
+        transport = self._kept if keep and self._kept_for == target else None
+        if transport is None:
+            if keep:
+                await self._drop_kept()
+            transport = self.transport_factory(cfg.downstream, cfg.forward_to)
         try:
             report = await self.spool.deliver(transport)
-        finally:
+        except BaseException:
+            self._kept = self._kept_for = None
+            await transport.close()
+            raise
+        if keep and transport.connected:
+            self._kept, self._kept_for = transport, target
+        else:
+            if self._kept is transport:
+                self._kept = self._kept_for = None
             await transport.close()
         self.last_report = report
         self.delivered += report.sent
@@ -192,6 +215,12 @@ class GatewayServer:
         if report.sent and self.spool.due_count():
             self.wake()
         return report
+
+    async def _drop_kept(self) -> None:
+        kept, self._kept, self._kept_for = self._kept, None, None
+        if kept is not None:
+            with contextlib.suppress(Exception):
+                await kept.close()
 
     async def stop(self) -> None:
         """Stop taking mail; let a delivery round in progress finish (up to 20 s), then stop it.
@@ -207,14 +236,21 @@ class GatewayServer:
             if not self._delivery.done():
                 self._delivery.cancel()
                 await asyncio.wait({self._delivery}, timeout=5)
+        await self._drop_kept()
         if self._server is not None:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._server.wait_closed(), timeout=5)
 
     async def serve_forever(self) -> None:
+        """Serve until SIGINT or SIGTERM, then stop as :meth:`stop` says."""
         await self.start()
+        done = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            with contextlib.suppress(NotImplementedError, RuntimeError):
+                loop.add_signal_handler(sig, done.set)
         try:
-            await asyncio.Event().wait()
+            await done.wait()
         finally:
             await self.stop()
 
@@ -223,7 +259,8 @@ class GatewayServer:
 def gateway_in_thread(server: GatewayServer) -> Iterator[tuple[str, int]]:
     """Run ``server`` on its own loop in a daemon thread (tests, benchmarks, `vrm serve --mail`)."""
     loop = asyncio.new_event_loop()
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    # IPPROTO_TCP, not 0: asyncio sets TCP_NODELAY only on sockets whose proto says TCP (docs/benchmarks.md).
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind((server.host, server.port))
     started = threading.Event()
