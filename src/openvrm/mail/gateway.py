@@ -12,6 +12,7 @@ domains, or a reverse alias written to by the person's own address.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import re
 import secrets
@@ -20,7 +21,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from email.header import Header
-from email.utils import formataddr, formatdate, parseaddr
+from email.utils import formataddr, formatdate
 from typing import Any
 
 from sqlalchemy import select
@@ -252,7 +253,7 @@ class Gateway:
             }
             rows.append(self.vault.inbox_row(item))
             if forward:
-                data = self._forward_copy(raw, alias, auth, verdict, kind, from_addr, reverse, cfg)
+                data = self._forward_copy(raw, alias, auth, verdict, kind, summary, reverse, cfg)
                 rows.append(self._spool_row(alias.address, [cfg.forward_to], data, {"alias_id": alias.id}))
                 spooled += 1
             if verdict.learned:
@@ -294,11 +295,11 @@ class Gateway:
         auth: AuthResults,
         verdict: an.LeakVerdict,
         kind: str,
-        from_addr: str,
+        summary: an.Summary,
         reverse: ReverseAlias | None,
         cfg: GatewayConfig,
     ) -> bytes:
-        name, _ = parseaddr(an.header(an.parse(raw.split(b"\r\n\r\n", 1)[0] + b"\r\n\r\n"), "From"))
+        name, from_addr = summary.from_name, summary.from_addr
         shown = f"{name} ({from_addr})" if name else (from_addr or "unknown sender")
         via = reverse.address if reverse else alias.address
         new = [
@@ -584,22 +585,15 @@ class Spool:
         """Send every due message over one downstream connection; failures back off, nothing is lost."""
         sent = retrying = failed = 0
         errors: list[str] = []
-        with self.db.read() as s:
-            q = (
-                select(MailSpool)
-                .where(MailSpool.state == "queued", MailSpool.next_attempt_at <= self.clock())
-                .order_by(MailSpool.next_attempt_at, MailSpool.id)
-            )
-            if limit:
-                q = q.limit(limit)
-            due = [(r.id, self._open(r)) for r in s.scalars(q)]
+        # The database work runs in a worker thread: the gateway's event loop keeps serving SMTP meanwhile.
+        due = await asyncio.to_thread(self._due, limit)
         delivered: list[str] = []
         try:
             for rid, p in due:
                 try:
                     await transport.send(base64.b64decode(p["data"]), p["sender"], list(p["recipients"]))
                 except DeliveryFailed as exc:
-                    state = self._failed(rid, p, str(exc))
+                    state = await asyncio.to_thread(self._failed, rid, p, str(exc))
                     errors.append(f"{rid}: {exc}")
                     if state == "failed":
                         failed += 1
@@ -612,11 +606,22 @@ class Spool:
                 delivered.append(rid)
                 sent += 1
                 if len(delivered) >= 50:
-                    self._delete(delivered)
+                    await asyncio.to_thread(self._delete, delivered)
                     delivered = []
         finally:
-            self._delete(delivered)
+            await asyncio.to_thread(self._delete, delivered)
         return SpoolReport(sent, retrying, failed, errors)
+
+    def _due(self, limit: int | None) -> list[tuple[str, dict[str, Any]]]:
+        with self.db.read() as s:
+            q = (
+                select(MailSpool)
+                .where(MailSpool.state == "queued", MailSpool.next_attempt_at <= self.clock())
+                .order_by(MailSpool.next_attempt_at, MailSpool.id)
+            )
+            if limit:
+                q = q.limit(limit)
+            return [(r.id, self._open(r)) for r in s.scalars(q)]
 
     def _delete(self, ids: list[str]) -> None:
         if not ids:

@@ -212,8 +212,6 @@ class GatewayServer:
         self.delivered += report.sent
         if report.sent or report.retrying or report.failed:
             log_event(log, "mail.delivered", sent=report.sent, retrying=report.retrying, failed=report.failed)
-        if report.sent and self.spool.due_count():
-            self.wake()
         return report
 
     async def _drop_kept(self) -> None:
