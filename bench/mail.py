@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import base64
 import contextlib
 import logging
 import os
@@ -65,19 +64,9 @@ WARMUP = 40
 
 def make_dkim() -> tuple[bytes, str]:
     """An RSA-2048 DKIM key: (private PEM, public key base64 for the DNS record)."""
-    from cryptography.hazmat.primitives import serialization
-    from cryptography.hazmat.primitives.asymmetric import rsa
+    from openvrm.mail.auth import new_dkim_key
 
-    k = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-    pem = k.private_bytes(
-        serialization.Encoding.PEM,
-        serialization.PrivateFormat.TraditionalOpenSSL,
-        serialization.NoEncryption(),
-    )
-    pub = k.public_key().public_bytes(
-        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
-    )
-    return pem, base64.b64encode(pub).decode()
+    return new_dkim_key()
 
 
 def build_messages(n: int, to: str, pem: bytes) -> list[bytes]:

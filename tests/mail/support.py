@@ -3,7 +3,6 @@ loopback in front of a real SMTP sink (aiosmtpd) that plays the person's own mai
 
 from __future__ import annotations
 
-import base64
 import smtplib
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -12,10 +11,8 @@ from email.message import EmailMessage, Message
 from email.utils import formatdate, make_msgid
 
 import dkim
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import rsa
 
-from openvrm.mail.auth import ZoneResolver
+from openvrm.mail.auth import ZoneResolver, new_dkim_key
 from openvrm.mail.gateway import Gateway
 from openvrm.mail.keys import MailKeys
 from openvrm.mail.routing import Alias, Downstream
@@ -47,16 +44,8 @@ _KEYS: dict[str, DkimKey] = {}
 def dkim_key(domain: str, selector: str = "s1") -> DkimKey:
     """An RSA-2048 DKIM key per domain, made once per test run (key generation is slow)."""
     if domain not in _KEYS:
-        k = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-        pem = k.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.TraditionalOpenSSL,
-            serialization.NoEncryption(),
-        )
-        pub = k.public_key().public_bytes(
-            serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
-        )
-        _KEYS[domain] = DkimKey(domain, selector, pem, base64.b64encode(pub).decode())
+        pem, public_b64 = new_dkim_key()
+        _KEYS[domain] = DkimKey(domain, selector, pem, public_b64)
     return _KEYS[domain]
 
 

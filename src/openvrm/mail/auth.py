@@ -9,6 +9,7 @@ small :class:`Resolver` port: :class:`DnsResolver` (dnspython, short timeouts) i
 
 from __future__ import annotations
 
+import base64
 import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -124,6 +125,26 @@ class _SpfQuery(spf.query):  # type: ignore[misc]
             if self.void_lookups > spf.MAX_VOID_LOOKUPS:
                 raise spf.PermError(f"Void lookup limit of {spf.MAX_VOID_LOOKUPS} exceeded")
         return result
+
+
+def new_dkim_key() -> tuple[bytes, str]:
+    """A new RSA-2048 DKIM key: (private key PEM, public key base64 for the ``p=`` of its DNS record).
+
+    The gateway only verifies; this serves the demo, the tests and the benchmark, which sign their mail.
+    """
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import rsa
+
+    k = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    pem = k.private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.TraditionalOpenSSL,
+        serialization.NoEncryption(),
+    )
+    der = k.public_key().public_bytes(
+        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+    return pem, base64.b64encode(der).decode()
 
 
 def _txt_joined(resolver: Resolver, name: str) -> bytes | None:

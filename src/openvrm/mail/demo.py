@@ -7,17 +7,14 @@ shows a signed receipt with its Factur-X bill imported, a muted promotion, and a
 
 from __future__ import annotations
 
-import base64
 from datetime import date, timedelta
 from decimal import Decimal
 from email.message import EmailMessage
 from email.utils import formatdate, make_msgid
 
 import dkim
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import rsa
 
-from openvrm.mail.auth import ZoneResolver
+from openvrm.mail.auth import ZoneResolver, new_dkim_key
 from openvrm.mail.gateway import Envelope, Gateway
 from openvrm.mail.keys import MailKeys
 from openvrm.mail.service import MailService
@@ -27,19 +24,6 @@ from openvrm.vendors.service import VendorService
 DEMO_MAIL_DOMAIN = "mail.demo.invalid"
 SENDER_IP = "192.0.2.25"  # TEST-NET-1: the demo's vendors' mail servers
 BROKER = "offers.databroker.example"
-
-
-def _keypair() -> tuple[bytes, str]:
-    k = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-    pem = k.private_bytes(
-        serialization.Encoding.PEM,
-        serialization.PrivateFormat.TraditionalOpenSSL,
-        serialization.NoEncryption(),
-    )
-    pub = k.public_key().public_bytes(
-        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
-    )
-    return pem, base64.b64encode(pub).decode()
 
 
 def _message(
@@ -71,7 +55,7 @@ def populate_demo_mail(
     zone = ZoneResolver()
     keys: dict[str, bytes] = {}
     for domain in ("netflix.com", "amazon.fr", "databroker.example"):
-        pem, pub = _keypair()
+        pem, pub = new_dkim_key()
         keys[domain] = pem
         zone.add(f"demo._domainkey.{domain}", "TXT", f"v=DKIM1; k=rsa; p={pub}")
         zone.add(domain, "TXT", f"v=spf1 ip4:{SENDER_IP} -all")
