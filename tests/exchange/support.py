@@ -18,9 +18,13 @@ from sqlalchemy import select
 from openvrm.agent.service import DEFAULT_PURPOSE, DEFAULT_TERMS, AgentService
 from openvrm.config import Settings
 from openvrm.documents.service import DocumentService
+from openvrm.exchange.format import MAIL_MESSAGE_DEFAULTS
 from openvrm.intents import ranking
 from openvrm.intents.service import IntentService, price_max
 from openvrm.ledger.contracts import ContractService
+from openvrm.mail.gateway import INBOX_KIND
+from openvrm.mail.keys import MailKeys
+from openvrm.mail.service import MailService
 from openvrm.moves.service import MoveService
 from openvrm.outbox.settings import clean_mail_settings, save_mail_settings
 from openvrm.profile.service import ProfileService
@@ -41,6 +45,10 @@ from openvrm.storage.models import (
     InboxItem,
     Intent,
     IntentOffer,
+    MailAlias,
+    MailMessage,
+    MailReverseAlias,
+    MailState,
     Move,
     Payment,
     ProfileChange,
@@ -182,8 +190,10 @@ def populate(vault: UnlockedVault, tag: str = "") -> dict[str, str]:
         "email", f"ada.new{tag}@example.org", contacts={shop.id: "dpo@shop.example"}, language="en"
     )
     connection = add_connection(vault, shop.id, name=f"Protocol Shop{tag}")
+    mail = add_mail(vault, shop.id, bank.id, tag)
     draft_intent, published_intent, offers = add_intents(vault, tag)
     return {
+        **mail,
         "draft_intent": draft_intent,
         "published_intent": published_intent,
         "offers": ",".join(offers),
@@ -312,8 +322,47 @@ def view(vault: UnlockedVault) -> dict[str, list[Any]]:
             p = {**p, "note": {**p["note"], "attachment": {**attachment, "blob": blob}}}
         out["connection_events"].append((*plain, p))
     out["texts"] = sorted(DocumentService(vault).texts().items())
+    out.update(_mail_view(vault))
     items = {e.id: e.item for e in vault.inbox()}
     out["inbox"] = [(i, at, items[i]) for i, at in inbox_ids]
+    return out
+
+
+def _mail_view(vault: UnlockedVault) -> dict[str, list[Any]]:
+    """The mail tables opened with the vault's mail key; lookups and pairs are the vault's own keyed hashes
+    (they differ between vaults), and a kept message's blob address is its own too: compare its bytes."""
+    keys = MailKeys.from_vault(vault)
+    out: dict[str, list[Any]] = {}
+    with vault.db.read() as s:
+        out["mail_gateway"] = [
+            (r.id, r.updated_at, keys.open("mail_state", r.id, r.sealed))
+            for r in s.scalars(select(MailState).order_by(MailState.id))
+        ]
+        out["mail_aliases"] = [
+            (
+                r.id,
+                r.vendor_id,
+                r.state,
+                r.created_at,
+                r.updated_at,
+                keys.open("mail_aliases", r.id, r.sealed),
+            )
+            for r in s.scalars(select(MailAlias).order_by(MailAlias.id))
+        ]
+        out["mail_reverse_aliases"] = [
+            (r.id, r.alias_id, r.created_at, r.updated_at)
+            + (keys.open("mail_reverse_aliases", r.id, r.sealed),)
+            for r in s.scalars(select(MailReverseAlias).order_by(MailReverseAlias.id))
+        ]
+        messages = [
+            (r.id, r.vendor_id, r.alias_id, r.received_at, r.created_at, r.updated_at)
+            + (vault.open("mail_messages", r.id, r.sealed),)
+            for r in s.scalars(select(MailMessage).order_by(MailMessage.id))
+        ]
+    out["mail_messages"] = []
+    for *plain, p in messages:
+        blob = vault.get_file(p["blob"]) if p.get("blob") else None
+        out["mail_messages"].append((*plain, {**MAIL_MESSAGE_DEFAULTS, **p, "blob": blob}))
     return out
 
 
@@ -509,3 +558,55 @@ def add_intents(vault: UnlockedVault, tag: str = "") -> tuple[str, str, list[str
             orow = insert(vault, s, IntentOffer, offer_payload, intent_id=row.id, offer_id=offer["offer_id"])
             offer_ids.append(orow.id)
     return draft.id, row.id, offer_ids
+
+
+RAW_MAIL = (
+    b"From: Shop News <news@shop.example>\r\nTo: {alias}\r\nSubject: Your order{tag}\r\n"
+    b"Date: Mon, 02 Mar 2026 09:30:00 +0000\r\nMessage-ID: <order-1@shop.example>\r\n\r\n"
+    b"Your order has shipped.\r\n"
+)
+
+
+def add_mail(vault: UnlockedVault, vendor_id: str, other_vendor_id: str, tag: str = "") -> dict[str, str]:
+    """The relationship mailbox: gateway settings (with the SMTP server as its downstream, password and
+    all), an alias for each vendor, a reverse alias, a message sent as an alias and one received and filed
+    (both kept whole, as files). Returns the ids and addresses."""
+    mail = MailService(vault)
+    mail.setup(domains=[f"mail{tag}.example.org"], forward_to=f"ada.real{tag}@example.net")
+    alias = mail.create_alias(vendor_id, note="orders")
+    other = mail.create_alias(other_vendor_id, style="words")
+    reverse = mail.routes.reverse_for(alias, "support@shop.example")
+    mail.send(alias.id, to="support@shop.example", subject="Where is my order?", body="Order 42, please.")
+    raw = RAW_MAIL.replace(b"{alias}", alias.address.encode()).replace(b"{tag}", tag.encode())
+    vault.vault.deposit(
+        {
+            "kind": INBOX_KIND,
+            "direction": "in",
+            "alias_id": alias.id,
+            "alias": alias.address,
+            "vendor_id": vendor_id,
+            "envelope": {
+                "mail_from": "bounce@shop.example",
+                "helo": "mx.shop.example",
+                "peer_ip": "192.0.2.7",
+            },
+            "summary": {"subject": f"Your order{tag}", "from": "news@shop.example", "kind": "transactional"},
+            "auth": {"spf": "pass", "dkim": [], "dmarc": "pass"},
+            "leak": {"leaked": False, "reason": None, "reached": None, "learned": None},
+            "forwarded": False,
+            "reply_to": None,
+            "received_at": "2026-03-02T09:30:05+00:00",
+            "raw": base64.b64encode(raw).decode(),
+        }
+    )
+    assert mail.file_inbox() == 1
+    received = next(m for m in mail.messages() if m.direction == "in")
+    return {
+        "alias": alias.id,
+        "alias_address": alias.address,
+        "other_alias": other.id,
+        "other_alias_address": other.address,
+        "reverse": reverse.id,
+        "reverse_address": reverse.address,
+        "received": received.id,
+    }

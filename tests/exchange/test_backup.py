@@ -35,8 +35,8 @@ def test_backup_opens_unlocks_and_checks(unlocked: UnlockedVault, tmp_path: Path
     assert summary.rows["rights_requests"] == 2 and summary.rows["moves"] == 1
     assert summary.rows["sealed_settings"] == 1 and summary.rows["outbox_messages"] == 2
     assert (
-        "blobs" not in summary.rows and summary.blobs == 5 and summary.missing_blobs == ()
-    )  # 4 files, 1 receipt
+        "blobs" not in summary.rows and summary.blobs == 7 and summary.missing_blobs == ()
+    )  # 4 files, 1 receipt, 2 kept mail messages
     assert summary.to_json()["database"] == str(dest / "vault.db")
     assert stat.S_IMODE(dest.stat().st_mode) == 0o700
     assert stat.S_IMODE((dest / "vault.db").stat().st_mode) == 0o600
@@ -46,7 +46,7 @@ def test_backup_opens_unlocks_and_checks(unlocked: UnlockedVault, tmp_path: Path
         opened = copy.unlock(PASSPHRASE)
         report = check_vault(opened)
         # Five files, the receipt a vendor pushed among them: it is kept by its ledger entry, so no notice.
-        assert report.ok and report.blobs == 5 and report.problems == []
+        assert report.ok and report.blobs == 7 and report.problems == []
         original = unlocked.vault.unlock(PASSPHRASE)
         assert view(opened) == view(original)
         assert not tokens.unlock(copy, token).locked  # the API token travels with the backup

@@ -29,6 +29,9 @@ from openvrm.exchange import importer as importer_module
 from openvrm.exchange.format import validate_manifest
 from openvrm.intents.service import IntentService
 from openvrm.ledger.contracts import ContractService
+from openvrm.mail.keys import MailKeys
+from openvrm.mail.routing import Alias, Routes
+from openvrm.mail.service import MailService
 from openvrm.moves.service import MoveService
 from openvrm.outbox.service import Outbox
 from openvrm.outbox.settings import clean_mail_settings, load_mail_settings, save_mail_settings
@@ -69,9 +72,13 @@ def test_round_trip_from_each_backend(unlocked: UnlockedVault, tmp_path: Path, e
         "grants": 2,
         "intents": 2,
         "intent_offers": 2,
+        "mail_gateway": 1,
+        "mail_aliases": 2,
+        "mail_reverse_aliases": 1,
+        "mail_messages": 2,
         "settings": 1,
         "inbox": 1,
-        "files": 4,
+        "files": 6,
     }
     assert summary.bytes == archive.stat().st_size
     assert stat.S_IMODE(archive.stat().st_mode) == 0o600
@@ -83,8 +90,8 @@ def test_round_trip_from_each_backend(unlocked: UnlockedVault, tmp_path: Path, e
         assert isinstance(result, ImportSummary)
         assert result.encrypted is encrypted
         assert result.source_vault_id == unlocked.vault_id
-        assert result.added_total == 40 and result.skipped_total == 0
-        assert result.files_added == 4
+        assert result.added_total == 46 and result.skipped_total == 0
+        assert result.files_added == 6
         assert view(target) == without_outbox(view(unlocked))
         assert check_vault(target).ok
         json.dumps(result.to_json())
@@ -119,7 +126,8 @@ def test_manifest_is_what_the_format_says(unlocked: UnlockedVault, tmp_path: Pat
     assert manifest["format"] == "openvrm-export" and manifest["format_version"] == 1
     assert manifest["generator"].startswith("openvrm ")
     assert manifest["vault_id"] == unlocked.vault_id
-    assert names == sorted(["manifest.json", *{d["file"] for d in manifest["documents"]}])
+    kept = {d["file"] for d in (*manifest["documents"], *manifest["mail_messages"]) if d["file"]}
+    assert names == sorted(["manifest.json", *kept])
     assert bill["relationship_id"] == ids["rel"] and bill["kind"] == "invoice" and bill["size"] == 14
     assert [c["field"] for c in manifest["profile_changes"]][-2:] == ["free.note", "email"]
     assert manifest["profile_changes"][-2]["action"] == "unset"
@@ -143,7 +151,7 @@ def test_manifest_is_what_the_format_says(unlocked: UnlockedVault, tmp_path: Pat
     assert scheduled["id"] == ids["payment"] and scheduled["due_date"] == "2024-01-15"
     assert scheduled["amount"] == "9.99" and scheduled["document_id"] is None
     assert by_bill["document_id"] == ids["invoice"] and by_bill["contract_id"] == ids["contract"]
-    assert list(manifest)[-16:] == [
+    assert list(manifest)[-20:] == [
         "profile_changes",
         "vendors",
         "relationships",
@@ -158,6 +166,10 @@ def test_manifest_is_what_the_format_says(unlocked: UnlockedVault, tmp_path: Pat
         "grants",
         "intents",
         "intent_offers",
+        "mail_gateway",
+        "mail_aliases",
+        "mail_reverse_aliases",
+        "mail_messages",
         "settings",
         "inbox",
     ]
@@ -205,6 +217,10 @@ def test_import_skips_records_that_already_exist(unlocked: UnlockedVault, tmp_pa
             "grants": 0,
             "intents": 0,
             "intent_offers": 0,
+            "mail_gateway": 0,
+            "mail_aliases": 0,
+            "mail_reverse_aliases": 0,
+            "mail_messages": 0,
             "settings": 0,
             "inbox": 0,
         }
@@ -223,11 +239,15 @@ def test_import_skips_records_that_already_exist(unlocked: UnlockedVault, tmp_pa
             "grants": 2,
             "intents": 2,
             "intent_offers": 2,
+            "mail_gateway": 1,
+            "mail_aliases": 2,
+            "mail_reverse_aliases": 1,
+            "mail_messages": 2,
             "settings": 1,
             "inbox": 1,
         }
-        assert result.skipped_total == 40 and result.files_added == 0
-        assert result.to_json()["skipped_total"] == 40
+        assert result.skipped_total == 46 and result.files_added == 0
+        assert result.to_json()["skipped_total"] == 46
         mine = view(unlocked)
         theirs = view(source)
         assert mine["vendors"] == theirs["vendors"]
@@ -235,7 +255,7 @@ def test_import_skips_records_that_already_exist(unlocked: UnlockedVault, tmp_pa
         # Importing again changes nothing at all.
         before = dump(unlocked.vault)
         again = import_archive(unlocked, tmp_path / "second.zip")
-        assert again.added_total == 0 and again.skipped_total == 42
+        assert again.added_total == 0 and again.skipped_total == 48
         assert dump(unlocked.vault) == before
     finally:
         source.vault.close()
@@ -246,7 +266,7 @@ def test_import_of_own_export_changes_nothing(unlocked: UnlockedVault, tmp_path:
     export_vault(unlocked, tmp_path / "a.zip")
     before = dump(unlocked.vault)
     result = import_archive(unlocked, tmp_path / "a.zip")
-    assert result.added_total == 0 and result.skipped_total == 40
+    assert result.added_total == 0 and result.skipped_total == 46
     assert dump(unlocked.vault) == before
 
 
@@ -276,13 +296,13 @@ def test_progress_reports_every_stage(unlocked: UnlockedVault, tmp_path: Path) -
     seen: list[tuple[str, int, int]] = []
     export_vault(unlocked, tmp_path / "a.zip", progress=lambda *a: seen.append(a))
     assert {s for s, _, _ in seen} == {"records", "files"}
-    assert ("records", 40, 40) in seen and ("files", 4, 4) in seen
+    assert ("records", 46, 46) in seen and ("files", 6, 6) in seen
     target = new_vault(tmp_path / "t")
     try:
         seen.clear()
         import_archive(target, tmp_path / "a.zip", progress=lambda *a: seen.append(a))
         assert {s for s, _, _ in seen} == {"verify", "files", "records"}
-        assert ("verify", 4, 4) in seen and ("files", 4, 4) in seen and ("records", 40, 40) in seen
+        assert ("verify", 6, 6) in seen and ("files", 6, 6) in seen and ("records", 46, 46) in seen
         assert all(0 <= done <= total for _, done, total in seen)
     finally:
         target.vault.close()
@@ -309,7 +329,7 @@ def test_a_directory_entry_for_files_is_accepted(unlocked: UnlockedVault, tmp_pa
     (tmp_path / "b.zip").write_bytes(buf.getvalue())
     target = new_vault(tmp_path / "t")
     try:
-        assert import_archive(target, tmp_path / "b.zip").added_total == 40
+        assert import_archive(target, tmp_path / "b.zip").added_total == 46
     finally:
         target.vault.close()
 
@@ -356,7 +376,7 @@ def test_an_archive_just_within_the_limits_imports(unlocked: UnlockedVault, tmp_
     target = new_vault(tmp_path / "t")
     try:
         limits = ImportLimits(max_total_bytes=total, max_entries=count)
-        assert import_archive(target, tmp_path / "a.zip", limits=limits).added_total == 40
+        assert import_archive(target, tmp_path / "a.zip", limits=limits).added_total == 46
     finally:
         target.vault.close()
 
@@ -543,7 +563,7 @@ def test_an_archive_without_connections_still_imports(unlocked: UnlockedVault, t
 
     (tmp_path / "old.zip").write_bytes(rewrite((tmp_path / "a.zip").read_bytes(), manifest=old))
     result = import_archive(unlocked, tmp_path / "old.zip")
-    assert result.added_total == 30 and result.added["connections"] == 0
+    assert result.added_total == 36 and result.added["connections"] == 0
     assert view(unlocked)["connections"] == [] and check_vault(unlocked).ok
 
 
@@ -594,6 +614,83 @@ def test_an_archive_without_intents_still_imports(unlocked: UnlockedVault, tmp_p
 
     (tmp_path / "old.zip").write_bytes(rewrite((tmp_path / "a.zip").read_bytes(), manifest=old))
     result = import_archive(unlocked, tmp_path / "old.zip")
-    assert result.added_total == 36 and result.added["intents"] == result.added["intent_offers"] == 0
+    assert result.added_total == 42 and result.added["intents"] == result.added["intent_offers"] == 0
     seen = view(unlocked)
     assert seen["intents"] == seen["intent_offers"] == [] and check_vault(unlocked).ok
+
+
+def test_the_relationship_mailbox_travels(unlocked: UnlockedVault, tmp_path: Path) -> None:
+    """Gateway settings, aliases, reverse aliases and filed messages come back under the new vault's keys."""
+    ids = populate(unlocked)
+    export_vault(unlocked, tmp_path / "a.zip")
+    with zipfile.ZipFile(tmp_path / "a.zip") as zf:
+        manifest = json.loads(zf.read("manifest.json"))
+        [gateway] = manifest["mail_gateway"]
+        assert gateway["id"] == "config" and gateway["value"]["downstream"]["password"] == "smtp secret"
+        assert not any("lookup" in a or "pair" in a for a in manifest["mail_aliases"])
+        assert {a["address"] for a in manifest["mail_aliases"]} == {
+            ids["alias_address"],
+            ids["other_alias_address"],
+        }
+        [reverse] = manifest["mail_reverse_aliases"]
+        assert reverse["alias_id"] == ids["alias"] and reverse["contact"] == "support@shop.example"
+        received = next(m for m in manifest["mail_messages"] if m["id"] == ids["received"])
+        assert "blob" not in received and zf.read(received["file"]).startswith(b"From: Shop News")
+    raws = {m.id: MailService(unlocked).raw(m.id) for m in MailService(unlocked).messages()}
+    assert len(raws) == 2
+    target = new_vault(tmp_path / "t")
+    try:
+        result = import_archive(target, tmp_path / "a.zip")
+        added = [result.added[k] for k in ("mail_gateway", "mail_aliases", "mail_reverse_aliases")]
+        assert added == [1, 2, 1] and result.added["mail_messages"] == 2
+        mine, theirs = view(target), view(unlocked)
+        for kind in ("mail_gateway", "mail_aliases", "mail_reverse_aliases", "mail_messages"):
+            assert mine[kind] == theirs[kind]
+        # The lookups are the new vault's own keyed hashes: the gateway finds every address again.
+        routes = Routes(target.db, MailKeys.from_vault(target))
+        found = routes.find(ids["alias_address"].upper())
+        assert isinstance(found, Alias) and found.id == ids["alias"] and found.vendor_id == ids["shop"]
+        words = routes.find(ids["other_alias_address"])
+        assert isinstance(words, Alias) and words.id == ids["other_alias"]
+        rev = routes.find(ids["reverse_address"])
+        assert isinstance(rev, tuple) and rev[0].id == ids["reverse"] and rev[1].id == ids["alias"]
+        assert routes.reverse_for(found, "Support@Shop.example").id == ids["reverse"]  # the pair, too
+        assert Routes(target.db, MailKeys.from_vault(unlocked)).find(ids["alias_address"]) is None
+        service = MailService(target)
+        assert {m.id: service.raw(m.id) for m in service.messages()} == raws
+        assert service.config() == MailService(unlocked).config()
+        assert check_vault(target).ok
+        again = import_archive(target, tmp_path / "a.zip")
+        assert again.added_total == 0 and again.skipped["mail_aliases"] == 2
+        assert again.skipped["mail_messages"] == 2 and again.files_added == 0
+    finally:
+        target.vault.close()
+
+
+def test_an_archive_without_the_mailbox_still_imports(unlocked: UnlockedVault, tmp_path: Path) -> None:
+    """Archives written before the relationship mailbox lack its four kinds and their counts: none."""
+    source = new_vault(tmp_path / "source")
+    try:
+        populate(source)
+        export_vault(source, tmp_path / "a.zip")
+    finally:
+        source.vault.close()
+    kinds = ("mail_gateway", "mail_aliases", "mail_reverse_aliases", "mail_messages")
+
+    def old(m: dict[str, Any]) -> None:
+        kept = {d["file"] for d in m["documents"]}
+        m["counts"]["files"] = len(kept)
+        for kind in kinds:
+            del m[kind], m["counts"][kind]
+
+    def files(contents: dict[str, bytes]) -> None:
+        with zipfile.ZipFile(tmp_path / "a.zip") as zf:
+            messages = json.loads(zf.read("manifest.json"))["mail_messages"]
+        for message in messages:
+            contents.pop(message["file"])
+
+    (tmp_path / "old.zip").write_bytes(rewrite((tmp_path / "a.zip").read_bytes(), manifest=old, files=files))
+    result = import_archive(unlocked, tmp_path / "old.zip")
+    assert result.added_total == 40 and all(result.added[k] == 0 for k in kinds)
+    seen = view(unlocked)
+    assert all(seen[k] == [] for k in kinds) and check_vault(unlocked).ok

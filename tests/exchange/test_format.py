@@ -215,3 +215,23 @@ def test_the_outbox_is_not_part_of_the_format() -> None:
     assert not any("outbox" in name for name in manifest_schema()["$defs"])
     text = (DOCS / "export-format.md").read_text()
     assert "outbox" in text and "not carried over" in text and "SMTP password" in text
+
+
+def test_schema_carries_every_key_of_the_mailbox() -> None:
+    """When the mail code writes a new alias, gateway or message key, this fails until the format has it."""
+    from datetime import UTC, datetime
+
+    from openvrm.exchange.format import MAIL_ALIAS_KEYS, MAIL_MESSAGE_KEYS
+    from openvrm.mail.routing import Alias, Downstream, GatewayConfig
+
+    stamps = {"id", "created_at", "updated_at"}
+    alias = Alias("", "a@b.example", None, "", "active", datetime.now(UTC)).payload()
+    assert set(MAIL_ALIAS_KEYS) == set(alias)
+    assert _props("mail_alias") == stamps | {"vendor_id", "state"} | set(alias)
+    config = GatewayConfig(("b.example",), "a@c.example", downstream=Downstream("h", 25)).to_json()
+    assert _props("mail_gateway_config") == set(config)
+    assert _props("mail_downstream") == set(config["downstream"])
+    assert _props("mail_reverse_alias") == stamps | {"alias_id", "address", "contact"}
+    plain = {"vendor_id", "alias_id", "received_at", "file", "sha256", "size"}
+    assert _props("mail_message") == stamps | plain | set(MAIL_MESSAGE_KEYS)
+    assert not any("spool" in name for name in manifest_schema()["$defs"])

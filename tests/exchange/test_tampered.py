@@ -21,6 +21,7 @@ from openvrm.exchange import (
     export_vault,
     import_archive,
 )
+from openvrm.mail.service import MailService
 from openvrm.vault.core import UnlockedVault
 
 from .support import dump, new_vault, populate, rewrite
@@ -328,7 +329,7 @@ def test_unsafe_and_unknown_entry_names(
     )
     orphan = b"nobody refers to me"
     name = "files/" + hashlib.sha256(orphan).hexdigest()
-    data = rewrite(archives["plain"], extra=[(name, orphan)], manifest=lambda m: m["counts"].update(files=5))
+    data = rewrite(archives["plain"], extra=[(name, orphan)], manifest=lambda m: m["counts"].update(files=7))
     refused(target, tmp_path, data, "not the file of any document")
 
 
@@ -371,7 +372,7 @@ def test_limits_on_total_size_and_entry_count(
     refused(
         target, tmp_path, archives["plain"], "more than the 10 bytes", limits=ImportLimits(max_total_bytes=10)
     )
-    refused(target, tmp_path, archives["plain"], "5 entries", limits=ImportLimits(max_entries=4))
+    refused(target, tmp_path, archives["plain"], "7 entries", limits=ImportLimits(max_entries=4))
     refused(
         target, tmp_path, archives["plain"], "manifest.json is", limits=ImportLimits(max_manifest_bytes=100)
     )
@@ -793,3 +794,87 @@ def test_intents_and_offers_are_checked(
 ) -> None:
     """A bad intent or offer refuses the whole import; the vault is byte-identical to before."""
     refused(target, tmp_path, rewrite(archives["plain"], manifest=edit), match)
+
+
+def _received(m: dict[str, Any]) -> dict[str, Any]:
+    return next(x for x in m["mail_messages"] if x["direction"] == "in")
+
+
+ALIAS, MESSAGE = r"mail_aliases\[\d\]", r"mail_messages\[\d\]"
+MAIL_CASES: list[tuple[str, Callable[[dict[str, Any]], Any], str]] = [
+    (
+        "alias-of-missing-vendor",
+        lambda m: m["mail_aliases"][0].update(vendor_id="f" * 32),
+        r"mail alias .* vendor f+, which is not in the archive or the vault",
+    ),
+    (
+        "reverse-of-missing-alias",
+        lambda m: m["mail_reverse_aliases"][0].update(alias_id="e" * 32),
+        r"reverse alias .* mail alias e+, which is not in the archive or the vault",
+    ),
+    (
+        "message-of-missing-alias",
+        lambda m: _received(m).update(alias_id="d" * 32),
+        r"mail message .* mail alias d+, which is not in the archive or the vault",
+    ),
+    (
+        "message-of-missing-vendor",
+        lambda m: _received(m).update(vendor_id="c" * 32),
+        r"mail message .* vendor c+, which is not in the archive or the vault",
+    ),
+    (
+        "two-aliases-one-address",
+        lambda m: m["mail_aliases"][1].update(address=m["mail_aliases"][0]["address"].upper()),
+        "have the same address",
+    ),
+    (
+        "reverse-with-an-alias-address",
+        lambda m: m["mail_reverse_aliases"][0].update(address=m["mail_aliases"][0]["address"]),
+        "have the same address",
+    ),
+    ("alias-not-an-address", lambda m: m["mail_aliases"][0].update(address="nobody"), rf"{ALIAS}.*e-mail"),
+    ("alias-mode", lambda m: m["mail_aliases"][0].update(mode="all"), r"schema at mail_aliases/0/mode"),
+    ("alias-lookup", lambda m: m["mail_aliases"][0].update(lookup="0" * 64), r"schema at mail_aliases/0"),
+    ("bad-domain", lambda m: m["mail_aliases"][0].update(vendor_domains=["a b"]), rf"{ALIAS}.*mail domain"),
+    (
+        "forward-to-an-alias-domain",
+        lambda m: m["mail_gateway"][0]["value"].update(forward_to="me@mail.example.org"),
+        r"mail_gateway\[0\].*real mailbox",
+    ),
+    ("two-gateways", lambda m: m["mail_gateway"].append(m["mail_gateway"][0]), r"schema at mail_gateway"),
+    ("message-size", lambda m: _received(m).update(size=1), r"mail message .* says its file has 1 bytes"),
+    ("message-half-kept", lambda m: _received(m).update(file=None), rf"{MESSAGE}.*one without, none"),
+    ("message-direction", lambda m: _received(m).update(direction="up"), r"schema at mail_messages/\d"),
+    ("alias-count", lambda m: m["counts"].update(mail_aliases=5), "says it holds 5 mail_aliases"),
+]
+
+
+@pytest.mark.parametrize(("edit", "match"), [c[1:] for c in MAIL_CASES], ids=[c[0] for c in MAIL_CASES])
+def test_the_mailbox_is_checked(
+    target: UnlockedVault,
+    tmp_path: Path,
+    archives: dict[str, bytes],
+    edit: Callable[[dict[str, Any]], Any],
+    match: str,
+) -> None:
+    """A bad alias, reverse alias, message or gateway refuses the whole import; the vault is as it was."""
+    refused(target, tmp_path, rewrite(archives["plain"], manifest=edit), match)
+
+
+def test_an_address_the_vault_already_has_is_refused(
+    target: UnlockedVault, tmp_path: Path, archives: dict[str, bytes]
+) -> None:
+    """Another alias (or reverse alias) with an address the vault already routes: refused, nothing changes."""
+    mine = MailService(target)
+    alias = mine.aliases()[0]
+    [reverse] = mine.routes.reverse_aliases(alias.id)
+
+    def take_alias(m: dict[str, Any]) -> None:
+        m["mail_aliases"][0]["address"] = alias.address
+
+    def take_reverse(m: dict[str, Any]) -> None:
+        m["mail_reverse_aliases"][0]["address"] = reverse.address
+
+    for edit in (take_alias, take_reverse):
+        data = rewrite(archives["plain"], manifest=edit)
+        refused(target, tmp_path, data, r"the address .* is already an alias in this vault")

@@ -31,12 +31,17 @@ from openvrm.exchange.format import (
     FORMAT_VERSION,
     INTENT_KEYS,
     KINDS,
+    MAIL_ALIAS_KEYS,
+    MAIL_MESSAGE_DEFAULTS,
+    MAIL_MESSAGE_KEYS,
     MANIFEST,
     Progress,
     file_entry,
     format_time,
 )
 from openvrm.exchange.snapshot import snapshot
+from openvrm.mail.keys import MailKeys
+from openvrm.mail.routing import CONFIG_ID, Alias, GatewayConfig
 from openvrm.moves.service import Notice
 from openvrm.outbox.settings import SMTP_SETTING, MailSettings
 from openvrm.rights.service import RightsRequestRecord
@@ -50,6 +55,10 @@ from openvrm.storage.models import (
     InboxItem,
     Intent,
     IntentOffer,
+    MailAlias,
+    MailMessage,
+    MailReverseAlias,
+    MailState,
     Move,
     OutboxMessage,
     Payment,
@@ -369,6 +378,71 @@ def _intent_offer(row: IntentOffer, payload: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+def _mail_gateway(row: MailState, payload: dict[str, Any]) -> dict[str, Any]:
+    if row.id != CONFIG_ID:
+        raise InvalidValue(
+            f"the vault holds mail gateway state {row.id[:40]!r} this version of the export format does not "
+            "know; it would be lost, so nothing is exported"
+        )
+    # Like the SMTP setting: the downstream server's password travels in plaintext (docs/export-format.md).
+    value = GatewayConfig.from_json(payload).to_json(reveal=True)
+    return {"id": row.id, "updated_at": format_time(row.updated_at), "value": value}
+
+
+def _mail_alias(row: MailAlias, payload: dict[str, Any]) -> dict[str, Any]:
+    unknown = sorted(set(payload) - set(MAIL_ALIAS_KEYS))
+    if unknown:
+        raise InvalidValue(
+            f"mail alias {row.id} notes {unknown[0][:40]!r}, which this version of the export format does "
+            "not know; it would be lost, so nothing is exported"
+        )
+    # Read as the gateway reads it (routing._alias), with the alias's own defaults.
+    alias = Alias(
+        id=row.id,
+        address=payload["address"],
+        vendor_id=row.vendor_id,
+        vendor_name=payload.get("vendor_name", ""),
+        state=row.state,
+        created_at=row.created_at,
+        vendor_domains=tuple(payload.get("vendor_domains", ())),
+        learned_domains=tuple(payload.get("learned_domains", ())),
+        blocked=bool(payload.get("blocked")),
+        mode=payload.get("mode", "forward_all"),
+        deliver=payload.get("deliver", "forward"),
+        style=payload.get("style", "vendor"),
+        note=payload.get("note"),
+    ).payload()
+    return {
+        "id": row.id,
+        "vendor_id": row.vendor_id,
+        "state": row.state,
+        **_stamps(row),
+        **{k: alias[k] for k in MAIL_ALIAS_KEYS},
+    }
+
+
+def _mail_message(row: MailMessage, payload: dict[str, Any], alias_ids: set[str]) -> dict[str, Any]:
+    unknown = sorted(set(payload) - {"blob", *MAIL_MESSAGE_KEYS})
+    if unknown:
+        raise InvalidValue(
+            f"mail message {row.id} notes {unknown[0][:40]!r}, which this version of the export format does "
+            "not know; it would be lost, so nothing is exported"
+        )
+    return {
+        "id": row.id,
+        "vendor_id": row.vendor_id,
+        # An alias deleted since: the message keeps its address ("alias"), not a reference to nothing.
+        "alias_id": row.alias_id if row.alias_id in alias_ids else None,
+        "received_at": format_time(row.received_at),
+        **_stamps(row),
+        **{k: payload.get(k, MAIL_MESSAGE_DEFAULTS[k]) for k in MAIL_MESSAGE_KEYS},
+        # Filled in with the kept message's entry while the archive is written (null when not kept).
+        "file": None,
+        "sha256": None,
+        "size": None,
+    }
+
+
 def _stamps(row: Any) -> dict[str, str]:
     return {"created_at": format_time(row.created_at), "updated_at": format_time(row.updated_at)}
 
@@ -376,7 +450,8 @@ def _stamps(row: Any) -> dict[str, str]:
 @dataclass
 class _Snapshot:
     records: dict[str, list[dict[str, Any]]]
-    # blob address -> ids of the documents whose file it is (the sha256 is filled in while writing)
+    # blob address -> the documents and mail messages whose file it is (the sha256 is filled in while
+    # writing)
     files: dict[str, list[dict[str, Any]]]
 
 
@@ -402,6 +477,10 @@ def _collect(vault: UnlockedVault, progress: Progress | None) -> _Snapshot:
         grants = list(s.scalars(select(Grant).order_by(Grant.id)))
         intents = list(s.scalars(select(Intent).order_by(Intent.id)))
         offers = list(s.scalars(select(IntentOffer).order_by(IntentOffer.id)))
+        mail_state = list(s.scalars(select(MailState).order_by(MailState.id)))
+        mail_aliases = list(s.scalars(select(MailAlias).order_by(MailAlias.id)))
+        mail_reverse = list(s.scalars(select(MailReverseAlias).order_by(MailReverseAlias.id)))
+        mail_messages = list(s.scalars(select(MailMessage).order_by(MailMessage.id)))
         settings = list(s.scalars(select(SealedSetting).order_by(SealedSetting.id)))
         # Only what the moves' notices need to know how far their e-mails got (plain columns).
         outbox: dict[str, str] = {
@@ -428,6 +507,10 @@ def _collect(vault: UnlockedVault, progress: Progress | None) -> _Snapshot:
         + len(grants)
         + len(intents)
         + len(offers)
+        + len(mail_state)
+        + len(mail_aliases)
+        + len(mail_reverse)
+        + len(mail_messages)
         + len(settings)
         + len(inbox)
     )
@@ -540,6 +623,37 @@ def _collect(vault: UnlockedVault, progress: Progress | None) -> _Snapshot:
     for offer in offers:
         p = vault.open("intent_offers", offer.id, offer.sealed)
         records["intent_offers"].append(_intent_offer(offer, p))
+        tick()
+    # The mail tables are sealed by the mail key (derived from the vault key); lookups are not carried, since
+    # they are keyed hashes only this vault's key reproduces: the importing vault computes its own.
+    mail_keys = MailKeys.from_vault(vault)
+    for state in mail_state:
+        p = mail_keys.open(MailState.__tablename__, state.id, state.sealed)
+        records["mail_gateway"].append(_mail_gateway(state, p))
+        tick()
+    for alias in mail_aliases:
+        p = mail_keys.open(MailAlias.__tablename__, alias.id, alias.sealed)
+        records["mail_aliases"].append(_mail_alias(alias, p))
+        tick()
+    for rev in mail_reverse:
+        p = mail_keys.open(MailReverseAlias.__tablename__, rev.id, rev.sealed)
+        records["mail_reverse_aliases"].append(
+            {
+                "id": rev.id,
+                "alias_id": rev.alias_id,
+                **_stamps(rev),
+                "address": p["address"],
+                "contact": p["contact"],
+            }
+        )
+        tick()
+    alias_ids = {a.id for a in mail_aliases}
+    for message in mail_messages:
+        p = vault.open("mail_messages", message.id, message.sealed)
+        rec = _mail_message(message, p, alias_ids)
+        records["mail_messages"].append(rec)
+        if p.get("blob"):
+            files.setdefault(p["blob"], []).append(rec)
         tick()
     for setting in settings:
         records["settings"].append(

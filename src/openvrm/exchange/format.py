@@ -34,8 +34,9 @@ AGE_ARMOR = b"-----BEGIN AGE ENCRYPTED FILE-----"
 # a contract needs its vendor and relationship, a document its contract, a payment its document, a
 # rights request its vendor and the documents of its answer, a move the vendors it notified, a protocol
 # connection its vendor, its ledger events and grants their connection, an intent the connection its
-# accepted offer made, an intent's offers their intent. Settings refer to nothing; the
-# inbox comes last. The outbox is never exported (it is delivery state).
+# accepted offer made, an intent's offers their intent, a mail alias its vendor, a reverse alias its alias,
+# a filed message its vendor and alias. Settings refer to nothing; the inbox comes last. The outbox and
+# the mail gateway's spool are never exported (they are delivery state).
 KINDS = (
     "profile_changes",
     "vendors",
@@ -51,12 +52,26 @@ KINDS = (
     "grants",
     "intents",
     "intent_offers",
+    "mail_gateway",
+    "mail_aliases",
+    "mail_reverse_aliases",
+    "mail_messages",
     "settings",
     "inbox",
 )
 # Kinds added to format version 1 after its first release: an archive written before them lacks them
 # (both the list and its count), which reads as none.
-OPTIONAL_KINDS = ("connections", "connection_events", "grants", "intents", "intent_offers")
+OPTIONAL_KINDS = (
+    "connections",
+    "connection_events",
+    "grants",
+    "intents",
+    "intent_offers",
+    "mail_gateway",
+    "mail_aliases",
+    "mail_reverse_aliases",
+    "mail_messages",
+)
 
 Progress = Callable[[str, int, int], None]
 """``progress(stage, done, total)``: called as work advances so a front end can draw a bar."""
@@ -193,3 +208,32 @@ INTENT_DRAFT_KEYS = (
 INTENT_PUBLISHED_KEYS = ("published", "relay_url", "matched", "exclude", "cursor")
 INTENT_ACCEPTED_KEYS = ("accepted_offer", "connection_id", "connect_error")
 INTENT_KEYS = INTENT_DRAFT_KEYS + INTENT_PUBLISHED_KEYS + INTENT_ACCEPTED_KEYS
+
+# A mail alias's sealed payload (openvrm.mail.routing.Alias.payload), and a filed message's
+# (openvrm.mail.service.MailService: file_inbox, send, clear_leak) apart from its "blob", which the archive
+# carries as a files/ entry. The export writes every key (its default where the payload lacks it).
+MAIL_ALIAS_KEYS = (
+    "address",
+    "vendor_name",
+    "vendor_domains",
+    "learned_domains",
+    "blocked",
+    "mode",
+    "deliver",
+    "style",
+    "note",
+)
+MAIL_MESSAGE_DEFAULTS: dict[str, Any] = {
+    "direction": "in",
+    "alias": None,
+    "summary": {},
+    "auth": {},
+    "leak": {},
+    "envelope": {},
+    "forwarded": False,
+    "reply_to": None,
+    "to": None,
+    "bills": [],
+    "cleared": False,
+}
+MAIL_MESSAGE_KEYS = tuple(MAIL_MESSAGE_DEFAULTS)

@@ -45,6 +45,7 @@ from openvrm.exchange.format import (
     INTENT_DRAFT_KEYS,
     INTENT_PUBLISHED_KEYS,
     KINDS,
+    MAIL_MESSAGE_KEYS,
     MANIFEST,
     OPTIONAL_KINDS,
     ImportLimits,
@@ -63,6 +64,18 @@ from openvrm.intents.service import STATES as INTENT_STATES
 from openvrm.ledger.contracts import STATUSES as CONTRACT_STATUSES
 from openvrm.ledger.money import optional_date, parse_amount, parse_currency, parse_date
 from openvrm.ledger.terms import ContractTerms, PricePoint
+from openvrm.mail.keys import MailKeys, normalise_address
+from openvrm.mail.routing import (
+    CONFIG_ID,
+    DELIVERIES,
+    MODES,
+    Alias,
+    Downstream,
+    clean_config,
+    clean_domain,
+    clean_mailbox,
+)
+from openvrm.mail.service import STYLES as ALIAS_STYLES
 from openvrm.moves.service import NOTICE_STATUSES, movable_key
 from openvrm.outbox.settings import SMTP_SETTING, clean_mail_settings
 from openvrm.profile.fields import _text, normalise_key, validate
@@ -88,6 +101,10 @@ from openvrm.storage.models import (
     InboxItem,
     Intent,
     IntentOffer,
+    MailAlias,
+    MailMessage,
+    MailReverseAlias,
+    MailState,
     Move,
     Payment,
     ProfileChange,
@@ -116,6 +133,10 @@ _MODELS: dict[str, type[Base]] = {
     "grants": Grant,
     "intents": Intent,
     "intent_offers": IntentOffer,
+    "mail_gateway": MailState,
+    "mail_aliases": MailAlias,
+    "mail_reverse_aliases": MailReverseAlias,
+    "mail_messages": MailMessage,
     "settings": SealedSetting,
     "inbox": InboxItem,
 }
@@ -287,9 +308,10 @@ class _Row:
     updated_at: datetime
     payload: dict[str, Any]
     plain: dict[str, Any] = field(default_factory=dict)
-    sha256: str = ""  # documents only: the sha256 of the file
+    sha256: str = ""  # documents and kept mail messages: the sha256 of the file
     text: str = ""  # documents only: the extracted text ("" when there is none)
     attachment: bytes | None = None  # ledger entries only: the file a vendor's receipt event carried
+    size: int = 0  # kept mail messages: the size of the file (a document's is in its payload)
 
 
 @contextmanager
@@ -699,6 +721,150 @@ def _check_inbox(rec: dict[str, Any], where: str) -> _Row:
             f"{where}: the item is larger than the {MAX_INBOX_ITEM_BYTES} bytes an inbox item may be"
         )
     return _Row(rec["id"], received, received, rec["item"])
+
+
+# -- the relationship mailbox (openvrm.mail): gateway settings, aliases, reverse aliases, filed messages ----
+
+ALIAS_STATES = ("active", "disabled")
+MESSAGE_DIRECTIONS = ("in", "out")
+
+
+def _check_mail_gateway(rec: dict[str, Any], where: str) -> _Row:
+    updated = parse_time(rec["updated_at"], where)
+    if rec["id"] != CONFIG_ID:  # the schema lets only the gateway's settings through
+        raise ArchiveError(f"{where}: unknown mail gateway state {rec['id'][:40]!r}")
+    value = rec["value"]
+    with _at(where):
+        ds = value["downstream"]
+        downstream = Downstream(**ds) if ds is not None else None
+        if downstream is not None and downstream.host != _text(downstream.host, "the downstream host"):
+            raise InvalidValue("the downstream host has spaces around it")
+        cfg = clean_config(
+            domains=value["domains"],
+            forward_to=value["forward_to"],
+            deliver=value["deliver"],
+            downstream=downstream,
+            max_message_bytes=value["max_message_bytes"],
+            max_recipients=value["max_recipients"],
+            auto_alias=value["auto_alias"],
+        )
+    return _Row(rec["id"], updated, updated, cfg.to_json(reveal=True))
+
+
+def _domains(values: list[str]) -> tuple[str, ...]:
+    return tuple(dict.fromkeys(clean_domain(v) for v in values))
+
+
+def _check_mail_alias(rec: dict[str, Any], where: str) -> _Row:
+    created, updated = _stamps(rec, where)
+    with _at(where):
+        _one_of(rec["state"], ALIAS_STATES, "the alias's state")
+        _one_of(rec["mode"], MODES, "the alias's mode")
+        _one_of(rec["deliver"], DELIVERIES, "the alias's delivery")
+        _one_of(rec["style"], ALIAS_STYLES, "the alias's style")
+        alias = Alias(
+            id=rec["id"],
+            address=clean_mailbox(rec["address"], "the alias"),
+            vendor_id=rec["vendor_id"],
+            vendor_name=rec["vendor_name"].strip(),
+            state=rec["state"],
+            created_at=created,
+            vendor_domains=_domains(rec["vendor_domains"]),
+            learned_domains=_domains(rec["learned_domains"]),
+            blocked=rec["blocked"],
+            mode=rec["mode"],
+            deliver=rec["deliver"],
+            style=rec["style"],
+            note=rec["note"],
+        )
+    plain = {"vendor_id": rec["vendor_id"], "state": rec["state"]}
+    return _Row(rec["id"], created, updated, alias.payload(), plain)
+
+
+def _check_mail_reverse_alias(rec: dict[str, Any], where: str) -> _Row:
+    created, updated = _stamps(rec, where)
+    with _at(where):
+        address = clean_mailbox(rec["address"], "the reverse alias")
+        contact = normalise_address(rec["contact"])
+    payload = {"address": address, "contact": contact}
+    return _Row(rec["id"], created, updated, payload, {"alias_id": rec["alias_id"]})
+
+
+def _check_mail_message(rec: dict[str, Any], where: str) -> _Row:
+    created, updated = _stamps(rec, where)
+    received = parse_time(rec["received_at"], where)
+    with _at(where):
+        _one_of(rec["direction"], MESSAGE_DIRECTIONS, "the message's direction")
+    kept = [rec[k] is not None for k in ("file", "sha256", "size")]
+    if any(kept) and not all(kept):
+        raise ArchiveError(f"{where}: a kept message names its file, sha256 and size; one without, none")
+    sha256 = rec["sha256"] or ""
+    if sha256 and rec["file"] != file_entry(sha256):
+        raise ArchiveError(f"{where}: its file {rec['file']!r} does not match its sha256")
+    payload = {k: rec[k] for k in MAIL_MESSAGE_KEYS}
+    plain = {"vendor_id": rec["vendor_id"], "alias_id": rec["alias_id"], "received_at": received}
+    return _Row(rec["id"], created, updated, payload, plain, sha256, size=rec["size"] or 0)
+
+
+def _check_mail_references(vault: UnlockedVault, plan: dict[str, list[_Row]]) -> None:
+    """Aliases' and messages' vendors, reverse aliases' and messages' aliases, in the archive or the vault;
+    each address once, in the archive and beside the vault's own (found by the vault's own keyed hash)."""
+    if not (plan["mail_aliases"] or plan["mail_reverse_aliases"] or plan["mail_messages"]):
+        return
+    keys = MailKeys.from_vault(vault)
+    with vault.db.read() as s:
+        vendors = set(s.scalars(select(Vendor.id)))
+        aliases = set(s.scalars(select(MailAlias.id)))
+        reverse = set(s.scalars(select(MailReverseAlias.id)))
+        taken = {lookup: rid for rid, lookup in s.execute(select(MailAlias.id, MailAlias.lookup))}
+        pairs: dict[str, str] = {}
+        taken |= {
+            lookup: rid for rid, lookup in s.execute(select(MailReverseAlias.id, MailReverseAlias.lookup))
+        }
+        pairs = {pair: rid for rid, pair in s.execute(select(MailReverseAlias.id, MailReverseAlias.pair))}
+    vendors |= {r.id for r in plan["vendors"]}
+    in_vault = aliases | reverse
+    aliases |= {r.id for r in plan["mail_aliases"]}
+
+    def need(what: str, r: _Row, kind: str, target: str | None, known: set[str]) -> None:
+        if target is not None and target not in known:
+            raise ArchiveError(
+                f"{what} {r.id} refers to {kind} {target}, which is not in the archive or the vault"
+            )
+
+    addresses: dict[str, str] = {}
+
+    def claim(what: str, r: _Row) -> None:
+        address = r.payload["address"]
+        lookup = keys.lookup(address)
+        if lookup in addresses:
+            raise ArchiveError(f"mail aliases {addresses[lookup]} and {r.id} have the same address {address}")
+        addresses[lookup] = r.id
+        if r.id not in in_vault and taken.get(lookup, r.id) != r.id:
+            raise ArchiveError(
+                f"{what} {r.id}: the address {address} is already an alias in this vault "
+                f"({taken[lookup]}); remove one of them before importing"
+            )
+
+    for r in plan["mail_aliases"]:
+        need("mail alias", r, "vendor", r.plain["vendor_id"], vendors)
+        claim("mail alias", r)
+    slots: dict[str, str] = {}
+    for r in plan["mail_reverse_aliases"]:
+        need("reverse alias", r, "mail alias", r.plain["alias_id"], aliases)
+        claim("reverse alias", r)
+        pair = keys.pair(r.plain["alias_id"], r.payload["contact"])
+        if pair in slots:
+            raise ArchiveError(f"reverse aliases {slots[pair]} and {r.id} are for the same alias and contact")
+        slots[pair] = r.id
+        if r.id not in in_vault and pairs.get(pair, r.id) != r.id:
+            raise ArchiveError(
+                f"reverse alias {r.id} is for the alias and contact of the vault's reverse alias "
+                f"{pairs[pair]}"
+            )
+    for r in plan["mail_messages"]:
+        need("mail message", r, "vendor", r.plain["vendor_id"], vendors)
+        need("mail message", r, "mail alias", r.plain["alias_id"], aliases)
 
 
 # -- protocol connections, their ledgers and grants (openvrm.agent.service) ----------------------------
@@ -1144,6 +1310,10 @@ _CHECKS = {
     "grants": _check_grant,
     "intents": _check_intent,
     "intent_offers": _check_intent_offer,
+    "mail_gateway": _check_mail_gateway,
+    "mail_aliases": _check_mail_alias,
+    "mail_reverse_aliases": _check_mail_reverse_alias,
+    "mail_messages": _check_mail_message,
     "settings": _check_setting,
     "inbox": _check_inbox,
 }
@@ -1213,16 +1383,26 @@ def _check_references(plan: dict[str, list[_Row]]) -> None:
             need("move", r, "vendors", notice["vendor_id"])
 
 
-def _check_files(entries: _Entries, documents: list[_Row], progress: Progress | None) -> int:
+def _check_files(
+    entries: _Entries, documents: list[_Row], messages: list[_Row], progress: Progress | None
+) -> int:
     """Check every file's sha256 and size from its bytes; return the total size of the files."""
     sizes: dict[str, int] = {}
+    kept = [m for m in messages if m.sha256]
     for doc in documents:
         if doc.sha256 not in entries.files:
             raise ArchiveError(f"document {doc.id}: its file {file_entry(doc.sha256)} is not in the archive")
-    referenced = {doc.sha256 for doc in documents}
+    for msg in kept:
+        if msg.sha256 not in entries.files:
+            raise ArchiveError(
+                f"mail message {msg.id}: its file {file_entry(msg.sha256)} is not in the archive"
+            )
+    referenced = {doc.sha256 for doc in documents} | {msg.sha256 for msg in kept}
     unreferenced = sorted(set(entries.files) - referenced)
     if unreferenced:
-        raise ArchiveError(f"{file_entry(unreferenced[0])} is not the file of any document in manifest.json")
+        raise ArchiveError(
+            f"{file_entry(unreferenced[0])} is not the file of any document or mail message in manifest.json"
+        )
     total = len(entries.files)
     if progress is not None:
         progress("verify", 0, total)
@@ -1238,6 +1418,12 @@ def _check_files(entries: _Entries, documents: list[_Row], progress: Progress | 
             raise ArchiveError(
                 f"document {doc.id} says its file has {doc.payload['size']} bytes, "
                 f"but the file has {sizes[doc.sha256]}"
+            )
+    for msg in kept:
+        if msg.size != sizes[msg.sha256]:
+            raise ArchiveError(
+                f"mail message {msg.id} says its file has {msg.size} bytes, "
+                f"but the file has {sizes[msg.sha256]}"
             )
     return sum(sizes.values())
 
@@ -1261,6 +1447,8 @@ def _write_rows(
     """Insert the rows; ``attachments`` maps a ledger entry to its attachment's blob (added to ``kept``)."""
     attachments = attachments or {}
     box_public = vault.vault.box_public_key
+    # The mail tables are sealed by this vault's mail key, and their lookups are its own keyed hashes.
+    mail = MailKeys.from_vault(vault)
     added = {k: 0 for k in KINDS}
     skipped = {k: 0 for k in KINDS}
     total = sum(len(rows) for rows in plan.values())
@@ -1282,11 +1470,20 @@ def _write_rows(
                     sealed_box = seal_to(box_public, encode_payload(row.payload))
                     s.add(InboxItem(id=row.id, received_at=row.created_at, sealed_box=sealed_box))
                     added[kind] += 1
+                elif kind in ("mail_gateway", "mail_aliases", "mail_reverse_aliases"):
+                    s.add(_mail_row(mail, kind, row))
+                    added[kind] += 1
                 else:
                     plain = dict(row.plain)
                     payload = row.payload
                     if kind == "documents":
                         plain["blob_address"] = addresses[row.sha256]
+                    if kind == "mail_messages":
+                        # The kept message's blob address is this vault's own (the archive names its file).
+                        blob = addresses[row.sha256] if row.sha256 else None
+                        payload = {**payload, "blob": blob}
+                        if blob is not None and kept is not None:
+                            kept.add(blob)
                     if row.id in attachments and kind == "connection_events":
                         # The attachment's blob address is this vault's own (the archive never names one).
                         note = payload["note"]
@@ -1323,8 +1520,22 @@ def _write_rows(
     return added, skipped
 
 
+def _mail_row(keys: MailKeys, kind: str, row: _Row) -> Base:
+    """A mail-key row, sealed and looked up with the importing vault's mail key."""
+    model = _MODELS[kind]
+    sealed = keys.seal(table_of(model), row.id, row.payload)
+    if kind == "mail_gateway":
+        return MailState(id=row.id, updated_at=row.updated_at, sealed=sealed)
+    stamps = {"created_at": row.created_at, "updated_at": row.updated_at}
+    lookup = keys.lookup(row.payload["address"])
+    if kind == "mail_aliases":
+        return MailAlias(id=row.id, lookup=lookup, **row.plain, **stamps, sealed=sealed)
+    pair = keys.pair(row.plain["alias_id"], row.payload["contact"])
+    return MailReverseAlias(id=row.id, lookup=lookup, pair=pair, **row.plain, **stamps, sealed=sealed)
+
+
 def _forget_blobs(vault: UnlockedVault, addresses: set[str], kept: frozenset[str] = frozenset()) -> None:
-    """Delete blobs this import added that no document (nor ``kept`` ledger attachment) refers to."""
+    """Delete blobs this import added that no document (nor ``kept`` attachment or message) refers to."""
     if not addresses:
         return
     with vault.db.read() as s:
@@ -1380,19 +1591,24 @@ def import_archive(
             plan = _check_records(manifest)
             _check_protocol(vault, plan)
             _check_intent_references(vault, plan)
+            _check_mail_references(vault, plan)
             if manifest["counts"]["files"] != len(entries.files):
                 raise ArchiveError(
                     f"manifest.json says the archive holds {manifest['counts']['files']} files "
                     f"but it holds {len(entries.files)}"
                 )
-            file_bytes = _check_files(entries, plan["documents"], progress)
+            file_bytes = _check_files(entries, plan["documents"], plan["mail_messages"], progress)
 
             # Everything is checked: now write, files first, then every row in one transaction.
             entries.total_read = 0  # the files are read a second time; count that pass on its own
             with vault.db.read() as s:
                 known_docs = _existing(s, "documents")
                 known_entries = _existing(s, "connection_events")
-            needed = sorted({d.sha256 for d in plan["documents"] if d.id not in known_docs})
+                known_messages = _existing(s, "mail_messages")
+            needed = sorted(
+                {d.sha256 for d in plan["documents"] if d.id not in known_docs}
+                | {m.sha256 for m in plan["mail_messages"] if m.sha256 and m.id not in known_messages}
+            )
             addresses: dict[str, str] = {}
             new_blobs: set[str] = set()
             files_added = 0
