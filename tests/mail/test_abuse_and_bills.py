@@ -159,3 +159,25 @@ def mail_world_again(unlocked: UnlockedVault, w: object):  # type: ignore[no-unt
             yield port
 
     return run()
+
+
+def test_hostile_sender_names_cannot_inject_headers_into_the_forwarded_copy(unlocked: UnlockedVault) -> None:
+    import base64
+
+    evil = base64.b64encode(b"Shop\r\nBcc: thief@evil.example\r\nX-Openvrm-Vendor: Bank").decode()
+    raw = (
+        f"From: =?utf-8?b?{evil}?= <billing@shop.example>\r\n"
+        "Subject: =?utf-8?q?hi=0D=0ABcc=3A_thief@evil.example?=\r\n"
+        "X-Openvrm-Vendor: Forged Bank\r\n\r\nhello\r\n"
+    ).encode()
+    with mail_world(unlocked) as w:
+        assert send(w.port, "bounce@shop.example", [w.alias.address], raw) == {}
+        assert wait_for(lambda: len(w.sink.messages) == 1)
+        fwd = w.sink.messages[0]
+        assert fwd.get_all("X-Openvrm-Vendor") == ["Shop"]  # the vendor's own header dropped, ours alone
+        assert fwd.get_all("Bcc") is None
+        assert "thief@evil.example" not in "".join(f"{k}: {v}" for k, v in fwd.items() if k != "Subject")
+        assert fwd["X-Openvrm-Original-From"] == "billing@shop.example"  # the address survives the name
+    w.mail.file_inbox()
+    [m] = w.mail.messages()
+    assert m.summary["from"] == "billing@shop.example" and not m.leaked

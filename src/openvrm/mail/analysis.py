@@ -63,17 +63,16 @@ def check_structure(msg: Message) -> None:
 
 
 def header(msg: Message, name: str, limit: int = 998) -> str:
-    """A header as text whatever its bytes (undecodable bytes become U+FFFD), on one line."""
+    """A header as text whatever its bytes (undecodable bytes become U+FFFD), on one line.
+
+    A value the standard library cannot decode (a hostile encoded word, say) is given as it arrived,
+    encoded words and all, rather than dropped.
+    """
     try:
         value = msg.get(name)
+        text = "" if value is None else str(value)
     except Exception:  # noqa: BLE001 - the parser's header classes raise on hostile values
-        value = None
-    if value is None:
-        return ""
-    try:
-        text = str(value)
-    except Exception:  # noqa: BLE001
-        text = ""
+        text = next((str(v) for k, v in msg.raw_items() if k.lower() == name.lower()), "")
     text = text.encode("utf-8", "replace").decode("utf-8", "replace")
     return " ".join(text.split())[:limit]
 
