@@ -808,6 +808,11 @@ MAIL_CASES: list[tuple[str, Callable[[dict[str, Any]], Any], str]] = [
         r"mail alias .* vendor f+, which is not in the archive or the vault",
     ),
     (
+        "alias-for-missing-relationship",
+        lambda m: m["mail_aliases"][0].update(relationship_id="d" * 32),
+        r"mail alias .* relationship d+, which is not in the archive or the vault",
+    ),
+    (
         "reverse-of-missing-alias",
         lambda m: m["mail_reverse_aliases"][0].update(alias_id="e" * 32),
         r"reverse alias .* mail alias e+, which is not in the archive or the vault",

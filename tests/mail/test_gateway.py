@@ -8,6 +8,7 @@ import pytest
 
 from openvrm.storage.models import InboxItem
 from openvrm.vault.core import UnlockedVault
+from openvrm.vendors.service import VendorService
 from tests.mail.support import DOMAIN, REAL, body_of, mail_world, message, send, wait_for
 
 
@@ -19,6 +20,8 @@ def test_vendor_mail_is_forwarded_with_the_vendor_named_and_filed(unlocked: Unlo
         fwd = w.sink.messages[0]
         assert fwd["X-Openvrm-Vendor"] == "Shop"
         assert fwd["X-Openvrm-Alias"] == w.alias.address
+        [rel] = VendorService(unlocked).relationships(w.vendor_id)
+        assert w.alias.relationship_id == rel.id and fwd["X-Openvrm-Relationship"] == rel.id
         assert fwd["X-Openvrm-Original-From"] == "billing@shop.example"
         assert "dkim=pass" in fwd["Authentication-Results"] and "spf=pass" in fwd["Authentication-Results"]
         assert "X-Openvrm-Leak" not in fwd

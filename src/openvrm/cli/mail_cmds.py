@@ -216,11 +216,19 @@ def alias_create(
         str | None, typer.Option(help="One of the gateway's domains (default: the first).")
     ] = None,
     note: Annotated[str | None, typer.Option(help="A note for yourself.")] = None,
+    relationship: Annotated[
+        str | None,
+        typer.Option(
+            help="The relationship it is for (default: the vendor's first); forwarded mail names it."
+        ),
+    ] = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Give a vendor a new alias."""
     with unlocked(ctx) as uv:
-        a = MailService(uv).create_alias(vendor_id, style=style, domain=domain, note=note)
+        a = MailService(uv).create_alias(
+            vendor_id, style=style, domain=domain, note=note, relationship_id=relationship
+        )
     emit(as_json, a.to_json(), f"{a.address} is now {a.vendor_name}'s address for you ({a.id}).")
 
 

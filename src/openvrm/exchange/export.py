@@ -411,6 +411,7 @@ def _mail_alias(row: MailAlias, payload: dict[str, Any]) -> dict[str, Any]:
         deliver=payload.get("deliver", "forward"),
         style=payload.get("style", "vendor"),
         note=payload.get("note"),
+        relationship_id=payload.get("relationship_id"),
     ).payload()
     return {
         "id": row.id,

@@ -222,6 +222,7 @@ MAIL_ALIAS_KEYS = (
     "deliver",
     "style",
     "note",
+    "relationship_id",
 )
 MAIL_MESSAGE_DEFAULTS: dict[str, Any] = {
     "direction": "in",

@@ -776,6 +776,7 @@ def _check_mail_alias(rec: dict[str, Any], where: str) -> _Row:
             deliver=rec["deliver"],
             style=rec["style"],
             note=rec["note"],
+            relationship_id=rec["relationship_id"],
         )
     plain = {"vendor_id": rec["vendor_id"], "state": rec["state"]}
     return _Row(rec["id"], created, updated, alias.payload(), plain)
@@ -814,6 +815,7 @@ def _check_mail_references(vault: UnlockedVault, plan: dict[str, list[_Row]]) ->
     keys = MailKeys.from_vault(vault)
     with vault.db.read() as s:
         vendors = set(s.scalars(select(Vendor.id)))
+        relationship_ids = set(s.scalars(select(Relationship.id)))
         aliases = set(s.scalars(select(MailAlias.id)))
         reverse = set(s.scalars(select(MailReverseAlias.id)))
         taken = {lookup: rid for rid, lookup in s.execute(select(MailAlias.id, MailAlias.lookup))}
@@ -823,6 +825,7 @@ def _check_mail_references(vault: UnlockedVault, plan: dict[str, list[_Row]]) ->
         }
         pairs = {pair: rid for rid, pair in s.execute(select(MailReverseAlias.id, MailReverseAlias.pair))}
     vendors |= {r.id for r in plan["vendors"]}
+    relationships = {r.id for r in plan["relationships"]} | relationship_ids
     in_vault = aliases | reverse
     aliases |= {r.id for r in plan["mail_aliases"]}
 
@@ -848,6 +851,7 @@ def _check_mail_references(vault: UnlockedVault, plan: dict[str, list[_Row]]) ->
 
     for r in plan["mail_aliases"]:
         need("mail alias", r, "vendor", r.plain["vendor_id"], vendors)
+        need("mail alias", r, "relationship", r.payload["relationship_id"], relationships)
         claim("mail alias", r)
     slots: dict[str, str] = {}
     for r in plan["mail_reverse_aliases"]:

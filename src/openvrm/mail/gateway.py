@@ -237,6 +237,7 @@ class Gateway:
                 "alias_id": alias.id,
                 "alias": alias.address,
                 "vendor_id": alias.vendor_id,
+                "relationship_id": alias.relationship_id,
                 "envelope": {
                     "mail_from": envelope.mail_from,
                     "helo": envelope.helo,
@@ -308,6 +309,7 @@ class Gateway:
             _field("X-Openvrm-Original-From", from_addr or "<>"),
             _field("X-Openvrm-Vendor", alias.vendor_name),
             _field("X-Openvrm-Vendor-Id", alias.vendor_id or "none"),
+            _field("X-Openvrm-Relationship", alias.relationship_id or "none"),
             _field("X-Openvrm-Alias", alias.address),
             _field("X-Openvrm-Kind", kind),
             _field("Authentication-Results", auth.header_value(cfg.hostname)),

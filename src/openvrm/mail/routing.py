@@ -162,6 +162,8 @@ class Alias:
     style: str = "vendor"
     note: str | None = None
     learned_domains: tuple[str, ...] = field(default=())
+    # The relationship the alias was made for (the forwarded copy names it); None: the vendor's in general.
+    relationship_id: str | None = None
 
     def payload(self) -> dict[str, Any]:
         return {
@@ -174,6 +176,7 @@ class Alias:
             "deliver": self.deliver,
             "style": self.style,
             "note": self.note,
+            "relationship_id": self.relationship_id,
         }
 
     def to_json(self) -> dict[str, Any]:
@@ -182,6 +185,7 @@ class Alias:
             "address": self.address,
             "vendor_id": self.vendor_id,
             "vendor_name": self.vendor_name,
+            "relationship_id": self.relationship_id,
             "state": self.state,
             "blocked": self.blocked,
             "mode": self.mode,
@@ -222,6 +226,7 @@ def _alias(keys: MailKeys, row: MailAlias) -> Alias:
         deliver=p.get("deliver", "forward"),
         style=p.get("style", "vendor"),
         note=p.get("note"),
+        relationship_id=p.get("relationship_id"),
     )
 
 

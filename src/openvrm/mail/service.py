@@ -199,7 +199,9 @@ class MailService:
         style: str = "vendor",
         domain: str | None = None,
         note: str | None = None,
+        relationship_id: str | None = None,
     ) -> Alias:
+        """A new alias for the vendor, made for ``relationship_id`` (default: the vendor's first one)."""
         cfg = self.routes.require_config()
         if style not in STYLES:
             raise InvalidValue(f"the alias style is one of {', '.join(STYLES)}, not {style!r}")
@@ -210,6 +212,16 @@ class MailService:
             raise InvalidValue("a note is at most 200 characters")
         with self.vault.db.write() as s:
             name, domains, blocked = self._vendor_view(s, vendor_id)
+            rels = list(
+                s.scalars(
+                    select(Relationship.id)
+                    .where(Relationship.vendor_id == vendor_id)
+                    .order_by(Relationship.id)
+                )
+            )
+            if relationship_id is not None and relationship_id not in rels:
+                raise InvalidValue("that relationship is not with this vendor")
+            relationship_id = relationship_id or (rels[0] if rels else None)
             siblings = self.routes.vendor_aliases(s, vendor_id)
             mode, deliver = (
                 (siblings[0].mode, siblings[0].deliver) if siblings else ("forward_all", cfg.deliver)
@@ -228,18 +240,19 @@ class MailService:
                     deliver=deliver,
                     style=style,
                     note=note,
+                    relationship_id=relationship_id,
                 )
                 lookup = self.keys.lookup(alias.address)
                 if s.scalar(select(MailAlias.id).where(MailAlias.lookup == lookup)) is None:
                     return self.routes.add_alias(s, alias)
         raise Conflict("could not find a free alias name; try the words style")  # pragma: no cover
 
-    def ensure_alias(self, vendor_id: str) -> Alias | None:
+    def ensure_alias(self, vendor_id: str, relationship_id: str | None = None) -> Alias | None:
         """With ``auto_alias`` set, give the vendor an alias if it has none yet (a new relationship)."""
         cfg = self.routes.config()
         if cfg is None or not cfg.auto_alias or self.routes.aliases(vendor_id=vendor_id):
             return None
-        return self.create_alias(vendor_id)
+        return self.create_alias(vendor_id, relationship_id=relationship_id)
 
     def aliases(self, *, vendor_id: str | None = None) -> list[Alias]:
         return self.routes.aliases(vendor_id=vendor_id)

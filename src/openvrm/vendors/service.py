@@ -238,7 +238,7 @@ class VendorService:
             row = insert(self.vault, s, Relationship, payload, vendor_id=vendor_id)
             s.flush()
             _sync_mail(self.vault, s, vendor_id)
-        _auto_alias(self.vault, vendor_id)
+        _auto_alias(self.vault, vendor_id, row.id)
         return RelationshipRecord(id=row.id, vendor_id=vendor_id, created_at=row.created_at, **payload)
 
     def relationships(self, vendor_id: str | None = None) -> builtins.list[RelationshipRecord]:
@@ -376,10 +376,10 @@ def _sync_mail(vault: UnlockedVault, s: Session, vendor_id: str) -> None:
     sync_vendor_mail(vault, s, vendor_id)
 
 
-def _auto_alias(vault: UnlockedVault, vendor_id: str) -> None:
+def _auto_alias(vault: UnlockedVault, vendor_id: str, relationship_id: str) -> None:
     from openvrm.mail.service import MailService
 
-    MailService(vault).ensure_alias(vendor_id)
+    MailService(vault).ensure_alias(vendor_id, relationship_id)
 
 
 _LEGAL = re.compile(r"\b(sa|sas|sasu|sarl|gmbh|ag|kg|ltd|limited|inc|llc|plc|se|bv|nv|ab|spa|srl|co)\b")
