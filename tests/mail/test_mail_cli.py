@@ -145,3 +145,42 @@ def _listening(port: int) -> bool:
     except OSError:
         time.sleep(0.1)
         return False
+
+
+def test_vrm_serve_runs_the_gateway_beside_the_app(vrm: Vrm, tmp_path: Path) -> None:
+    """`vrm serve --mail-port` (what `make run` uses): the web app and the gateway in one process."""
+    shop = vrm.json("vendors", "add", "Shop", "--domain", "shop.example")
+    vrm.json(
+        "mail", "gateway", "setup", "--domain", "mail.example", "--forward-to", REAL, "--deliver", "vault"
+    )
+    alias = vrm.json("mail", "alias", "create", shop["id"])
+    zone_file = tmp_path / "zone.json"
+    zone_file.write_text(json.dumps(zone_for("shop.example").to_json()))
+    web, smtp = free_port(), free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("OPENVRM_")}
+    env |= {"OPENVRM_HOME": str(vrm.home), "OPENVRM_MAIL_KEY": vrm("mail", "key").stdout.strip()}
+    cmd = [sys.executable, "-m", "openvrm.cli.main", "serve", "--port", str(web), "--mail-port", str(smtp)]
+    proc = subprocess.Popen(
+        [*cmd, "--mail-dns-zone", str(zone_file)],
+        env=env,
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    try:
+        assert wait_for(lambda: _listening(web) and _listening(smtp), 30), (
+            proc.stderr.read() if proc.stderr else ""
+        )
+        raw = message(sender="billing@shop.example", to=alias["address"])
+        assert send(smtp, "bounce@shop.example", [alias["address"]], raw) == {}
+        import httpx
+
+        assert httpx.get(f"http://127.0.0.1:{web}/healthz").json()["status"] == "ok"
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+    [m] = vrm.json("mail", "messages")
+    assert m["subject"] == "Your order" and m["kept"] and m["auth"]["dmarc"] == "pass"
