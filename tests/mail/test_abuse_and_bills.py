@@ -181,3 +181,21 @@ def test_hostile_sender_names_cannot_inject_headers_into_the_forwarded_copy(unlo
     w.mail.file_inbox()
     [m] = w.mail.messages()
     assert m.summary["from"] == "billing@shop.example" and not m.leaked
+
+
+def test_a_large_message_is_kept_whole(unlocked: UnlockedVault) -> None:
+    """Kept messages are not bound by the 1 MiB of a vendor's push, only by the gateway's size limit."""
+    big = b"%PDF-1.4\n" + bytes(range(256)) * 12_000  # ~3 MB attachment: 4 MB once base64-encoded
+    with mail_world(unlocked) as w:
+        w.mail.set_rules(alias_id=w.alias.id, deliver="vault")
+        raw = message(
+            sender="billing@shop.example",
+            to=w.alias.address,
+            subject="Photos of your order",
+            attachments=[("photos.bin", "application/octet-stream", big)],
+        )
+        assert len(raw) > 4_000_000
+        assert send(w.port, "bounce@shop.example", [w.alias.address], raw) == {}
+    assert w.mail.file_inbox() == 1
+    [m] = w.mail.messages()
+    assert w.mail.raw(m.id) == raw

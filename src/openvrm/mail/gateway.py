@@ -18,7 +18,7 @@ import re
 import secrets
 import threading
 from collections.abc import Callable
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from email.header import Header
 from email.utils import formataddr, formatdate
@@ -28,7 +28,7 @@ from sqlalchemy import select
 
 from openvrm.errors import InvalidValue, NotFound
 from openvrm.mail import analysis as an
-from openvrm.mail.auth import AuthResults, Resolver, authenticate, org_domain
+from openvrm.mail.auth import AuthResults, Resolver, authenticate
 from openvrm.mail.keys import MailKeys, normalise_address
 from openvrm.mail.routing import Alias, GatewayConfig, ReverseAlias, Routes
 from openvrm.outbox.transport import DeliveryFailed, Transport
@@ -252,7 +252,7 @@ class Gateway:
                 # The person keeps what is not forwarded, and every bill (the importer needs the file).
                 "raw": base64.b64encode(raw).decode() if (not forward or bills) else None,
             }
-            rows.append(self.vault.inbox_row(item))
+            rows.append(self.vault.inbox_row(item, limit=_inbox_limit(cfg)))
             if forward:
                 data = self._forward_copy(raw, alias, auth, verdict, kind, summary, reverse, cfg)
                 rows.append(self._spool_row(alias.address, [cfg.forward_to], data, {"alias_id": alias.id}))
@@ -434,6 +434,11 @@ class _Pending:
         self.rows = rows
         self.finished = False
         self.error: BaseException | None = None
+
+
+def _inbox_limit(cfg: GatewayConfig) -> int:
+    """A kept message travels base64-encoded in its inbox item, beside its summary and checks."""
+    return cfg.max_message_bytes * 4 // 3 + 256 * 1024
 
 
 def scrub(raw: bytes, real: str, alias: str) -> bytes:
@@ -654,7 +659,5 @@ __all__ = [
     "Spool",
     "SpoolEntry",
     "SpoolReport",
-    "org_domain",
-    "replace",
     "scrub",
 ]

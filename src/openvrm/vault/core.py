@@ -190,11 +190,15 @@ class Vault:
             s.add(row)
         return row.id
 
-    def inbox_row(self, item: Mapping[str, Any]) -> InboxItem:
-        """``item`` sealed to the box key, as a row for the caller to add in its own transaction."""
+    def inbox_row(self, item: Mapping[str, Any], *, limit: int = MAX_INBOX_ITEM_BYTES) -> InboxItem:
+        """``item`` sealed to the box key, as a row for the caller to add in its own transaction.
+
+        ``limit`` bounds the encoded item: 1 MiB for what vendors push; the mail gateway, which keeps whole
+        messages, passes its own (its message size limit, encoded).
+        """
         data = encode_payload(item)
-        if len(data) > MAX_INBOX_ITEM_BYTES:
-            raise InvalidValue(f"an inbox item is limited to {MAX_INBOX_ITEM_BYTES} bytes")
+        if len(data) > limit:
+            raise InvalidValue(f"an inbox item is limited to {limit} bytes")
         return InboxItem(id=new_id(), received_at=utcnow(), sealed_box=seal_to(self.box_public_key, data))
 
     def inbox_count(self) -> int:
