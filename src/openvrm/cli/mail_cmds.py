@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
+from rich.markup import escape
 from rich.table import Table
 
 from openvrm.cli.context import JsonOpt, emit, id_table, open_vault, out, state, unlocked
@@ -41,7 +42,7 @@ def register(app: typer.Typer) -> None:  # noqa: ARG001 - the commands hang off 
 
 def _alias_row(a: Alias) -> tuple[str, ...]:
     state_text = "blocked" if a.blocked else a.state
-    return (a.id, a.address, a.vendor_name, state_text, a.mode, a.deliver)
+    return tuple(escape(v) for v in (a.id, a.address, a.vendor_name, state_text, a.mode, a.deliver))
 
 
 def _print_aliases(aliases: list[Alias]) -> None:
@@ -300,18 +301,19 @@ def _print_messages(msgs: list[MailRecord]) -> None:
     for m in msgs:
         flags = []
         if m.leaked:
-            flags.append(f"[red]leak: {m.leak.get('reached')}[/]")
+            flags.append(f"[red]leak: {escape(str(m.leak.get('reached')))}[/]")
         if m.forwarded:
             flags.append("forwarded")
         if m.bills:
             flags.append(f"{len(m.bills)} bill(s)")
+        # What senders wrote is shown as text, never as Rich markup ("[/x]" in a subject, "[link=…]").
         table.add_row(
             m.id,
             m.received_at.strftime("%Y-%m-%d %H:%M"),
-            str(m.summary.get("from", "")),
-            m.alias or "",
-            str(m.summary.get("subject", "")),
-            str(m.summary.get("kind", "")),
+            escape(str(m.summary.get("from", ""))),
+            escape(m.alias or ""),
+            escape(str(m.summary.get("subject", ""))),
+            escape(str(m.summary.get("kind", ""))),
             ", ".join(flags),
         )
     out.print(table)
@@ -350,14 +352,16 @@ def mail_message(
     data: dict[str, Any] = m.to_json() | {"body": body}
 
     def text() -> None:
-        out.print(f"[bold]{m.summary.get('subject', '')}[/]")
-        out.print(f"from {m.summary.get('from')} to {m.alias}, {m.received_at:%Y-%m-%d %H:%M}")
+        e = escape
+        out.print(f"[bold]{e(str(m.summary.get('subject', '')))}[/]")
+        out.print(e(f"from {m.summary.get('from')} to {m.alias}, {m.received_at:%Y-%m-%d %H:%M}"))
         dkim = ", ".join(f"{d['domain']}={d['result']}" for d in m.auth.get("dkim", [])) or "none"
-        out.print(f"SPF {m.auth.get('spf')}, DKIM {dkim}, DMARC {m.auth.get('dmarc')}")
+        out.print(e(f"SPF {m.auth.get('spf')}, DKIM {dkim}, DMARC {m.auth.get('dmarc')}"))
         if m.leaked:
-            out.print(f"[red]This address reached {m.leak.get('reached')}[/]: {m.leak.get('reason')}")
+            reached, reason = e(str(m.leak.get("reached"))), e(str(m.leak.get("reason")))
+            out.print(f"[red]This address reached {reached}[/]: {reason}")
         for b in m.bills:
-            out.print(f"bill {b['filename']}: {b['status']} {b.get('document_id') or ''}")
+            out.print(e(f"bill {b['filename']}: {b['status']} {b.get('document_id') or ''}"))
         if body:
             out.print()
             out.print(body, markup=False, highlight=False)
@@ -411,13 +415,13 @@ def mail_queue(ctx: typer.Context, as_json: JsonOpt = False) -> None:
     def text() -> None:
         table = id_table("id", "state", "attempts", "next attempt", "to", "last error")
         for e in entries:
-            table.add_row(
+            table.add_row(  # recipients and server replies as text, never markup
                 e.id,
                 e.state,
                 str(e.attempts),
                 e.next_attempt_at.strftime("%Y-%m-%d %H:%M"),
-                ", ".join(e.recipients),
-                e.last_error or "",
+                escape(", ".join(e.recipients)),
+                escape(e.last_error or ""),
             )
         out.print(table)
 

@@ -140,6 +140,9 @@ class LeakVerdict:
     reason: str
     reached: str | None = None
     learned: str | None = None  # a domain learned for a vendor with none on record
+    # The vendor proved it wrote (a DKIM signature of its domain, or SPF for it with its From): only
+    # then are bills in the message filed as the vendor's without question.
+    authenticated: bool = False
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -147,6 +150,7 @@ class LeakVerdict:
             "reason": self.reason,
             "reached": self.reached,
             "learned": self.learned,
+            "authenticated": self.authenticated,
         }
 
 
@@ -159,22 +163,26 @@ def judge_sender(
     - a From of the vendor's organisation that fails authentication: flagged (someone posing as A);
     - a From of the vendor, unsigned and not failing: A (much small-vendor mail is unsigned);
     - anyone else: flagged, naming the sender's organisation;
-    - a vendor with no domain on record learns the first authenticated sender's (trust on first use).
+    - a vendor with no domain on record learns the first sender's domain when DKIM or SPF proves that
+      very domain (trust on first use).
     """
     if not mail_from and not from_addr:
         return LeakVerdict(False, "a bounce (no sender)")
     from_org = org_domain(domain_of(from_addr)) if from_addr else ""
     dkim_orgs = {org_domain(d) for d in auth.dkim_pass_domains}
     known = {org_domain(d) for d in vendor_domains}
+    spf_org = org_domain(auth.spf_domain or "") if auth.spf == "pass" else ""
     if not known:
-        if from_org and (from_org in dkim_orgs or auth.spf == "pass"):
-            return LeakVerdict(False, "first authenticated sender, learned", learned=from_org)
+        if from_org and (from_org in dkim_orgs or spf_org == from_org):
+            return LeakVerdict(
+                False, "first authenticated sender, learned", learned=from_org, authenticated=True
+            )
         return LeakVerdict(False, "the vendor has no domain on record")
     if dkim_orgs & known:
-        return LeakVerdict(False, "DKIM signature of the vendor")
+        return LeakVerdict(False, "DKIM signature of the vendor", authenticated=True)
     if from_org in known:
-        if auth.spf == "pass" and org_domain(auth.spf_domain or "") in known:
-            return LeakVerdict(False, "SPF passes for the vendor")
+        if spf_org in known:
+            return LeakVerdict(False, "SPF passes for the vendor", authenticated=True)
         failing = (
             auth.dmarc == "fail"
             or auth.spf in ("fail", "softfail")

@@ -264,8 +264,9 @@ def check_dkim(resolver: Resolver, raw: bytes) -> tuple[DkimSignature, ...]:
         fields = d.signature_fields or {}
         out.append(
             DkimSignature(
-                domain=fields.get(b"d", b"").decode("ascii", "replace").lower(),
-                selector=fields.get(b"s", b"").decode("ascii", "replace"),
+                # Bounded: the values come from the sender and end up in headers and the sealed inbox.
+                domain=fields.get(b"d", b"")[:253].decode("ascii", "replace").lower(),
+                selector=fields.get(b"s", b"")[:63].decode("ascii", "replace"),
                 result=result,
             )
         )

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import quopri
 import re
 import secrets
 import threading
@@ -28,7 +29,7 @@ from sqlalchemy import select
 
 from openvrm.errors import InvalidValue, NotFound
 from openvrm.mail import analysis as an
-from openvrm.mail.auth import AuthResults, Resolver, authenticate
+from openvrm.mail.auth import AuthResults, Resolver, authenticate, org_domain
 from openvrm.mail.keys import MailKeys, normalise_address
 from openvrm.mail.routing import Alias, GatewayConfig, ReverseAlias, Routes
 from openvrm.outbox.transport import DeliveryFailed, Transport
@@ -50,19 +51,18 @@ _DROP_IN = {
     b"arc-message-signature",
     b"arc-authentication-results",
 }
-# Headers a reply drops: every one of them can name the person's real mailbox or provider.
-_DROP_OUT = _DROP_IN | {
-    b"to",
-    b"cc",
-    b"bcc",
-    b"received",
-    b"dkim-signature",
-    b"message-id",
-    b"x-originating-ip",
-    b"x-mailer",
-    b"user-agent",
-    b"disposition-notification-to",
-    b"return-receipt-to",
+# The only headers of the person's reply that go on to the vendor: anything else (Received, DKIM-Signature,
+# Autocrypt keys, X-Google-*, X-MS-Exchange-*, user agents, Cc …) may name their real mailbox or provider.
+_KEEP_OUT = {
+    b"subject",
+    b"date",
+    b"mime-version",
+    b"in-reply-to",
+    b"references",
+    b"content-type",
+    b"content-transfer-encoding",
+    b"content-disposition",
+    b"content-language",
 }
 
 
@@ -101,6 +101,39 @@ def _mailbox(display: str, address: str) -> str:
         return formataddr((display, address))
     except UnicodeEncodeError:
         return formataddr((Header(display, "utf-8").encode(), address))
+
+
+def keep_only(raw: bytes, keep: set[bytes], new: list[bytes]) -> bytes:
+    """``new`` headers, then only the fields named in ``keep``, then the body untouched."""
+    fields, body = split_message(raw)
+    kept = [f for n, f in fields if n in keep]
+    return b"\r\n".join([*new, *kept]) + b"\r\n\r\n" + body
+
+
+def _check_reply_sender(cfg: GatewayConfig, msg: Any, auth: AuthResults) -> None:
+    """A reply through a reverse alias must be the person's, proved by their domain's own mail auth.
+
+    The header From must be their real address, and DMARC must pass for its domain; where that domain
+    publishes no DMARC record, a DKIM signature of the domain or SPF for it must pass. A DNS failure is a
+    451 (the person's server tries again); anything else is refused.
+    """
+    sender = an.from_address(msg)
+    try:
+        sender = normalise_address(sender) if sender else ""
+    except InvalidValue:
+        sender = ""
+    if sender != cfg.forward_to:
+        raise an.Refused(550, "5.7.1 a reply through this address must come from the alias owner")
+    domain = org_domain(cfg.forward_to.rpartition("@")[2])
+    if auth.dmarc == "pass":
+        return
+    if "temperror" in (auth.dmarc, auth.spf) or any(d.result == "temperror" for d in auth.dkim):
+        raise an.Refused(451, "4.7.0 cannot check the sender right now, try again later")
+    aligned_dkim = any(d.result == "pass" and org_domain(d.domain) == domain for d in auth.dkim)
+    aligned_spf = auth.spf == "pass" and org_domain(auth.spf_domain or "") == domain
+    if auth.dmarc == "none" and (aligned_dkim or aligned_spf):
+        return
+    raise an.Refused(550, "5.7.1 the reply is not authenticated as coming from the alias owner's domain")
 
 
 def rebuild(raw: bytes, drop: set[bytes], new: list[bytes]) -> bytes:
@@ -173,6 +206,8 @@ class Gateway:
             raise an.Refused(501, "5.1.3 bad recipient address syntax") from None
         if addr.rpartition("@")[2] not in cfg.domains:
             raise an.Refused(550, "5.7.1 relaying denied: this server only accepts mail for its aliases")
+        if any(r.address == addr for r in envelope.recipients):
+            raise an.Refused(452, "4.5.3 this recipient is already given")
         if len(envelope.recipients) >= cfg.max_recipients:
             raise an.Refused(452, "4.5.3 too many recipients")
         found = self.routes.find(addr)
@@ -187,8 +222,11 @@ class Gateway:
                 raise an.Refused(452, "4.5.3 send replies and new mail separately")
             return Recipient(addr, found)
         reverse, alias = found
-        sender = envelope.mail_from.lower()
-        if not sender or normalise_address(sender) != cfg.forward_to:
+        try:
+            sender = normalise_address(envelope.mail_from) if envelope.mail_from else ""
+        except InvalidValue:
+            sender = ""
+        if sender != cfg.forward_to:
             raise an.Refused(
                 550, "5.7.1 relaying denied: only the alias owner may write through this address"
             )
@@ -227,10 +265,13 @@ class Gateway:
                 [*alias.vendor_domains, *alias.learned_domains], from_addr, auth, envelope.mail_from
             )
             bounce = not envelope.mail_from
-            forward = self._should_forward(alias, kind, bounce)
+            forward = self._should_forward(alias, kind, bounce) and cfg.downstream is not None
             reverse = None
             if forward and from_addr and not bounce:
-                reverse = self._reverse_for(alias, from_addr)
+                try:
+                    reverse = self._reverse_for(alias, from_addr)
+                except InvalidValue:
+                    reverse = None  # a From that is no address: forwarded, but not repliable
             item: dict[str, Any] = {
                 "kind": INBOX_KIND,
                 "direction": "in",
@@ -323,8 +364,7 @@ class Gateway:
         auth = authenticate(
             self.resolver, raw, ip=envelope.peer_ip, helo=envelope.helo, mail_from=envelope.mail_from
         )
-        if auth.dmarc == "fail":
-            raise an.Refused(550, "5.7.1 the sender's domain does not authorise this message (DMARC)")
+        _check_reply_sender(cfg, msg, auth)
         rows: list[Any] = []
         summary = an.summarise(msg, len(raw), "reply")
         for rcpt in envelope.recipients:
@@ -338,7 +378,7 @@ class Gateway:
             ]
             if not an.header(msg, "Date"):
                 new.append(_field("Date", formatdate(localtime=False)))
-            data = scrub(rebuild(raw, _DROP_OUT, new), cfg.forward_to, alias.address)
+            data = scrub(keep_only(raw, _KEEP_OUT, new), cfg.forward_to, alias.address)
             rows.append(
                 self._spool_row(alias.address, [contact], data, {"alias_id": alias.id, "reply": True})
             )
@@ -441,30 +481,46 @@ def _inbox_limit(cfg: GatewayConfig) -> int:
     return cfg.max_message_bytes * 4 // 3 + 256 * 1024
 
 
+_ASCII_UNSAFE = ("utf-16", "utf-32", "utf_16", "utf_32", "cp037", "cp500", "cp1026", "cp273", "ebcdic")
+
+
 def scrub(raw: bytes, real: str, alias: str) -> bytes:
     """Replace every spelling of the person's real address with the alias (quoted replies carry it).
 
-    Plain bytes first (headers, 7- and 8-bit bodies), then text parts whose transfer encoding (base64,
-    quoted-printable) hides the address: those are decoded, rewritten and encoded again.
+    Plain bytes first (headers, 7- and 8-bit bodies), then every text part whose transfer encoding
+    (base64, quoted-printable) hides the address: decoded, rewritten and encoded again, part by part. A
+    part that cannot be checked (a charset that is not ASCII-compatible and does not decode, a message the
+    library cannot write back) refuses the reply, so it is never sent half-scrubbed.
     """
-    pattern = re.compile(re.escape(real), re.IGNORECASE)
-    raw = re.sub(re.escape(real.encode()), alias.encode(), raw, flags=re.IGNORECASE)
+    needle = re.compile(re.escape(real.encode()), re.IGNORECASE)
+    raw = needle.sub(alias.encode(), raw)
     try:
         msg = an.parse(raw)
         changed = False
         for part in msg.walk():
             if part.get_content_maintype() != "text" or part.is_multipart():
                 continue
-            cte = str(part.get("Content-Transfer-Encoding", "")).lower()
+            cte = str(part.get("Content-Transfer-Encoding", "")).strip().lower()
             if cte not in ("base64", "quoted-printable"):
                 continue
-            text = part.get_content()
-            if isinstance(text, str) and pattern.search(text):
-                part.set_content(pattern.sub(alias, text), subtype=part.get_content_subtype(), cte=cte)
+            data = part.get_payload(decode=True)
+            if not isinstance(data, bytes):
+                continue
+            charset = (part.get_content_charset() or "us-ascii").lower()
+            if charset.startswith(_ASCII_UNSAFE):
+                text = data.decode(charset)
+                fixed = re.sub(re.escape(real), alias, text, flags=re.IGNORECASE).encode(charset)
+            else:
+                fixed = needle.sub(alias.encode(), data)
+            if fixed != data:
+                encoded = base64.encodebytes(fixed) if cte == "base64" else quopri.encodestring(fixed)
+                part.set_payload(encoded.decode("ascii"))
                 changed = True
         return msg.as_bytes() if changed else raw
-    except Exception:  # noqa: BLE001 - an unparsable part: the byte-level pass is what we can do
-        return raw
+    except (LookupError, UnicodeError, ValueError, TypeError) as exc:
+        raise an.Refused(
+            554, f"5.6.0 this reply cannot be checked for your address ({type(exc).__name__}); not sent"
+        ) from None
 
 
 # -- the spool ---------------------------------------------------------------------------------------------

@@ -330,15 +330,23 @@ class MailService:
                     vendor_id = None
             if raw is not None and item.get("direction", "in") == "in":
                 msg = an.parse(raw)
-                trusted = not leak.get("leaked") and vendor_id is not None
+                # Filed as the vendor's without question only when the vendor proved it wrote; otherwise the
+                # vendor is a hint the seller named in the file may override (as for a file you import).
+                trusted = bool(leak.get("authenticated")) and not leak.get("leaked") and vendor_id is not None
                 for bill in an.bills_in(msg):
-                    outcomes = ImportService(self.vault).import_bytes(
-                        bill.data,
-                        filename=bill.filename,
-                        media_type=bill.media_type,
-                        vendor_id=vendor_id if trusted else None,
-                        vendor_is_sender=trusted,
-                    )
+                    try:
+                        outcomes = ImportService(self.vault).import_bytes(
+                            bill.data,
+                            filename=bill.filename,
+                            media_type=bill.media_type,
+                            vendor_id=vendor_id if not leak.get("leaked") else None,
+                            vendor_is_sender=trusted,
+                        )
+                    except Exception as exc:  # noqa: BLE001 - one bad attachment must not stop filing
+                        bills.append(
+                            {"filename": bill.filename, "status": "rejected", "reason": str(exc)[:200]}
+                        )
+                        continue
                     for o in outcomes:
                         bills.append(
                             {"filename": bill.filename, "status": o.status, "document_id": o.document_id}
@@ -393,7 +401,7 @@ class MailService:
             return
         try:
             docs.edit(document_id, notes="\n".join(n for n in (notes, origin) if n))
-        except (InvalidValue, TypeError):
+        except Exception:  # noqa: BLE001 - the note is a courtesy; the document is filed either way
             return
 
     # -- reading -----------------------------------------------------------------------------------------
@@ -494,7 +502,10 @@ class MailService:
         msg["Date"] = formatdate(localtime=False)
         msg["Message-ID"] = f"<{secrets.token_hex(16)}@{alias.address.rpartition('@')[2]}>"
         msg.set_content(body)
-        data = scrub(msg.as_bytes(), cfg.forward_to, alias.address)
+        try:
+            data = scrub(msg.as_bytes(), cfg.forward_to, alias.address)
+        except an.Refused as exc:
+            raise InvalidValue(exc.text) from None
         row = Spool.row(
             self.keys, alias.address, [contact], data, {"alias_id": alias.id, "sent": True}, self.clock()
         )

@@ -31,6 +31,7 @@ from openvrm.outbox.settings import MailSettings
 from openvrm.outbox.transport import SmtpTransport, Transport
 
 log = logging.getLogger("openvrm.mail")
+DELIVERY_BATCH = 50
 # aiosmtpd logs every command (addresses included) at DEBUG and INFO: only its warnings may pass.
 logging.getLogger("mail.log").setLevel(logging.WARNING)
 
@@ -197,7 +198,8 @@ class GatewayServer:
                 await self._drop_kept()
             transport = self.transport_factory(cfg.downstream, cfg.forward_to)
         try:
-            report = await self.spool.deliver(transport)
+            # A bounded round: after an outage the spool may hold thousands of large messages.
+            report = await self.spool.deliver(transport, limit=DELIVERY_BATCH)
         except BaseException:
             self._kept = self._kept_for = None
             await transport.close()
@@ -212,6 +214,8 @@ class GatewayServer:
         self.delivered += report.sent
         if report.sent or report.retrying or report.failed:
             log_event(log, "mail.delivered", sent=report.sent, retrying=report.retrying, failed=report.failed)
+        if report.sent + report.retrying + report.failed >= DELIVERY_BATCH:
+            self.wake()  # a full round: more may be due
         return report
 
     async def _drop_kept(self) -> None:
