@@ -1046,7 +1046,7 @@ class AgentService:
         and the vendor is told with a signed ``refused`` acknowledgement.
         """
         filed = refused = 0
-        for item in self.vault.inbox():
+        for item in self.vault.inbox_entries():
             if item.item.get("kind") != INBOX_KIND:
                 continue
             connection_id = str(item.item.get("connection_id"))

@@ -316,7 +316,7 @@ class MailService:
         from openvrm.documents.importer import ImportService
 
         filed = 0
-        for entry in self.vault.inbox():
+        for entry in self.vault.inbox_entries():
             item = entry.item
             if item.get("kind") != INBOX_KIND:
                 continue

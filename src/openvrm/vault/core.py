@@ -8,7 +8,7 @@ and is what every service takes to read or write personal data.
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -300,6 +300,20 @@ class UnlockedVault:
             raise VaultNotFound("the vault disappeared")
         secret = self._records.open(meta.box_secret, _BOX_AAD + meta.vault_id.encode(), what="box secret key")
         return BoxKeyPair(secret, meta.box_public)
+
+    def inbox_entries(self) -> Iterator[InboxEntry]:
+        """The inbox one item at a time (kept mail can be megabytes each): ids first, then each opened."""
+        keys = self.box_keys()
+        with self.db.read() as s:
+            ids = list(s.scalars(select(InboxItem.id).order_by(InboxItem.id)))
+        for item_id in ids:
+            with self.db.read() as s:
+                row = s.get(InboxItem, item_id)
+                if row is None:
+                    continue  # filed meanwhile by someone else
+                received_at, sealed = row.received_at, row.sealed_box
+            item = json.loads(keys.open(sealed))
+            yield InboxEntry(item_id, received_at, item if isinstance(item, dict) else {"value": item})
 
     def inbox(self) -> list[InboxEntry]:
         keys = self.box_keys()
