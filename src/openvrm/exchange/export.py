@@ -41,7 +41,7 @@ from openvrm.exchange.format import (
 )
 from openvrm.exchange.snapshot import snapshot
 from openvrm.mail.keys import MailKeys
-from openvrm.mail.routing import CONFIG_ID, Alias, GatewayConfig
+from openvrm.mail.routing import CONFIG_ID, GatewayConfig, alias_of_row
 from openvrm.moves.service import Notice
 from openvrm.outbox.settings import SMTP_SETTING, MailSettings
 from openvrm.rights.service import RightsRequestRecord
@@ -396,23 +396,8 @@ def _mail_alias(row: MailAlias, payload: dict[str, Any]) -> dict[str, Any]:
             f"mail alias {row.id} notes {unknown[0][:40]!r}, which this version of the export format does "
             "not know; it would be lost, so nothing is exported"
         )
-    # Read as the gateway reads it (routing._alias), with the alias's own defaults.
-    alias = Alias(
-        id=row.id,
-        address=payload["address"],
-        vendor_id=row.vendor_id,
-        vendor_name=payload.get("vendor_name", ""),
-        state=row.state,
-        created_at=row.created_at,
-        vendor_domains=tuple(payload.get("vendor_domains", ())),
-        learned_domains=tuple(payload.get("learned_domains", ())),
-        blocked=bool(payload.get("blocked")),
-        mode=payload.get("mode", "forward_all"),
-        deliver=payload.get("deliver", "forward"),
-        style=payload.get("style", "vendor"),
-        note=payload.get("note"),
-        relationship_id=payload.get("relationship_id"),
-    ).payload()
+    # Read as the gateway reads it, with the alias's own defaults.
+    alias = alias_of_row(row, payload).payload()
     return {
         "id": row.id,
         "vendor_id": row.vendor_id,

@@ -210,8 +210,8 @@ class ReverseAlias:
     contact: str
 
 
-def _alias(keys: MailKeys, row: MailAlias) -> Alias:
-    p = keys.open(MailAlias.__tablename__, row.id, row.sealed)
+def alias_of_row(row: MailAlias, p: dict[str, Any]) -> Alias:
+    """An alias from its row and opened payload, with the defaults of payloads written before a field."""
     return Alias(
         id=row.id,
         address=p["address"],
@@ -228,6 +228,10 @@ def _alias(keys: MailKeys, row: MailAlias) -> Alias:
         note=p.get("note"),
         relationship_id=p.get("relationship_id"),
     )
+
+
+def _alias(keys: MailKeys, row: MailAlias) -> Alias:
+    return alias_of_row(row, keys.open(MailAlias.__tablename__, row.id, row.sealed))
 
 
 class Routes:
