@@ -225,7 +225,7 @@ def instrument(gateway: Any, path: str) -> Any:
     wrap(sg.GatewayServer, "deliver_once", "spool: deliver_once")
     wrap(gw.Spool, "deliver", "spool:  Spool.deliver")
     wrap(gw.Spool, "_delete", "spool:   Spool._delete")
-    wrap(gw.Spool, "due_count", "spool:  Spool.due_count")
+    wrap(gw.Spool, "_claim", "spool:   Spool._claim")
     wrap(SmtpTransport, "open", "spool:   transport.open")
     wrap(SmtpTransport, "send", "spool:   transport.send")
     wrap(SmtpTransport, "close", "spool:  transport.close")

@@ -195,3 +195,36 @@ def test_scrub_reaches_into_base64_and_quoted_printable_text() -> None:
         texts = [p.get_content() for p in parsed.walk() if p.get_content_maintype() == "text"]
         assert all("shop.x1@mail.example" in t and REAL not in t.lower() for t in texts), cte
         assert "café" in texts[0]
+
+
+def test_two_deliverers_never_send_a_message_twice(unlocked: UnlockedVault) -> None:
+    """The gateway and a `vrm mail deliver` at the same time: each spooled message leaves once."""
+    import asyncio
+
+    from openvrm.mail.routing import Downstream
+    from openvrm.mail.service import MailService
+    from openvrm.server.smtp_gateway import downstream_transport
+    from tests.outbox.support import smtp_sink
+
+    with smtp_sink() as (sink, port):
+        w_mail = MailService(unlocked)
+        vendor = VendorService(unlocked).add("Shop", domains=["shop.example"])
+        w_mail.setup(
+            domains=["mail.example"], forward_to=REAL, downstream=Downstream("127.0.0.1", port, "none")
+        )
+        alias = w_mail.create_alias(vendor.id)
+        for i in range(30):
+            w_mail.send(alias.id, to=f"c{i}@shop.example", subject=f"Hello {i}", body="Hi")
+        spool = w_mail.spool()
+        cfg = w_mail.config()
+        assert cfg is not None and cfg.downstream is not None
+
+        async def both() -> list[int]:
+            reports = await asyncio.gather(
+                *(spool.deliver(downstream_transport(cfg.downstream, REAL), limit=10) for _ in range(4))
+            )
+            return [r.sent for r in reports]
+
+        while spool.entries():
+            asyncio.run(both())
+        assert sorted(sink.ids().values()) == [1] * 30

@@ -40,6 +40,8 @@ INBOX_KIND = "mail"
 SPOOL_MAX_ATTEMPTS = 12
 SPOOL_BACKOFF = timedelta(seconds=30)
 SPOOL_BACKOFF_CAP = timedelta(hours=4)
+SPOOL_LEASE = timedelta(minutes=5)  # a claimed row is not due again before then
+DEFAULT_CLAIM = 200
 # Headers the forwarded copy drops: they name the sender's own routing or would be trusted wrongly.
 _DROP_IN = {
     b"from",
@@ -625,18 +627,6 @@ class Spool:
                 )
             return out
 
-    def due_count(self) -> int:
-        with self.db.read() as s:
-            return len(
-                list(
-                    s.scalars(
-                        select(MailSpool.id).where(
-                            MailSpool.state == "queued", MailSpool.next_attempt_at <= self.clock()
-                        )
-                    )
-                )
-            )
-
     def retry(self, entry_id: str) -> None:
         with self.db.write() as s:
             row = s.get(MailSpool, entry_id)
@@ -649,7 +639,7 @@ class Spool:
         sent = retrying = failed = 0
         errors: list[str] = []
         # The database work runs in a worker thread: the gateway's event loop keeps serving SMTP meanwhile.
-        due = await asyncio.to_thread(self._due, limit)
+        due = await asyncio.to_thread(self._claim, limit)
         delivered: list[str] = []
         try:
             for rid, p in due:
@@ -675,16 +665,26 @@ class Spool:
             await asyncio.to_thread(self._delete, delivered)
         return SpoolReport(sent, retrying, failed, errors)
 
-    def _due(self, limit: int | None) -> list[tuple[str, dict[str, Any]]]:
-        with self.db.read() as s:
+    def _claim(self, limit: int | None) -> list[tuple[str, dict[str, Any]]]:
+        """Take due rows for this round under a lease (their next attempt moves :data:`SPOOL_LEASE` ahead).
+
+        Another deliverer (a second gateway, `vrm mail deliver`) skips them meanwhile, so a message is not
+        sent twice by two deliverers; a deliverer that dies leaves rows that come due again when the
+        lease ends. PostgreSQL skips rows another claim holds (``FOR UPDATE SKIP LOCKED``).
+        """
+        now = self.clock()
+        with self.db.write() as s:
             q = (
                 select(MailSpool)
-                .where(MailSpool.state == "queued", MailSpool.next_attempt_at <= self.clock())
+                .where(MailSpool.state == "queued", MailSpool.next_attempt_at <= now)
                 .order_by(MailSpool.next_attempt_at, MailSpool.id)
+                .limit(limit or DEFAULT_CLAIM)
+                .with_for_update(skip_locked=True)
             )
-            if limit:
-                q = q.limit(limit)
-            return [(r.id, self._open(r)) for r in s.scalars(q)]
+            rows = list(s.scalars(q))
+            for r in rows:
+                r.next_attempt_at = now + SPOOL_LEASE
+            return [(r.id, self._open(r)) for r in rows]
 
     def _delete(self, ids: list[str]) -> None:
         if not ids:
