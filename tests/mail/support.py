@@ -9,6 +9,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from email.message import EmailMessage, Message
 from email.utils import formatdate, make_msgid
+from typing import Any
 
 import dkim
 
@@ -106,7 +107,9 @@ class World:
 
 
 @contextmanager
-def mail_world(uv: UnlockedVault, *, deliver: str = "forward", sink_up: bool = True) -> Iterator[World]:
+def mail_world(
+    uv: UnlockedVault, *, deliver: str = "forward", sink_up: bool = True, tls_context: Any = None
+) -> Iterator[World]:
     vendor = VendorService(uv).add("Shop", domains=["shop.example"])
     VendorService(uv).relate(vendor.id)
     zone = zone_for("shop.example", "other.example", "real.example")
@@ -121,7 +124,7 @@ def mail_world(uv: UnlockedVault, *, deliver: str = "forward", sink_up: bool = T
         )
         alias = mail.create_alias(vendor.id)
         gateway = Gateway(uv.vault, MailKeys.from_vault(uv), zone, config_ttl=0)
-        server = GatewayServer(gateway, port=0, poll_seconds=0.2)
+        server = GatewayServer(gateway, port=0, poll_seconds=0.2, tls_context=tls_context)
         with gateway_in_thread(server) as (_host, gw_port):
             yield World(uv, mail, vendor.id, alias, sink, sink_port, server, gw_port, zone)
 

@@ -228,3 +228,48 @@ def test_two_deliverers_never_send_a_message_twice(unlocked: UnlockedVault) -> N
         while spool.entries():
             asyncio.run(both())
         assert sorted(sink.ids().values()) == [1] * 30
+
+
+def test_starttls_is_offered_with_a_certificate(unlocked: UnlockedVault, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    import datetime as dt
+    import ssl
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    from openvrm.server.smtp_gateway import server_tls_context
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, DOMAIN)])
+    now = dt.datetime.now(dt.UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - dt.timedelta(minutes=1))
+        .not_valid_after(now + dt.timedelta(days=1))
+        .sign(key, hashes.SHA256())
+    )
+    (tmp_path / "cert.pem").write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    (tmp_path / "key.pem").write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+        )
+    )
+    tls = server_tls_context(str(tmp_path / "cert.pem"), str(tmp_path / "key.pem"))
+    with mail_world(unlocked, tls_context=tls) as w:
+        client_ctx = ssl.create_default_context(cafile=str(tmp_path / "cert.pem"))
+        client_ctx.check_hostname = False
+        with smtplib.SMTP("127.0.0.1", w.port, timeout=30) as c:
+            c.ehlo("mx.shop.example")
+            assert c.has_extn("starttls")
+            c.starttls(context=client_ctx)
+            c.ehlo("mx.shop.example")
+            assert c.sock.version() in ("TLSv1.2", "TLSv1.3")  # type: ignore[union-attr]
+            raw = message(sender="billing@shop.example", to=w.alias.address)
+            assert c.sendmail("bounce@shop.example", [w.alias.address], raw) == {}
+        assert wait_for(lambda: len(w.sink.messages) == 1)

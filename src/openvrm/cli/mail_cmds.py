@@ -167,6 +167,10 @@ def mail_serve(
     ctx: typer.Context,
     host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="SMTP port (25 in production, behind your MX record).")] = 2525,
+    tls_cert: Annotated[
+        Path | None, typer.Option(help="Certificate chain (PEM) to offer STARTTLS to senders.")
+    ] = None,
+    tls_key: Annotated[Path | None, typer.Option(help="Its private key (PEM).")] = None,
     dns_zone: Annotated[
         Path | None,
         typer.Option(
@@ -180,8 +184,16 @@ def mail_serve(
 
     It holds the mail key only (from OPENVRM_MAIL_KEY, or derived once from your passphrase at start).
     """
-    from openvrm.server.smtp_gateway import GatewayServer
+    from openvrm.server.smtp_gateway import GatewayServer, server_tls_context
 
+    if (tls_cert is None) != (tls_key is None):
+        raise InvalidValue("STARTTLS needs both --tls-cert and --tls-key")
+    tls = None
+    if tls_cert is not None and tls_key is not None:
+        try:
+            tls = server_tls_context(str(tls_cert), str(tls_key))
+        except (OSError, ValueError) as exc:
+            raise InvalidValue(f"cannot load the TLS certificate or key: {exc}") from None
     st = state(ctx)
     key_text = os.environ.get("OPENVRM_MAIL_KEY")
     if key_text:
@@ -193,7 +205,7 @@ def mail_serve(
     try:
         gw = Gateway(vault, keys, resolver_for(dns_zone))
         cfg = gw.config()
-        server = GatewayServer(gw, host=host, port=port)
+        server = GatewayServer(gw, host=host, port=port, tls_context=tls)
         out.print(f"openvrm mail gateway for {', '.join(cfg.domains)} on smtp://{host}:{port} (Ctrl-C stops)")
         try:
             asyncio.run(server.serve_forever())

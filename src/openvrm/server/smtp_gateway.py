@@ -14,6 +14,7 @@ import contextlib
 import logging
 import signal
 import socket
+import ssl
 import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -34,6 +35,14 @@ log = logging.getLogger("openvrm.mail")
 DELIVERY_BATCH = 50
 # aiosmtpd logs every command (addresses included) at DEBUG and INFO: only its warnings may pass.
 logging.getLogger("mail.log").setLevel(logging.WARNING)
+
+
+def server_tls_context(cert_file: str, key_file: str) -> ssl.SSLContext:
+    """A TLS context for STARTTLS from a certificate chain and its key (PEM), TLS 1.2 at least."""
+    ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+    ctx.load_cert_chain(cert_file, key_file)
+    return ctx
 
 
 def downstream_transport(ds: Downstream, sender: str) -> Transport:
@@ -124,6 +133,8 @@ class GatewayServer:
     port: int = 2525
     poll_seconds: float = 15.0
     transport_factory: Callable[[Downstream, str], Transport] = downstream_transport
+    # With a certificate, STARTTLS is offered to senders (they choose; MX-to-MX TLS is opportunistic).
+    tls_context: ssl.SSLContext | None = None
 
     def __post_init__(self) -> None:
         self.spool = Spool(self.gateway.vault.db, self.gateway.keys, clock=self.gateway.clock)
@@ -150,6 +161,7 @@ class GatewayServer:
             ident="openvrm mail gateway",
             timeout=60,
             command_call_limit=200,
+            tls_context=self.tls_context,
         )
 
     def stopping(self) -> bool:
