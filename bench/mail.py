@@ -34,7 +34,6 @@ import asyncio
 import contextlib
 import logging
 import os
-import secrets
 import smtplib
 import socket
 import statistics
@@ -48,6 +47,8 @@ from email.message import EmailMessage
 from email.utils import formatdate, make_msgid
 from pathlib import Path
 from typing import Any
+
+from pgschema import fresh_schema
 
 PASSPHRASE = "benchmark passphrase"
 DEFAULT_PG = os.environ.get("OPENVRM_TEST_POSTGRES", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
@@ -340,20 +341,8 @@ def database(backend: str, url: str | None) -> Iterator[str | None]:
     if backend == "sqlite":
         yield None
         return
-    import sqlalchemy as sa
-
-    base = url or DEFAULT_PG
-    schema = f"bench_mail_{os.getpid()}_{secrets.token_hex(3)}"
-    eng = sa.create_engine(base, isolation_level="AUTOCOMMIT")
-    with eng.connect() as c:
-        c.execute(sa.text(f'CREATE SCHEMA "{schema}"'))
-    sep = "&" if "?" in base else "?"
-    try:
-        yield f"{base}{sep}options=-csearch_path%3D{schema}"
-    finally:
-        with eng.connect() as c:
-            c.execute(sa.text(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE'))
-        eng.dispose()
+    with fresh_schema(url or DEFAULT_PG, f"bench_mail_{os.getpid()}") as schema_url:
+        yield schema_url
 
 
 def make_vault(home: Path, database_url: str | None, sink_port: int) -> str:

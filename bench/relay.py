@@ -64,6 +64,7 @@ from openvrm.relay.store import (
     Vendor,
     open_store,
 )
+from pgschema import fresh_schema
 
 DEFAULT_URL = os.environ.get("OPENVRM_TEST_POSTGRES", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
 COUNTRIES = ["FR", "DE", "ES", "IT", "NL"]
@@ -499,21 +500,6 @@ def give_webhooks(relay: Relay, vendors: list[str], ports: list[int], count: int
 # -- main -------------------------------------------------------------------------------------------
 
 
-@contextlib.contextmanager
-def fresh_schema(url: str) -> Iterator[str]:
-    schema = f"bench_relay_{secrets.token_hex(4)}"
-    engine = sa.create_engine(url, isolation_level="AUTOCOMMIT")
-    with engine.connect() as conn:
-        conn.execute(sa.text(f'CREATE SCHEMA "{schema}"'))
-    sep = "&" if "?" in url else "?"
-    try:
-        yield f"{url}{sep}options=-csearch_path%3D{schema}"
-    finally:
-        with engine.connect() as conn:
-            conn.execute(sa.text(f'DROP SCHEMA "{schema}" CASCADE'))
-        engine.dispose()
-
-
 def print_matching(rows: list[tuple[int, dict[str, Any]]]) -> None:
     print()
     print(
@@ -589,7 +575,7 @@ def main() -> None:
     data = Data(args.seed)
     runs: list[dict[str, Any]] = []
 
-    with fresh_schema(args.database_url) as url, tempfile.TemporaryDirectory() as tmp:
+    with fresh_schema(args.database_url, "bench_relay") as url, tempfile.TemporaryDirectory() as tmp:
         config = RelayConfig(
             name="Bench relay",
             base_url="http://127.0.0.1:8790",

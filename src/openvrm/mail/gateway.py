@@ -33,7 +33,7 @@ from openvrm.mail.auth import AuthResults, Resolver, authenticate, org_domain
 from openvrm.mail.keys import MailKeys, normalise_address
 from openvrm.mail.routing import Alias, GatewayConfig, ReverseAlias, Routes
 from openvrm.outbox.transport import DeliveryFailed, Transport
-from openvrm.storage.models import InboxItem, MailReverseAlias, MailSpool, new_id, utcnow
+from openvrm.storage.models import InboxItem, MailSpool, new_id, utcnow
 from openvrm.vault.core import Vault
 
 INBOX_KIND = "mail"
@@ -105,10 +105,10 @@ def _mailbox(display: str, address: str) -> str:
         return formataddr((Header(display, "utf-8").encode(), address))
 
 
-def keep_only(raw: bytes, keep: set[bytes], new: list[bytes]) -> bytes:
-    """``new`` headers, then only the fields named in ``keep``, then the body untouched."""
+def rewrite_headers(raw: bytes, keep: Callable[[bytes], bool], new: list[bytes]) -> bytes:
+    """``new`` header fields, then the fields whose lower-case name ``keep`` accepts, then the body as is."""
     fields, body = split_message(raw)
-    kept = [f for n, f in fields if n in keep]
+    kept = [f for n, f in fields if keep(n)]
     return b"\r\n".join([*new, *kept]) + b"\r\n\r\n" + body
 
 
@@ -136,12 +136,6 @@ def _check_reply_sender(cfg: GatewayConfig, msg: Any, auth: AuthResults) -> None
     if auth.dmarc == "none" and (aligned_dkim or aligned_spf):
         return
     raise an.Refused(550, "5.7.1 the reply is not authenticated as coming from the alias owner's domain")
-
-
-def rebuild(raw: bytes, drop: set[bytes], new: list[bytes]) -> bytes:
-    fields, body = split_message(raw)
-    kept = [f for n, f in fields if n not in drop and not _drop_openvrm(n)]
-    return b"\r\n".join([*new, *kept]) + b"\r\n\r\n" + body
 
 
 @dataclass(frozen=True)
@@ -271,7 +265,7 @@ class Gateway:
             reverse = None
             if forward and from_addr and not bounce:
                 try:
-                    reverse = self._reverse_for(alias, from_addr)
+                    reverse = self.routes.reverse_for(alias, from_addr)
                 except InvalidValue:
                     reverse = None  # a From that is no address: forwarded, but not repliable
             item: dict[str, Any] = {
@@ -307,20 +301,6 @@ class Gateway:
             )
         self._group.write(rows)
         return Accepted([r.id for r in rows if isinstance(r, InboxItem)], spooled, outcomes)
-
-    def _reverse_for(self, alias: Alias, contact: str) -> ReverseAlias:
-        """The reverse alias for ``contact``: found in a read transaction (the usual case, the vendor has
-        written before); made in a write transaction only the first time."""
-        try:
-            pair = self.keys.pair(alias.id, contact)
-        except InvalidValue:
-            return self.routes.reverse_for(alias, contact)  # raises the same error as before
-        with self.vault.db.read() as s:
-            row = s.scalar(select(MailReverseAlias).where(MailReverseAlias.pair == pair))
-            if row is not None:
-                p = self.keys.open(MailReverseAlias.__tablename__, row.id, row.sealed)
-                return ReverseAlias(row.id, p["address"], alias.id, p["contact"])
-        return self.routes.reverse_for(alias, contact)
 
     @staticmethod
     def _should_forward(alias: Alias, kind: str, bounce: bool) -> bool:
@@ -359,7 +339,7 @@ class Gateway:
         ]
         if verdict.leaked:
             new.append(_field("X-Openvrm-Leak", f"this address reached {verdict.reached}: {verdict.reason}"))
-        return rebuild(raw, _DROP_IN, new)
+        return rewrite_headers(raw, lambda n: n not in _DROP_IN and not _drop_openvrm(n), new)
 
     def _accept_reply(self, envelope: Envelope, raw: bytes, msg: Any) -> Accepted:
         cfg = self.config()
@@ -380,7 +360,7 @@ class Gateway:
             ]
             if not an.header(msg, "Date"):
                 new.append(_field("Date", formatdate(localtime=False)))
-            data = scrub(keep_only(raw, _KEEP_OUT, new), cfg.forward_to, alias.address)
+            data = scrub(rewrite_headers(raw, _KEEP_OUT.__contains__, new), cfg.forward_to, alias.address)
             rows.append(
                 self._spool_row(alias.address, [contact], data, {"alias_id": alias.id, "reply": True})
             )

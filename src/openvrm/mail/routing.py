@@ -349,14 +349,21 @@ class Routes:
             )
 
     def reverse_for(self, alias: Alias, contact: str) -> ReverseAlias:
-        """The reverse alias through which the person writes to ``contact`` as ``alias`` (made once)."""
+        """The reverse alias through which the person writes to ``contact`` as ``alias`` (made once).
+
+        Found in a read transaction, the usual case (the contact has written before); the write
+        transaction, and the database's write lock, only the first time.
+        """
         contact = normalise_address(contact)
         pair = self.keys.pair(alias.id, contact)
+        with self.db.read() as s:
+            found = self._reverse_by_pair(s, alias, pair)
+        if found is not None:
+            return found
         with self.db.write() as s:
-            row = s.scalar(select(MailReverseAlias).where(MailReverseAlias.pair == pair))
-            if row is not None:
-                p = self.keys.open(MailReverseAlias.__tablename__, row.id, row.sealed)
-                return ReverseAlias(row.id, p["address"], alias.id, p["contact"])
+            found = self._reverse_by_pair(s, alias, pair)
+            if found is not None:
+                return found
             domain = alias.address.rpartition("@")[2]
             address = f"{REVERSE_PREFIX}{secrets.token_hex(10)}@{domain}"
             rid = new_id()
@@ -374,6 +381,13 @@ class Routes:
                 )
             )
             return ReverseAlias(rid, address, alias.id, contact)
+
+    def _reverse_by_pair(self, s: Session, alias: Alias, pair: str) -> ReverseAlias | None:
+        row = s.scalar(select(MailReverseAlias).where(MailReverseAlias.pair == pair))
+        if row is None:
+            return None
+        p = self.keys.open(MailReverseAlias.__tablename__, row.id, row.sealed)
+        return ReverseAlias(row.id, p["address"], alias.id, p["contact"])
 
     def reverse_aliases(self, alias_id: str) -> list[ReverseAlias]:
         with self.db.read() as s:
