@@ -13,11 +13,15 @@ there is one way in.
 
 from __future__ import annotations
 
+import logging
 import mimetypes
+import multiprocessing
+import os
+import sys
 import time
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import BrokenExecutor, Executor, Future, ProcessPoolExecutor, ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from datetime import date
 from pathlib import Path
@@ -29,16 +33,20 @@ from sqlalchemy.orm import Session
 
 from openvrm.directory.catalog import domain_of
 from openvrm.documents.parsers import parse
-from openvrm.documents.parsers.model import ParsedDocument
+from openvrm.documents.parsers._util import looks_like_pdf
+from openvrm.documents.parsers.model import Format, ParsedDocument
+from openvrm.documents.parsers.pdf import pdf_lock
 from openvrm.documents.service import EXTRA_KEYS, KINDS, DocumentRecord, DocumentService, _record
-from openvrm.errors import InvalidValue, OpenVRMError
+from openvrm.errors import InvalidValue, NotFound, OpenVRMError
 from openvrm.ledger.contracts import ContractService
 from openvrm.ledger.terms import deadlines
 from openvrm.profile.fields import _text
-from openvrm.records import get_row, insert
+from openvrm.records import insert
 from openvrm.storage.models import Document, DocumentText, Relationship, Vendor
 from openvrm.vault.core import MAX_FILE_BYTES, UnlockedVault
 from openvrm.vendors.service import VendorRecord, VendorService
+
+log = logging.getLogger(__name__)
 
 MAX_DEPTH = 3
 # A folder import commits its files in groups: at most this many files, or this long after the first one.
@@ -46,9 +54,12 @@ BATCH_FILES = 32
 BATCH_SECONDS = 0.25
 # Files read and parsed ahead of the one being stored, at most this many bytes of them.
 READ_AHEAD_BYTES = 64 * 2**20
-# Threads reading and parsing ahead: two, so one can be in PDFium (which releases the GIL and allows one
-# caller at a time) while the other reads XML.
+# Threads reading and parsing ahead where no worker processes are used: two, so one can be in PDFium
+# (which releases the GIL and allows one caller at a time) while the other reads XML.
 READERS = 2
+# Folder imports of at least this many files are parsed in worker processes (see parse_workers).
+PROCESS_MIN_FILES = 8
+MAX_PARSE_PROCESSES = 8
 # Threads writing the sealed files of one group.
 BLOB_WRITERS = 4
 _KIND = {"invoice": "invoice", "credit_note": "invoice", "receipt": "receipt", "email": "letter"}
@@ -144,6 +155,9 @@ class ImportService:
         self.vendors = VendorService(vault)
         self.contracts = ContractService(vault)
         self._vendor_cache: list[VendorRecord] | None = None
+        # Vendors this import created: they have no contract and no relationship yet, so a folder import
+        # does not ask the store for them.
+        self._created: set[str] = set()
 
     # -- linking -----------------------------------------------------------------------------------
 
@@ -173,6 +187,7 @@ class ImportService:
         except InvalidValue:
             return None
         self._known_vendors().append(created)
+        self._created.add(created.id)
         return created
 
     def _link_contract(self, vendor_id: str | None) -> str | None:
@@ -449,13 +464,26 @@ class ImportService:
                     results[i] = [replace(o, path=str(prep.path)) for o in results[first] or []]
         return [r or [] for r in results]
 
-    def _insert_rows(self, s: Session, plan: _Plan) -> Document:
+    @staticmethod
+    def _links(s: Session, plans: list[_Plan]) -> _Links:
+        """The vendors and relationships of a group that still exist, read in its write transaction."""
+        vendor_ids = {p.vendor_id for p in plans if p.vendor_id is not None}
+        relationship_ids = {p.relationship_id for p in plans if p.relationship_id is not None}
+        vendors = set(s.scalars(select(Vendor.id).where(Vendor.id.in_(vendor_ids)))) if vendor_ids else set()
+        relationships = (
+            set(s.scalars(select(Relationship.id).where(Relationship.id.in_(relationship_ids))))
+            if relationship_ids
+            else set()
+        )
+        return _Links(vendors, relationships)
+
+    def _insert_rows(self, s: Session, plan: _Plan, links: _Links) -> Document:
         # As DocumentService.add does: the links must still hold in this transaction (a vendor deleted
         # since it was matched is refused here, not stored as a dangling id).
-        if plan.vendor_id is not None:
-            get_row(s, Vendor, plan.vendor_id, "vendor")
-        if plan.relationship_id is not None:
-            get_row(s, Relationship, plan.relationship_id, "relationship")
+        if plan.vendor_id is not None and plan.vendor_id not in links.vendors:
+            raise NotFound(f"no vendor with id {plan.vendor_id[:40]!r}")
+        if plan.relationship_id is not None and plan.relationship_id not in links.relationships:
+            raise NotFound(f"no relationship with id {plan.relationship_id[:40]!r}")
         row = insert(
             self.vault,
             s,
@@ -481,16 +509,18 @@ class ImportService:
             return {}
         try:
             with self.vault.db.write() as s:
-                rows = {plan.index: self._insert_rows(s, plan) for plan in plans}
+                links = self._links(s, plans)
+                rows = {plan.index: self._insert_rows(s, plan, links) for plan in plans}
             return rows
         except (OpenVRMError, SQLAlchemyError):
             pass  # nothing of the group was written: each file is tried on its own below
         rows = {}
         with self.vault.db.write() as s:
+            links = self._links(s, plans)
             for plan in plans:
                 try:
                     with s.begin_nested():
-                        rows[plan.index] = self._insert_rows(s, plan)
+                        rows[plan.index] = self._insert_rows(s, plan, links)
                 except (OpenVRMError, SQLAlchemyError) as exc:
                     reason = str(exc) if isinstance(exc, OpenVRMError) else _db_refusal(exc)
                     results[plan.index] = [ImportOutcome(str(plan.prep.path), "rejected", reason)]
@@ -508,6 +538,9 @@ class ImportService:
         parsed = prep.parsed
         vendor = self._link_vendor(parsed) if parsed.status != "unparsed" else None
         vendor_id = vendor.id if vendor else None
+        if vendor_id is not None and vendor_id in self._created:
+            contracts.setdefault(vendor_id, None)
+            relationships.setdefault(vendor_id, None)
         if vendor_id not in contracts:
             contracts[vendor_id] = self._link_contract(vendor_id)
         relationship: str | None = None
@@ -552,6 +585,12 @@ class _Prepared:
     early: ImportOutcome | None = None
 
 
+@dataclass(frozen=True)
+class _Links:
+    vendors: set[str]
+    relationships: set[str]
+
+
 @dataclass
 class _Plan:
     """One file of a group, linked and described, ready for its row."""
@@ -566,8 +605,8 @@ class _Plan:
     fields: dict[str, Any]
 
 
-def _prepare(path: Path) -> _Prepared:
-    """Read and parse one file (in the read-ahead thread); never raises for a bad file."""
+def _read_only(path: Path) -> _Prepared:
+    """Read one file, bounded; the outcome that stops it (``early``) when it cannot be read."""
     label = str(path)
     too_big = f"larger than the {MAX_FILE_BYTES // 2**20} MiB limit"
     try:
@@ -580,39 +619,169 @@ def _prepare(path: Path) -> _Prepared:
         )
     if len(data) > MAX_FILE_BYTES:
         return _Prepared(path, early=ImportOutcome(label, "rejected", too_big))
-    media_type = mimetypes.guess_type(path.name)[0]
-    return _Prepared(path, data, parse(data, filename=path.name, media_type=media_type), media_type)
+    return _Prepared(path, data, media_type=mimetypes.guess_type(path.name)[0])
+
+
+def _prepare(path: Path) -> _Prepared:
+    """Read and parse one file (in a read-ahead worker); never raises for a bad file."""
+    prep = _read_only(path)
+    if prep.early is not None:
+        return prep
+    return replace(prep, parsed=parse(prep.data, filename=path.name, media_type=prep.media_type))
+
+
+def _sniff(data: bytes) -> Format:
+    return "pdf" if looks_like_pdf(data) else "unknown"
 
 
 def _read_ahead(files: list[Path]) -> Iterator[_Prepared]:
-    """The files read and parsed, in order, by one worker thread that keeps ahead of the caller.
+    """The files read and parsed, in order, by workers that keep ahead of the caller.
 
     At most :data:`READ_AHEAD_BYTES` (and at least one file) are held ahead. Parsing overlaps with the
-    caller's sealing, fsyncs and commits, which release the GIL; PDFium itself stays behind its lock.
+    caller's sealing, fsyncs and commits; see :class:`_Parsers` for where it runs.
     """
     if not files:
         return
-    pending: deque[tuple[Future[_Prepared], int]] = deque()
+    pending: deque[tuple[_Job, int]] = deque()
     held = 0
     queued = 0
-    with ThreadPoolExecutor(max_workers=READERS, thread_name_prefix="openvrm-import") as pool:
+    with _Parsers(len(files)) as parsers:
         try:
             while queued < len(files) or pending:
                 while queued < len(files) and (not pending or held < READ_AHEAD_BYTES):
+                    path = files[queued]
                     try:
-                        size = files[queued].stat().st_size
+                        size = path.stat().st_size
                     except OSError:
                         size = 0
                     size = min(size, MAX_FILE_BYTES)
-                    pending.append((pool.submit(_prepare, files[queued]), size))
+                    pending.append((parsers.submit(path), size))
                     held += size
                     queued += 1
-                future, size = pending.popleft()
+                job, size = pending.popleft()
                 held -= size
-                yield future.result()
+                yield parsers.result(job)
         finally:
-            for future, _ in pending:
-                future.cancel()
+            for job, _ in pending:
+                parsers.cancel(job)
+
+
+def parse_workers(n_files: int) -> int:
+    """How many worker processes parse a folder import of ``n_files`` files; 0 means threads.
+
+    Processes are used on Linux, where ``fork`` starts one in a few milliseconds, for imports of at
+    least :data:`PROCESS_MIN_FILES` files, one per core (at most :data:`MAX_PARSE_PROCESSES`).
+    ``OPENVRM_IMPORT_PROCESSES`` overrides the count (``0``: threads only).
+    """
+    override = os.environ.get("OPENVRM_IMPORT_PROCESSES", "").strip()
+    if override:
+        try:
+            return max(0, min(int(override), MAX_PARSE_PROCESSES))
+        except ValueError:
+            raise InvalidValue(f"OPENVRM_IMPORT_PROCESSES must be a whole number, not {override!r}") from None
+    if sys.platform != "linux" or n_files < PROCESS_MIN_FILES:
+        return 0
+    return min(os.cpu_count() or 1, MAX_PARSE_PROCESSES)
+
+
+class _Parsers:
+    """Where the files of a folder import are parsed: worker processes, or threads as a fallback.
+
+    PDFium, the costliest step, allows one caller per process, so threads cannot parse two PDFs at once;
+    forked worker processes can, one per core, and a crash inside a native parser (a hostile PDF) then
+    kills a worker, not the import. When a worker dies, every file it may have been parsing is parsed
+    again alone in a fresh process; the file that kills that one too is kept ``unparsed``, with the
+    reason, and the import goes on with a new pool. Workers are forked while the parent holds PDFium's
+    lock, so no PDFium call is ever half-done in a child; the locks the parsers keep are replaced in
+    the child (``os.register_at_fork``). A worker holds the unlocked vault's memory as the parent does,
+    and ends with the import.
+    """
+
+    def __init__(self, n_files: int) -> None:
+        self.processes = parse_workers(n_files)
+        self._pool: Executor | None = None
+        self._generation = 0  # bumped each time the pool is replaced
+
+    def __enter__(self) -> _Parsers:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(wait=True, cancel_futures=True)
+            self._pool = None
+
+    def _executor(self) -> Executor:
+        if self._pool is None:
+            if self.processes:
+                self._pool = _fork_pool(self.processes)
+            else:
+                self._pool = ThreadPoolExecutor(max_workers=READERS, thread_name_prefix="openvrm-import")
+        return self._pool
+
+    def submit(self, path: Path) -> _Job:
+        if not self.processes:
+            return _Job(path, self._executor().submit(_prepare, path), self._generation)
+        for _ in range(2):
+            pool = self._executor()
+            with pdf_lock():  # a fork may happen inside submit (the pool starts its workers on first use)
+                try:
+                    return _Job(path, pool.submit(_prepare, path), self._generation)
+                except BrokenExecutor:
+                    pass
+            self._restart()
+        return _Job(path, None, self._generation)  # two pools broke in a row: parse it alone
+
+    def result(self, job: _Job) -> _Prepared:
+        if job.future is None:
+            return _parse_alone(job.path)
+        try:
+            return job.future.result()
+        except BrokenExecutor:
+            # A worker died, and the pool with it; this file may or may not be the cause. Files sent to
+            # that pool are parsed again alone; files sent since went to a new one, which stays.
+            if job.generation == self._generation:
+                self._restart()
+            return _parse_alone(job.path)
+
+    def cancel(self, job: _Job) -> None:
+        if job.future is not None:
+            job.future.cancel()
+
+    def _restart(self) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(wait=False, cancel_futures=True)
+            self._pool = None
+        self._generation += 1
+
+
+@dataclass(frozen=True)
+class _Job:
+    path: Path
+    future: Future[_Prepared] | None
+    generation: int
+
+
+def _fork_pool(workers: int) -> ProcessPoolExecutor:
+    return ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("fork"))
+
+
+def _parse_alone(path: Path) -> _Prepared:
+    """Parse one file in a process of its own; a file that kills it is kept ``unparsed``."""
+    pool = _fork_pool(1)
+    try:
+        with pdf_lock():
+            future = pool.submit(_prepare, path)
+        return future.result()
+    except BrokenExecutor:
+        prep = _read_only(path)
+        if prep.early is not None:
+            return prep
+        reason = "the parser stopped on this file (its worker process died); the file is kept unread"
+        log.warning("a document parser worker died on one file of an import")
+        parsed = ParsedDocument(format=_sniff(prep.data), status="unparsed", reason=reason)
+        return replace(prep, parsed=parsed)
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
 
 
 def _duplicate(label: str, parsed: ParsedDocument, existing: DocumentRecord) -> ImportOutcome:

@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import codecs
 import re
+import threading
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -129,6 +131,28 @@ def root_namespace(data: bytes) -> str | None:
 def _short(exc: Exception) -> str:
     text = " ".join(str(exc).split())
     return text[:200] or type(exc).__name__
+
+
+_compiled = threading.local()
+
+
+def xpath(node: Any, path: str, namespaces: Mapping[str, str]) -> list[Any]:
+    """``node.xpath(path)``, with the expression compiled once per thread instead of on every call.
+
+    An invoice reader asks the same few dozen paths of every file; compiling them each time was most of
+    its cost. Compiled expressions are kept per thread because lxml does not promise they may be shared.
+    """
+    cache: dict[tuple[str, tuple[tuple[str, str], ...]], Any] | None = getattr(_compiled, "cache", None)
+    if cache is None:
+        cache = _compiled.cache = {}
+    key = (path, tuple(namespaces.items()))
+    compiled = cache.get(key)
+    if compiled is None:
+        if len(cache) > 1024:
+            cache.clear()
+        compiled = cache[key] = etree.XPath(path, namespaces=dict(namespaces))
+    result = compiled(node)
+    return result if isinstance(result, list) else [result]
 
 
 def all_text(root: Any, limit: int) -> str:

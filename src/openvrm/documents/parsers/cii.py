@@ -24,7 +24,7 @@ from openvrm.documents.parsers._util import (
     to_currency,
     to_decimal,
 )
-from openvrm.documents.parsers._xml import XmlRefused, all_text, namespace_score, parse_xml
+from openvrm.documents.parsers._xml import XmlRefused, all_text, namespace_score, parse_xml, xpath
 from openvrm.documents.parsers.model import (
     MAX_LINE_ITEMS,
     MAX_TEXT_CHARS,
@@ -139,7 +139,7 @@ class _Reader:
     def first(self, node: Any, path: str) -> Any:
         if node is None:
             return None
-        found = node.xpath(path, namespaces=self.ns)
+        found = xpath(node, path, self.ns)
         return found[0] if found else None
 
     def text(self, node: Any, path: str) -> str | None:
@@ -183,7 +183,7 @@ def read_cii(root: Any, *, fmt: Format = "cii", warnings: tuple[str, ...] = ()) 
     )
     type_code = r.text(doc, "ram:TypeCode")
 
-    lines = root.xpath(syntax.lines, namespaces=r.ns)
+    lines = xpath(root, syntax.lines, r.ns)
     if len(lines) > MAX_LINE_ITEMS:
         notes.append(f"only the first {MAX_LINE_ITEMS} of {len(lines)} lines were kept")
     # ZUGFeRD 1.0 uses line items that hold only a free-text note; they carry no goods and are skipped
@@ -246,7 +246,7 @@ def _tax_total(r: _Reader, summation: Any, currency: str | None) -> Decimal | No
     # another currencyID. Take the one in the invoice currency, else the one without a currencyID.
     if summation is None:
         return None
-    amounts = summation.xpath("ram:TaxTotalAmount", namespaces=r.ns)
+    amounts = xpath(summation, "ram:TaxTotalAmount", r.ns)
     for el in amounts:
         if currency and (el.get("currencyID") or "").strip().upper() == currency:
             return to_decimal(el.text)
@@ -260,7 +260,7 @@ def _french_ids(r: _Reader, seller: Any, vat_id: str | None) -> tuple[str | None
     # ISO 6523 ICD 0002 is the French SIRENE register (a 9-digit SIREN or a 14-digit SIRET); 0009 is SIRET.
     siren = siret = None
     if seller is not None:
-        for el in seller.xpath("ram:SpecifiedLegalOrganization/ram:ID", namespaces=r.ns):
+        for el in xpath(seller, "ram:SpecifiedLegalOrganization/ram:ID", r.ns):
             value = "".join((el.text or "").split())
             scheme = (el.get("schemeID") or "").strip()
             if scheme in ("0002", "0009") and value.isdigit():

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import io
 import logging
+import os
 import re
 import threading
 from dataclasses import dataclass, replace
@@ -95,6 +96,21 @@ def _xml_attachments(reader: PdfReader) -> tuple[list[tuple[str, bytes]], list[s
 
 # PDFium is not thread-safe; the server may parse in several worker threads at once.
 _PDFIUM_LOCK = threading.Lock()
+
+
+def pdf_lock() -> threading.Lock:
+    """The lock every PDFium call of this process is made under (hold it to fork a parser process)."""
+    return _PDFIUM_LOCK
+
+
+def _new_lock_after_fork() -> None:
+    # A forked child gets a lock of its own: its copy of the parent's may have been held at the fork,
+    # and no thread of the child would ever release it.
+    global _PDFIUM_LOCK
+    _PDFIUM_LOCK = threading.Lock()
+
+
+os.register_at_fork(after_in_child=_new_lock_after_fork)
 
 
 @dataclass
@@ -357,4 +373,4 @@ class PdfParser:
         return read_pdf(data)
 
 
-__all__ = ["FacturxParser", "PdfParser", "read_pdf"]
+__all__ = ["FacturxParser", "PdfParser", "pdf_lock", "read_pdf"]

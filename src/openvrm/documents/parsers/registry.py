@@ -61,6 +61,7 @@ What the registry guarantees on top
 from __future__ import annotations
 
 import logging
+import os
 import threading
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, replace
@@ -270,6 +271,15 @@ def new_registry(*, plugins: bool = True) -> ParserRegistry:
 
 _default: ParserRegistry | None = None
 _default_lock = threading.Lock()
+
+
+def _new_lock_after_fork() -> None:
+    global _default_lock
+    _default_lock = threading.Lock()
+
+
+# A forked parser process (folder imports) must not inherit a lock some other thread held at the fork.
+os.register_at_fork(after_in_child=_new_lock_after_fork)
 
 
 def default_registry() -> ParserRegistry:

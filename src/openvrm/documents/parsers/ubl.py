@@ -15,7 +15,7 @@ from openvrm.documents.parsers._util import (
     to_currency,
     to_decimal,
 )
-from openvrm.documents.parsers._xml import XmlRefused, all_text, namespace_score, parse_xml
+from openvrm.documents.parsers._xml import XmlRefused, all_text, namespace_score, parse_xml, xpath
 from openvrm.documents.parsers.cii import CREDIT_NOTE_CODES, siren_from_vat
 from openvrm.documents.parsers.model import (
     MAX_LINE_ITEMS,
@@ -52,7 +52,7 @@ def ubl_profile(customization: str | None) -> str | None:
 def _first(node: Any, path: str) -> Any:
     if node is None:
         return None
-    found = node.xpath(path, namespaces=NS)
+    found = xpath(node, path, NS)
     return found[0] if found else None
 
 
@@ -69,7 +69,7 @@ def _party(party: Any) -> dict[str, Any]:
     name = _text(party, "cac:PartyName/cbc:Name") or _text(party, "cac:PartyLegalEntity/cbc:RegistrationName")
     vat_id = _text(party, "cac:PartyTaxScheme[cac:TaxScheme/cbc:ID='VAT']/cbc:CompanyID")
     siren = siret = None
-    for el in party.xpath("cac:PartyLegalEntity/cbc:CompanyID", namespaces=NS) if party is not None else []:
+    for el in xpath(party, "cac:PartyLegalEntity/cbc:CompanyID", NS) if party is not None else []:
         value = "".join((el.text or "").split())
         scheme = (el.get("schemeID") or "").strip()
         if scheme in ("0002", "0009") and value.isdigit():
@@ -128,7 +128,7 @@ def read_ubl(root: Any, *, fmt: Format = "ubl", warnings: tuple[str, ...] = ()) 
     buyer = _party(_first(root, "cac:AccountingCustomerParty/cac:Party"))
     totals = _first(root, "cac:LegalMonetaryTotal")
 
-    lines = root.xpath(line_path, namespaces=NS)
+    lines = xpath(root, line_path, NS)
     if len(lines) > MAX_LINE_ITEMS:
         notes.append(f"only the first {MAX_LINE_ITEMS} of {len(lines)} lines were kept")
     items = tuple(_line(line, qty_path) for line in lines[:MAX_LINE_ITEMS])
@@ -175,7 +175,7 @@ def read_ubl(root: Any, *, fmt: Format = "ubl", warnings: tuple[str, ...] = ()) 
 
 def _tax_total(root: Any, currency: str | None) -> Decimal | None:
     # BT-110 (in the document currency) and BT-111 (in the tax currency) are two cac:TaxTotal elements.
-    amounts = root.xpath("cac:TaxTotal/cbc:TaxAmount", namespaces=NS)
+    amounts = xpath(root, "cac:TaxTotal/cbc:TaxAmount", NS)
     for el in amounts:
         if currency and (el.get("currencyID") or "").strip().upper() == currency:
             return to_decimal(el.text)
