@@ -4,6 +4,7 @@ never the import, the other files, or the file itself (SQLite and PostgreSQL).""
 
 from __future__ import annotations
 
+import multiprocessing
 import os
 import shutil
 import signal
@@ -132,4 +133,31 @@ def test_a_worker_that_dies_costs_one_file_its_fields_and_nothing_else(
     doc, content = DocumentService(unlocked).content(str(dead.document_id))
     assert content == killer.read_bytes()
     assert doc.parse_status == "unparsed" and doc.reason == dead.reason and doc.format == "pdf"
+    assert check_vault(unlocked).ok
+
+
+@pytest.mark.timeout(120)
+def test_ctrl_c_stops_the_import_and_its_workers_cleanly(
+    unlocked: UnlockedVault, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Ctrl-C reaches the whole process group: the workers ignore it, the importing process stops."""
+    monkeypatch.setenv("OPENVRM_IMPORT_PROCESSES", "2")
+    folder = _corpus_folder(tmp_path, 30)
+    seen: list[int] = []
+
+    def interrupt_after_three(done: int, total: int, path: str) -> None:
+        seen.append(done)
+        if done == 3:
+            workers = multiprocessing.active_children()
+            assert workers, "the import should be parsing in worker processes"
+            for child in workers:  # what a terminal's Ctrl-C does to every process of the group
+                os.kill(child.pid or 0, signal.SIGINT)
+            os.kill(os.getpid(), signal.SIGINT)
+
+    with pytest.raises(KeyboardInterrupt):
+        ImportService(unlocked).import_paths([folder], progress=interrupt_after_three)
+    assert 3 <= max(seen) < 30
+    assert multiprocessing.active_children() == []  # no worker left behind
+    stored = DocumentService(unlocked).list()
+    assert len(stored) >= 3  # what was committed before the interrupt stays, whole
     assert check_vault(unlocked).ok

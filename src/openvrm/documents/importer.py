@@ -17,6 +17,7 @@ import logging
 import mimetypes
 import multiprocessing
 import os
+import signal
 import sys
 import time
 from collections import deque
@@ -762,7 +763,16 @@ class _Job:
 
 
 def _fork_pool(workers: int) -> ProcessPoolExecutor:
-    return ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("fork"))
+    return ProcessPoolExecutor(
+        max_workers=workers, mp_context=multiprocessing.get_context("fork"), initializer=_worker_signals
+    )
+
+
+def _worker_signals() -> None:
+    # Ctrl-C reaches the whole process group. Only the importing process acts on it (it stops handing out
+    # files and lets the workers finish the one they hold); a worker interrupted while it holds the
+    # result queue's lock would leave the others, and the import, waiting forever.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
 def _parse_alone(path: Path) -> _Prepared:
