@@ -9,6 +9,7 @@ import os
 import shutil
 import signal
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -142,6 +143,9 @@ def test_ctrl_c_stops_the_import_and_its_workers_cleanly(
 ) -> None:
     """Ctrl-C reaches the whole process group: the workers ignore it, the importing process stops."""
     monkeypatch.setenv("OPENVRM_IMPORT_PROCESSES", "2")
+    # One file a group: the third is reported while the workers still hold the rest (with bigger groups
+    # a small folder may be parsed whole, and its workers gone, before the first group is stored).
+    monkeypatch.setattr(importer_mod, "BATCH_FILES", 1)
     folder = _corpus_folder(tmp_path, 30)
     seen: list[int] = []
 
@@ -152,6 +156,8 @@ def test_ctrl_c_stops_the_import_and_its_workers_cleanly(
             assert workers, "the import should be parsing in worker processes"
             for child in workers:  # what a terminal's Ctrl-C does to every process of the group
                 os.kill(child.pid or 0, signal.SIGINT)
+            time.sleep(0.5)
+            assert all(child.is_alive() for child in workers), "a worker died of Ctrl-C"
             os.kill(os.getpid(), signal.SIGINT)
 
     with pytest.raises(KeyboardInterrupt):
