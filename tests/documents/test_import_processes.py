@@ -167,3 +167,31 @@ def test_ctrl_c_stops_the_import_and_its_workers_cleanly(
     stored = DocumentService(unlocked).list()
     assert len(stored) >= 3  # what was committed before the interrupt stays, whole
     assert check_vault(unlocked).ok
+
+
+def test_a_result_that_cannot_come_back_from_a_worker_is_parsed_in_process(
+    unlocked: UnlockedVault, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    class Local(ParsedDocument):  # a class defined here cannot be pickled back from a worker
+        pass
+
+    class OddPlugin:
+        name = "test-odd"
+        formats: tuple[Format, ...] = ("text",)
+
+        def score(self, data: bytes, filename: str, media_type: str | None) -> int:
+            return 100 if data.startswith(b"odd:") else 0
+
+        def parse(self, data: bytes, filename: str) -> ParsedDocument:
+            return Local(format="text", status="parsed", text=data.decode()[4:])
+
+    registry = registry_mod.new_registry(plugins=False)
+    registry.register(OddPlugin())
+    monkeypatch.setattr(registry_mod, "_default", registry)
+    monkeypatch.setenv("OPENVRM_IMPORT_PROCESSES", "2")
+    folder = _corpus_folder(tmp_path, 4)
+    (folder / "odd.txt").write_bytes(b"odd:a note the plug-in read")
+    outcomes = ImportService(unlocked).import_paths([folder])
+    assert [o.status for o in outcomes] == ["imported"] * 5
+    odd = next(o for o in outcomes if o.path.endswith("odd.txt"))
+    assert DocumentService(unlocked).text(str(odd.document_id)) == "a note the plug-in read"

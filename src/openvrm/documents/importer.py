@@ -743,6 +743,11 @@ class _Parsers:
             if job.generation == self._generation:
                 self._restart()
             return _parse_alone(job.path)
+        except Exception as exc:
+            # The worker parsed the file but its result could not come back (a plug-in's result that
+            # does not pickle, say): the file is parsed here instead, as the thread fallback would.
+            log.warning("a parser worker's result was lost (%s); parsing in process", type(exc).__name__)
+            return _prepare(job.path)
 
     def cancel(self, job: _Job) -> None:
         if job.future is not None:
