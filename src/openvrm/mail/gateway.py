@@ -31,7 +31,7 @@ from openvrm.errors import InvalidValue, NotFound
 from openvrm.mail import analysis as an
 from openvrm.mail.auth import AuthResults, Resolver, authenticate, org_domain
 from openvrm.mail.keys import MailKeys, normalise_address
-from openvrm.mail.routing import Alias, GatewayConfig, ReverseAlias, Routes
+from openvrm.mail.routing import Alias, GatewayConfig, ReverseAlias, Routes, alias_generation
 from openvrm.outbox.transport import DeliveryFailed, Transport
 from openvrm.storage.models import InboxItem, MailSpool, new_id, utcnow
 from openvrm.vault.core import Vault
@@ -41,6 +41,10 @@ SPOOL_MAX_ATTEMPTS = 12
 SPOOL_BACKOFF = timedelta(seconds=30)
 SPOOL_BACKOFF_CAP = timedelta(hours=4)
 SPOOL_LEASE = timedelta(minutes=5)  # a claimed row is not due again before then
+ALIAS_TTL = 2.0
+"""Seconds the gateway routes with a cached alias. A change made in this process applies at once; one
+made by another process (the CLI beside `vrm mail serve`) applies within this bound."""
+_CACHE_MAX = 10_000
 DEFAULT_CLAIM = 200
 # Headers the forwarded copy drops: they name the sender's own routing or would be trusted wrongly.
 _DROP_IN = {
@@ -138,6 +142,10 @@ def _check_reply_sender(cfg: GatewayConfig, msg: Any, auth: AuthResults) -> None
     raise an.Refused(550, "5.7.1 the reply is not authenticated as coming from the alias owner's domain")
 
 
+class CacheMiss(Exception):  # noqa: N818 - not an error: "ask again, with the database"
+    """:meth:`Gateway.recipient` with ``cached_only`` needs the database for this answer."""
+
+
 @dataclass(frozen=True)
 class Recipient:
     """A recipient the gateway accepted: to an alias (``reverse`` None) or a reply through a reverse alias."""
@@ -173,6 +181,7 @@ class Gateway:
         *,
         clock: Callable[[], datetime] = utcnow,
         config_ttl: float = 5.0,
+        alias_ttl: float = ALIAS_TTL,
     ) -> None:
         self.vault = vault
         self.routes = Routes(vault.db, keys)
@@ -183,19 +192,65 @@ class Gateway:
         self._config_at: datetime | None = None
         self._ttl = timedelta(seconds=config_ttl)
         self._group = _GroupCommit(vault.db)
+        # Addresses that accept mail, and reverse aliases, as found in the database: (expiry, the alias
+        # change counter when they were read, what was found). Refusals are never cached.
+        self._alias_ttl = timedelta(seconds=alias_ttl)
+        self._found: dict[str, tuple[datetime, int, Alias | tuple[ReverseAlias, Alias]]] = {}
+        self._reverse: dict[tuple[str, str], tuple[datetime, int, ReverseAlias]] = {}
 
-    def config(self) -> GatewayConfig:
+    def config(self, *, cached_only: bool = False) -> GatewayConfig:
         now = self.clock()
         if self._config is None or self._config_at is None or now - self._config_at > self._ttl:
+            if cached_only:
+                raise CacheMiss
             self._config = self.routes.require_config()
             self._config_at = now
         return self._config
 
+    # -- the alias cache -------------------------------------------------------------------------------
+
+    def _find(self, addr: str, *, cached_only: bool) -> Alias | tuple[ReverseAlias, Alias] | None:
+        """``Routes.find`` through the cache. An entry serves while it is younger than ``alias_ttl`` and
+        no alias change committed in this process since it was read (the counter is read *before* the
+        database, so a change committing meanwhile makes the entry stale at once)."""
+        gen = alias_generation(self.vault.db)
+        now = self.clock()
+        hit = self._found.get(addr)
+        if hit is not None and hit[0] > now and hit[1] == gen:
+            return hit[2]
+        if cached_only:
+            raise CacheMiss
+        found = self.routes.find(addr)
+        alias = found if isinstance(found, Alias) else found[1] if found is not None else None
+        if found is not None and alias is not None and alias.accepts_mail:
+            if len(self._found) >= _CACHE_MAX:
+                self._found.clear()
+            self._found[addr] = (now + self._alias_ttl, gen, found)
+        return found
+
+    def _reverse_for(self, alias: Alias, contact: str) -> ReverseAlias:
+        """``Routes.reverse_for`` through the cache (a reverse alias never changes; it goes with its
+        alias, and deleting an alias is a change the cache hears of)."""
+        key = (alias.id, normalise_address(contact))
+        gen = alias_generation(self.vault.db)
+        now = self.clock()
+        hit = self._reverse.get(key)
+        if hit is not None and hit[0] > now and hit[1] == gen:
+            return hit[2]
+        reverse = self.routes.reverse_for(alias, contact)
+        if len(self._reverse) >= _CACHE_MAX:
+            self._reverse.clear()
+        self._reverse[key] = (now + self._alias_ttl, gen, reverse)
+        return reverse
+
     # -- RCPT ------------------------------------------------------------------------------------------
 
-    def recipient(self, envelope: Envelope, address: str) -> Recipient:
-        """Accept ``address`` for this envelope or raise :class:`~.analysis.Refused` with the SMTP reply."""
-        cfg = self.config()
+    def recipient(self, envelope: Envelope, address: str, *, cached_only: bool = False) -> Recipient:
+        """Accept ``address`` for this envelope or raise :class:`~.analysis.Refused` with the SMTP reply.
+
+        With ``cached_only`` it decides without the database (the SMTP server's event loop asks so first)
+        or raises :class:`CacheMiss`, and then it must be asked again without."""
+        cfg = self.config(cached_only=cached_only)
         try:
             addr = normalise_address(address)
         except InvalidValue:
@@ -206,7 +261,7 @@ class Gateway:
             raise an.Refused(452, "4.5.3 this recipient is already given")
         if len(envelope.recipients) >= cfg.max_recipients:
             raise an.Refused(452, "4.5.3 too many recipients")
-        found = self.routes.find(addr)
+        found = self._find(addr, cached_only=cached_only)
         if found is None:
             raise an.Refused(550, "5.1.1 no such address here")
         if isinstance(found, Alias):
@@ -265,7 +320,7 @@ class Gateway:
             reverse = None
             if forward and from_addr and not bounce:
                 try:
-                    reverse = self.routes.reverse_for(alias, from_addr)
+                    reverse = self._reverse_for(alias, from_addr)
                 except InvalidValue:
                     reverse = None  # a From that is no address: forwarded, but not repliable
             item: dict[str, Any] = {
@@ -295,7 +350,7 @@ class Gateway:
                 rows.append(self._spool_row(alias.address, [cfg.forward_to], data, {"alias_id": alias.id}))
                 spooled += 1
             if verdict.learned:
-                self.routes.change_alias(alias.id, learned_domains=(*alias.learned_domains, verdict.learned))
+                self.routes.learn_domain(alias.id, verdict.learned)
             outcomes.append(
                 {"alias": alias.address, "forwarded": forward, "leak": verdict.leaked, "kind": kind}
             )
@@ -689,6 +744,7 @@ class Spool:
 __all__ = [
     "INBOX_KIND",
     "Accepted",
+    "CacheMiss",
     "Envelope",
     "Gateway",
     "Recipient",

@@ -26,7 +26,7 @@ from aiosmtpd.smtp import Session as SmtpSession
 from openvrm.errors import NotFound
 from openvrm.logs import log_event
 from openvrm.mail.analysis import Refused
-from openvrm.mail.gateway import Envelope, Gateway, Spool, SpoolReport
+from openvrm.mail.gateway import CacheMiss, Envelope, Gateway, Spool, SpoolReport
 from openvrm.mail.routing import Downstream
 from openvrm.outbox.settings import MailSettings
 from openvrm.outbox.transport import SmtpTransport, Transport
@@ -90,7 +90,12 @@ class Handler:
     ) -> str:
         env = self._ours(session, envelope)
         try:
-            recipient = await asyncio.to_thread(self.gateway.recipient, env, address)
+            try:
+                # An alias seen in the last seconds is answered here, without a database read or a
+                # hop to a worker thread; anything else is decided by the database, off the loop.
+                recipient = self.gateway.recipient(env, address, cached_only=True)
+            except CacheMiss:
+                recipient = await asyncio.to_thread(self.gateway.recipient, env, address)
         except Refused as r:
             return f"{r.code} {r.text}"
         except NotFound:
