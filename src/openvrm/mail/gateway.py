@@ -25,7 +25,7 @@ from email.header import Header
 from email.utils import formataddr, formatdate
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import delete, select, update
 
 from openvrm.errors import InvalidValue, NotFound
 from openvrm.mail import analysis as an
@@ -669,33 +669,49 @@ class Spool:
                 raise NotFound(f"no spooled message with id {entry_id[:40]!r}")
             row.state, row.next_attempt_at, row.updated_at = "queued", self.clock(), self.clock()
 
-    async def deliver(self, transport: Transport, *, limit: int | None = None) -> SpoolReport:
-        """Send every due message over one downstream connection; failures back off, nothing is lost."""
+    async def deliver(
+        self,
+        transport: Transport,
+        *,
+        limit: int | None = None,
+        more: Callable[[], bool] | None = None,
+    ) -> SpoolReport:
+        """Send due messages over one downstream connection; failures back off, nothing is lost.
+
+        One batch of at most ``limit`` rows; with ``more`` (asked after each batch), further batches while
+        rows are due, each claimed in the same transaction that deletes what the batch before delivered.
+        A message is deleted only after the downstream server took it (at least once); a crash before the
+        delete sends it again once its lease ends.
+        """
         sent = retrying = failed = 0
         errors: list[str] = []
         # The database work runs in a worker thread: the gateway's event loop keeps serving SMTP meanwhile.
         due = await asyncio.to_thread(self._claim, limit)
         delivered: list[str] = []
         try:
-            for rid, p in due:
-                try:
-                    await transport.send(base64.b64decode(p["data"]), p["sender"], list(p["recipients"]))
-                except DeliveryFailed as exc:
-                    state = await asyncio.to_thread(self._failed, rid, p, str(exc))
-                    errors.append(f"{rid}: {exc}")
-                    if state == "failed":
-                        failed += 1
-                    else:
-                        retrying += 1
-                    if not transport.connected:
-                        # The server is unreachable: the rest waits for the next round, untouched.
-                        break
-                    continue
-                delivered.append(rid)
-                sent += 1
-                if len(delivered) >= 50:
-                    await asyncio.to_thread(self._delete, delivered)
-                    delivered = []
+            while due:
+                unreachable = False
+                for rid, p in due:
+                    try:
+                        await transport.send(base64.b64decode(p["data"]), p["sender"], list(p["recipients"]))
+                    except DeliveryFailed as exc:
+                        state = await asyncio.to_thread(self._failed, rid, p, str(exc))
+                        errors.append(f"{rid}: {exc}")
+                        if state == "failed":
+                            failed += 1
+                        else:
+                            retrying += 1
+                        if not transport.connected:
+                            # The server is unreachable: the rest waits for the next round, untouched.
+                            unreachable = True
+                            break
+                        continue
+                    delivered.append(rid)
+                    sent += 1
+                if unreachable or more is None or not more():
+                    break
+                done, delivered = delivered, []
+                due = await asyncio.to_thread(self._settle, done, limit)
         finally:
             await asyncio.to_thread(self._delete, delivered)
         return SpoolReport(sent, retrying, failed, errors)
@@ -707,26 +723,35 @@ class Spool:
         sent twice by two deliverers; a deliverer that dies leaves rows that come due again when the
         lease ends. PostgreSQL skips rows another claim holds (``FOR UPDATE SKIP LOCKED``).
         """
+        return self._settle([], limit)
+
+    def _settle(self, delivered: list[str], limit: int | None) -> list[tuple[str, dict[str, Any]]]:
+        """Delete the ``delivered`` rows and claim the next due ones (see :meth:`_claim`), one transaction."""
         now = self.clock()
         with self.db.write() as s:
+            if delivered:
+                s.execute(delete(MailSpool).where(MailSpool.id.in_(delivered)))
             q = (
-                select(MailSpool)
+                select(MailSpool.id, MailSpool.sealed)
                 .where(MailSpool.state == "queued", MailSpool.next_attempt_at <= now)
                 .order_by(MailSpool.next_attempt_at, MailSpool.id)
                 .limit(limit or DEFAULT_CLAIM)
                 .with_for_update(skip_locked=True)
             )
-            rows = list(s.scalars(q))
-            for r in rows:
-                r.next_attempt_at = now + SPOOL_LEASE
-            return [(r.id, self._open(r)) for r in rows]
+            rows = list(s.execute(q))
+            if rows:
+                s.execute(
+                    update(MailSpool)
+                    .where(MailSpool.id.in_([r.id for r in rows]))
+                    .values(next_attempt_at=now + SPOOL_LEASE)
+                )
+            return [(r.id, self.keys.open(MailSpool.__tablename__, r.id, r.sealed)) for r in rows]
 
     def _delete(self, ids: list[str]) -> None:
         if not ids:
             return
         with self.db.write() as s:
-            for row in s.scalars(select(MailSpool).where(MailSpool.id.in_(ids))):
-                s.delete(row)
+            s.execute(delete(MailSpool).where(MailSpool.id.in_(ids)))
 
     def _failed(self, rid: str, payload: dict[str, Any], error: str) -> str:
         with self.db.write() as s:

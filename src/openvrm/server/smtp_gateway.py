@@ -172,6 +172,13 @@ class GatewayServer:
     def stopping(self) -> bool:
         return self._stopping
 
+    def _go_on(self) -> bool:
+        if self._stopping:
+            return False
+        if self._wake is not None:
+            self._wake.clear()  # what is due now is claimed by the next batch
+        return True
+
     def wake(self) -> None:
         if self._wake is not None:
             self._wake.set()
@@ -216,7 +223,9 @@ class GatewayServer:
             transport = self.transport_factory(cfg.downstream, cfg.forward_to)
         try:
             # A bounded round: after an outage the spool may hold thousands of large messages.
-            report = await self.spool.deliver(transport, limit=DELIVERY_BATCH)
+            # Batches go on while mail is due (mail accepted meanwhile joins the next one), each claimed in
+            # the transaction that deletes what the batch before delivered.
+            report = await self.spool.deliver(transport, limit=DELIVERY_BATCH, more=self._go_on)
         except BaseException:
             self._kept = self._kept_for = None
             await transport.close()
@@ -231,8 +240,8 @@ class GatewayServer:
         self.delivered += report.sent
         if report.sent or report.retrying or report.failed:
             log_event(log, "mail.delivered", sent=report.sent, retrying=report.retrying, failed=report.failed)
-        if report.sent + report.retrying + report.failed >= DELIVERY_BATCH:
-            self.wake()  # a full round: more may be due
+        # No need to wake the loop again: the round went on until nothing was due (or the server was
+        # unreachable, and then the idle poll tries again); mail accepted since wakes it.
         return report
 
     async def _drop_kept(self) -> None:
