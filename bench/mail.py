@@ -257,7 +257,7 @@ def instrument(gateway: Any, path: str) -> Any:
     wrap(sg.GatewayServer, "deliver_once", "spool: deliver_once")
     wrap(gw.Spool, "deliver", "spool:  Spool.deliver")
     wrap(gw.Spool, "_delete", "spool:   Spool._delete")
-    wrap(gw.Spool, "_claim", "spool:   Spool._claim")
+    wrap(gw.Spool, "_settle", "spool:   Spool._settle (delete + claim)")
     wrap(SmtpTransport, "open", "spool:   transport.open")
     wrap(SmtpTransport, "send", "spool:   transport.send")
     wrap(SmtpTransport, "close", "spool:  transport.close")

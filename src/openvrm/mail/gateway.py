@@ -168,6 +168,18 @@ class Accepted:
     inbox_ids: list[str]
     spooled: int
     outcomes: list[dict[str, Any]]
+    # Spooled rows written already under this process's lease, for its own deliverer (see Gateway.handoff).
+    handed: list[Handed] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class Handed:
+    """A spool row the gateway wrote leased to its own deliverer, with what the deliverer needs to send it:
+    no claim transaction, no read. ``until`` is the lease exactly as stored (``next_attempt_at``)."""
+
+    id: str
+    payload: dict[str, Any]
+    until: datetime
 
 
 class Gateway:
@@ -192,6 +204,9 @@ class Gateway:
         self._config_at: datetime | None = None
         self._ttl = timedelta(seconds=config_ttl)
         self._group = _GroupCommit(vault.db)
+        # Set by the SMTP server: asked before a message's spool rows are made, True when this process's
+        # deliverer will send them straight away, and then they are written already leased to it.
+        self.handoff: Callable[[], bool] | None = None
         # Addresses that accept mail, and reverse aliases, as found in the database: (expiry, the alias
         # change counter when they were read, what was found). Refusals are never cached.
         self._alias_ttl = timedelta(seconds=alias_ttl)
@@ -310,6 +325,7 @@ class Gateway:
         rows: list[Any] = []
         outcomes: list[dict[str, Any]] = []
         spooled = 0
+        handed: list[Handed] = []
         for rcpt in envelope.recipients:
             alias = rcpt.alias
             verdict = an.judge_sender(
@@ -347,7 +363,9 @@ class Gateway:
             rows.append(self.vault.inbox_row(item, limit=_inbox_limit(cfg)))
             if forward:
                 data = self._forward_copy(raw, alias, auth, verdict, kind, summary, reverse, cfg)
-                rows.append(self._spool_row(alias.address, [cfg.forward_to], data, {"alias_id": alias.id}))
+                rows.append(
+                    self._spool_row(alias.address, [cfg.forward_to], data, {"alias_id": alias.id}, handed)
+                )
                 spooled += 1
             if verdict.learned:
                 self.routes.learn_domain(alias.id, verdict.learned)
@@ -355,7 +373,7 @@ class Gateway:
                 {"alias": alias.address, "forwarded": forward, "leak": verdict.leaked, "kind": kind}
             )
         self._group.write(rows)
-        return Accepted([r.id for r in rows if isinstance(r, InboxItem)], spooled, outcomes)
+        return Accepted([r.id for r in rows if isinstance(r, InboxItem)], spooled, outcomes, handed)
 
     @staticmethod
     def _should_forward(alias: Alias, kind: str, bounce: bool) -> bool:
@@ -403,6 +421,7 @@ class Gateway:
         )
         _check_reply_sender(cfg, msg, auth)
         rows: list[Any] = []
+        handed: list[Handed] = []
         summary = an.summarise(msg, len(raw), "reply")
         for rcpt in envelope.recipients:
             assert rcpt.reverse is not None  # noqa: S101 - recipient() keeps replies apart
@@ -417,7 +436,7 @@ class Gateway:
                 new.append(_field("Date", formatdate(localtime=False)))
             data = scrub(rewrite_headers(raw, _KEEP_OUT.__contains__, new), cfg.forward_to, alias.address)
             rows.append(
-                self._spool_row(alias.address, [contact], data, {"alias_id": alias.id, "reply": True})
+                self._spool_row(alias.address, [contact], data, {"alias_id": alias.id, "reply": True}, handed)
             )
             rows.append(
                 self.vault.inbox_row(
@@ -442,10 +461,18 @@ class Gateway:
                 {"alias": r.alias.address, "reply_to": r.reverse.contact if r.reverse else None}
                 for r in envelope.recipients
             ],
+            handed,
         )
 
-    def _spool_row(self, sender: str, recipients: list[str], data: bytes, meta: dict[str, Any]) -> MailSpool:
-        return Spool.row(self.keys, sender, recipients, data, meta, self.clock())
+    def _spool_row(
+        self, sender: str, recipients: list[str], data: bytes, meta: dict[str, Any], handed: list[Handed]
+    ) -> MailSpool:
+        now = self.clock()
+        lease = self.handoff is not None and self.handoff()
+        row, payload = Spool.entry(self.keys, sender, recipients, data, meta, now, leased=lease)
+        if lease:
+            handed.append(Handed(row.id, payload, row.next_attempt_at))
+        return row
 
 
 class _GroupCommit:
@@ -619,6 +646,21 @@ class Spool:
     def row(
         keys: MailKeys, sender: str, recipients: list[str], data: bytes, meta: dict[str, Any], now: datetime
     ) -> MailSpool:
+        return Spool.entry(keys, sender, recipients, data, meta, now)[0]
+
+    @staticmethod
+    def entry(
+        keys: MailKeys,
+        sender: str,
+        recipients: list[str],
+        data: bytes,
+        meta: dict[str, Any],
+        now: datetime,
+        *,
+        leased: bool = False,
+    ) -> tuple[MailSpool, dict[str, Any]]:
+        """A sealed spool row and its payload. ``leased``: written already claimed (due only once
+        :data:`SPOOL_LEASE` is over), for the deliverer of the process that writes it."""
         rid = new_id()
         payload = {
             "sender": sender,
@@ -627,15 +669,16 @@ class Spool:
             "meta": meta,
             "last_error": None,
         }
-        return MailSpool(
+        row = MailSpool(
             id=rid,
             state="queued",
             attempts=0,
-            next_attempt_at=now,
+            next_attempt_at=now + SPOOL_LEASE if leased else now,
             created_at=now,
             updated_at=now,
             sealed=keys.seal(MailSpool.__tablename__, rid, payload),
         )
+        return row, payload
 
     def _open(self, row: MailSpool) -> dict[str, Any]:
         return self.keys.open(MailSpool.__tablename__, row.id, row.sealed)
@@ -716,6 +759,50 @@ class Spool:
             await asyncio.to_thread(self._delete, delivered)
         return SpoolReport(sent, retrying, failed, errors)
 
+    async def deliver_handed(self, transport: Transport, handed: list[Handed]) -> SpoolReport:
+        """Send rows the gateway wrote leased to this deliverer (:class:`Handed`), without claiming them.
+
+        One whose lease is half over is left alone: it comes due in the database and a claim takes it.
+        What was delivered is deleted in one transaction (at least once, as :meth:`deliver`); a failure
+        backs off as there; if the server is unreachable, the rest stay leased and come due later.
+        """
+        sent = retrying = failed = 0
+        errors: list[str] = []
+        delivered: list[str] = []
+        try:
+            for h in handed:
+                if self.clock() >= h.until - SPOOL_LEASE / 2:
+                    continue
+                p = h.payload
+                try:
+                    await transport.send(base64.b64decode(p["data"]), p["sender"], list(p["recipients"]))
+                except DeliveryFailed as exc:
+                    state = await asyncio.to_thread(self._failed, h.id, p, str(exc))
+                    errors.append(f"{h.id}: {exc}")
+                    if state == "failed":
+                        failed += 1
+                    else:
+                        retrying += 1
+                    if not transport.connected:
+                        break
+                    continue
+                delivered.append(h.id)
+                sent += 1
+        finally:
+            await asyncio.to_thread(self._delete, delivered)
+        return SpoolReport(sent, retrying, failed, errors)
+
+    def release(self, handed: list[Handed]) -> None:
+        """Make leased rows due now (a stopping gateway's unsent ones), unless claimed again since."""
+        now = self.clock()
+        with self.db.write() as s:
+            for h in handed:
+                s.execute(
+                    update(MailSpool)
+                    .where(MailSpool.id == h.id, MailSpool.next_attempt_at == h.until)
+                    .values(next_attempt_at=now)
+                )
+
     def _claim(self, limit: int | None) -> list[tuple[str, dict[str, Any]]]:
         """Take due rows for this round under a lease (their next attempt moves :data:`SPOOL_LEASE` ahead).
 
@@ -772,6 +859,7 @@ __all__ = [
     "CacheMiss",
     "Envelope",
     "Gateway",
+    "Handed",
     "Recipient",
     "Spool",
     "SpoolEntry",

@@ -10,6 +10,7 @@ message and tries again), logged without addresses or content.
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import logging
 import signal
@@ -26,13 +27,16 @@ from aiosmtpd.smtp import Session as SmtpSession
 from openvrm.errors import NotFound
 from openvrm.logs import log_event
 from openvrm.mail.analysis import Refused
-from openvrm.mail.gateway import CacheMiss, Envelope, Gateway, Spool, SpoolReport
+from openvrm.mail.gateway import CacheMiss, Envelope, Gateway, Handed, Spool, SpoolReport
 from openvrm.mail.routing import Downstream
 from openvrm.outbox.settings import MailSettings
 from openvrm.outbox.transport import SmtpTransport, Transport
 
 log = logging.getLogger("openvrm.mail")
 DELIVERY_BATCH = 50
+HANDOFF_MAX = 1000
+"""Spooled messages at most waiting in memory for this process's deliverer; beyond, rows are written due
+and a claim round takes them."""
 # aiosmtpd logs every command (addresses included) at DEBUG and INFO: only its warnings may pass.
 logging.getLogger("mail.log").setLevel(logging.WARNING)
 
@@ -63,7 +67,7 @@ def downstream_transport(ds: Downstream, sender: str) -> Transport:
 class Handler:
     """aiosmtpd hooks; every decision is the gateway's."""
 
-    def __init__(self, gateway: Gateway, on_accept: Callable[[], None]) -> None:
+    def __init__(self, gateway: Gateway, on_accept: Callable[[list[Handed]], None]) -> None:
         self.gateway = gateway
         self.on_accept = on_accept
 
@@ -125,7 +129,7 @@ class Handler:
             return "451 4.3.0 temporary failure, try again later"
         log_event(log, "mail.accepted", recipients=len(env.recipients), spooled=accepted.spooled)
         if accepted.spooled:
-            self.on_accept()
+            self.on_accept(accepted.handed)
         return "250 2.0.0 OK: stored"
 
 
@@ -154,11 +158,32 @@ class GatewayServer:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._kept: Transport | None = None
         self._kept_for: tuple[Downstream, str] | None = None
+        # Rows the gateway wrote leased to this deliverer (sent without a claim transaction); a claim
+        # round (the database's due rows) runs at start, at the idle poll, and when mail was spooled due.
+        self._handed: collections.deque[Handed] = collections.deque()
+        self._claim_due = True
+        self.gateway.handoff = self._takes_handoff
+
+    def _takes_handoff(self) -> bool:
+        return (
+            not self._stopping
+            and self._loop is not None
+            and self._delivery is not None
+            and not self._delivery.done()
+            and len(self._handed) < HANDOFF_MAX
+        )
+
+    def accepted(self, handed: list[Handed]) -> None:
+        """A message was spooled (on the loop): queue what was handed over, wake the deliverer."""
+        self._handed.extend(handed)
+        if not handed:
+            self._claim_due = True
+        self.wake()
 
     def _factory(self) -> SMTP:
         cfg = self.gateway.config()
         return SMTP(
-            Handler(self.gateway, self.wake),
+            Handler(self.gateway, self.accepted),
             data_size_limit=cfg.max_message_bytes,
             enable_SMTPUTF8=True,
             decode_data=False,
@@ -202,6 +227,7 @@ class GatewayServer:
                 await asyncio.wait_for(self._wake.wait(), timeout=self.poll_seconds)
             except TimeoutError:
                 await self._drop_kept()  # idle: do not hold the downstream server's connection
+                self._claim_due = True
             self._wake.clear()
             if self.stopping():
                 return
@@ -222,10 +248,20 @@ class GatewayServer:
                 await self._drop_kept()
             transport = self.transport_factory(cfg.downstream, cfg.forward_to)
         try:
-            # A bounded round: after an outage the spool may hold thousands of large messages.
-            # Batches go on while mail is due (mail accepted meanwhile joins the next one), each claimed in
-            # the transaction that deletes what the batch before delivered.
-            report = await self.spool.deliver(transport, limit=DELIVERY_BATCH, more=self._go_on)
+            report = SpoolReport()
+            while self._handed and not self._stopping and keep:
+                handed = [self._handed.popleft() for _ in range(min(len(self._handed), DELIVERY_BATCH))]
+                report = _add(report, await self.spool.deliver_handed(transport, handed))
+                if not transport.connected:
+                    break
+            if self._claim_due or not keep:
+                if keep:
+                    self._claim_due = False
+                # Bounded batches (after an outage the spool may hold thousands of large messages) that
+                # go on while mail is due (mail accepted meanwhile joins the next one), each claimed in
+                # the transaction that deletes what the batch before delivered.
+                more = await self.spool.deliver(transport, limit=DELIVERY_BATCH, more=self._go_on)
+                report = _add(report, more)
         except BaseException:
             self._kept = self._kept_for = None
             await transport.close()
@@ -265,6 +301,11 @@ class GatewayServer:
                 self._delivery.cancel()
                 await asyncio.wait({self._delivery}, timeout=5)
         await self._drop_kept()
+        if self._handed:
+            # Not sent: make them due now for whoever delivers next, rather than at the end of the lease.
+            left, self._handed = list(self._handed), collections.deque()
+            with contextlib.suppress(Exception):
+                await asyncio.to_thread(self.spool.release, left)
         if self._server is not None:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._server.wait_closed(), timeout=5)
@@ -281,6 +322,10 @@ class GatewayServer:
             await done.wait()
         finally:
             await self.stop()
+
+
+def _add(a: SpoolReport, b: SpoolReport) -> SpoolReport:
+    return SpoolReport(a.sent + b.sent, a.retrying + b.retrying, a.failed + b.failed, [*a.errors, *b.errors])
 
 
 @contextlib.contextmanager
