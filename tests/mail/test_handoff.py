@@ -92,3 +92,33 @@ def test_released_rows_are_due_at_once_unless_claimed_since(unlocked: UnlockedVa
         assert asyncio.run(spool.deliver(downstream_transport(cfg.downstream, REAL))).sent == 1
         assert [e.id for e in spool.entries()] == [handed[1].id]
         assert len(sink.ids()) == 1
+
+
+def test_delivered_rows_left_to_the_caller_stay_leased_until_forgotten(unlocked: UnlockedVault) -> None:
+    clock = Clock()
+    with smtp_sink() as (sink, port):
+        gw, handed = _accept(unlocked, port, clock, 2)
+        spool = MailService(unlocked).spool()
+        spool.clock = clock
+        cfg = gw.config()
+        assert cfg.downstream is not None
+        sent: list[str] = []
+        transport = downstream_transport(cfg.downstream, REAL)
+        assert asyncio.run(spool.deliver_handed(transport, handed, sent_ids=sent)).sent == 2
+        assert sorted(sent) == sorted(h.id for h in handed) and len(spool.entries()) == 2
+        # Still leased: another deliverer does not send them again.
+        assert asyncio.run(spool.deliver(downstream_transport(cfg.downstream, REAL))).sent == 0
+        spool.forget(sent)
+        assert spool.entries() == [] and sorted(sink.ids().values()) == [1, 1]
+
+
+def test_the_running_gateway_delivers_and_deletes_what_it_hands_over(unlocked: UnlockedVault) -> None:
+    from tests.mail.support import mail_world, send, wait_for
+
+    with mail_world(unlocked) as w:
+        for i in range(5):
+            raw = message(sender="billing@shop.example", to=w.alias.address, subject=f"Order {i}")
+            assert send(w.port, "bounce@shop.example", [w.alias.address], raw) == {}
+        assert wait_for(lambda: len(w.sink.messages) == 5)
+        assert wait_for(lambda: w.mail.spool().entries() == [])
+        assert sorted(m["Subject"] for m in w.sink.messages) == [f"Order {i}" for i in range(5)]

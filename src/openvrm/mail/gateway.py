@@ -759,12 +759,16 @@ class Spool:
             await asyncio.to_thread(self._delete, delivered)
         return SpoolReport(sent, retrying, failed, errors)
 
-    async def deliver_handed(self, transport: Transport, handed: list[Handed]) -> SpoolReport:
+    async def deliver_handed(
+        self, transport: Transport, handed: list[Handed], *, sent_ids: list[str] | None = None
+    ) -> SpoolReport:
         """Send rows the gateway wrote leased to this deliverer (:class:`Handed`), without claiming them.
 
         One whose lease is half over is left alone: it comes due in the database and a claim takes it.
-        What was delivered is deleted in one transaction (at least once, as :meth:`deliver`); a failure
-        backs off as there; if the server is unreachable, the rest stay leased and come due later.
+        What was delivered is deleted in one transaction (at least once, as :meth:`deliver`), or, with
+        ``sent_ids``, added to that list for the caller to delete (:meth:`forget`) while the rows are
+        still leased; a failure backs off as there; if the server is unreachable, the rest stay leased
+        and come due later.
         """
         sent = retrying = failed = 0
         errors: list[str] = []
@@ -789,8 +793,15 @@ class Spool:
                 delivered.append(h.id)
                 sent += 1
         finally:
-            await asyncio.to_thread(self._delete, delivered)
+            if sent_ids is None:
+                await asyncio.to_thread(self._delete, delivered)
+            else:
+                sent_ids.extend(delivered)
         return SpoolReport(sent, retrying, failed, errors)
+
+    def forget(self, ids: list[str]) -> None:
+        """Delete delivered rows (what :meth:`deliver_handed` left to its caller)."""
+        self._delete(ids)
 
     def release(self, handed: list[Handed]) -> None:
         """Make leased rows due now (a stopping gateway's unsent ones), unless claimed again since."""

@@ -35,6 +35,9 @@ from openvrm.outbox.transport import SmtpTransport, Transport
 log = logging.getLogger("openvrm.mail")
 DELIVERY_BATCH = 50
 HANDOFF_MAX = 1000
+DELETE_DELAY = 0.05
+"""Seconds delivered hand-off rows may wait to be deleted together (far inside their lease, so no other
+deliverer can take them meanwhile; a crash in that window sends them again, as at-least-once allows)."""
 """Spooled messages at most waiting in memory for this process's deliverer; beyond, rows are written due
 and a claim round takes them."""
 # aiosmtpd logs every command (addresses included) at DEBUG and INFO: only its warnings may pass.
@@ -161,6 +164,7 @@ class GatewayServer:
         # Rows the gateway wrote leased to this deliverer (sent without a claim transaction); a claim
         # round (the database's due rows) runs at start, at the idle poll, and when mail was spooled due.
         self._handed: collections.deque[Handed] = collections.deque()
+        self._sent: list[str] = []  # delivered hand-off rows not deleted yet (see DELETE_DELAY)
         self._claim_due = True
         self.gateway.handoff = self._takes_handoff
 
@@ -224,8 +228,15 @@ class GatewayServer:
         assert self._wake is not None  # noqa: S101
         while not self._stopping:
             try:
-                await asyncio.wait_for(self._wake.wait(), timeout=self.poll_seconds)
+                wait = DELETE_DELAY if self._sent else self.poll_seconds
+                await asyncio.wait_for(self._wake.wait(), timeout=wait)
             except TimeoutError:
+                if self._sent:
+                    try:
+                        await self._forget_sent()
+                    except Exception as exc:  # noqa: BLE001 - kept, and tried again
+                        log_event(log, "mail.delivery_failed", error=type(exc).__name__)
+                    continue
                 await self._drop_kept()  # idle: do not hold the downstream server's connection
                 self._claim_due = True
             self._wake.clear()
@@ -251,7 +262,9 @@ class GatewayServer:
             report = SpoolReport()
             while self._handed and not self._stopping and keep:
                 handed = [self._handed.popleft() for _ in range(min(len(self._handed), DELIVERY_BATCH))]
-                report = _add(report, await self.spool.deliver_handed(transport, handed))
+                report = _add(report, await self.spool.deliver_handed(transport, handed, sent_ids=self._sent))
+                if len(self._sent) >= DELIVERY_BATCH:
+                    await self._forget_sent()
                 if not transport.connected:
                     break
             if self._claim_due or not keep:
@@ -280,6 +293,14 @@ class GatewayServer:
         # unreachable, and then the idle poll tries again); mail accepted since wakes it.
         return report
 
+    async def _forget_sent(self) -> None:
+        sent, self._sent = self._sent, []
+        try:
+            await asyncio.to_thread(self.spool.forget, sent)
+        except BaseException:
+            self._sent = sent + self._sent  # tried again at the next turn of the loop
+            raise
+
     async def _drop_kept(self) -> None:
         kept, self._kept, self._kept_for = self._kept, None, None
         if kept is not None:
@@ -301,6 +322,9 @@ class GatewayServer:
                 self._delivery.cancel()
                 await asyncio.wait({self._delivery}, timeout=5)
         await self._drop_kept()
+        if self._sent:
+            with contextlib.suppress(Exception):
+                await self._forget_sent()
         if self._handed:
             # Not sent: make them due now for whoever delivers next, rather than at the end of the lease.
             left, self._handed = list(self._handed), collections.deque()
