@@ -3,7 +3,8 @@
 One asyncio loop runs the SMTP server and the spool's delivery task. Each RCPT is answered by the gateway
 (known active alias, or a reply from the person's own address, else refused: never an open relay); each
 DATA is answered 250 only once the message is stored. The database and DNS work runs in worker threads so
-one slow message never stalls the other connections. Any unexpected error is a 451 (the sender keeps the
+one slow message never stalls the other connections (an RCPT to an alias the gateway has cached is
+answered on the loop itself). Any unexpected error is a 451 (the sender keeps the
 message and tries again), logged without addresses or content.
 """
 
