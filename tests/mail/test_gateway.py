@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import smtplib
+from email import message_from_bytes
+from typing import Any
 
 import pytest
 
@@ -273,3 +275,78 @@ def test_starttls_is_offered_with_a_certificate(unlocked: UnlockedVault, tmp_pat
             raw = message(sender="billing@shop.example", to=w.alias.address)
             assert c.sendmail("bounce@shop.example", [w.alias.address], raw) == {}
         assert wait_for(lambda: len(w.sink.messages) == 1)
+
+
+def _spooled(unlocked: UnlockedVault, n: int, port: int) -> tuple[Any, Any]:
+    from openvrm.mail.routing import Downstream
+    from openvrm.mail.service import MailService
+
+    w_mail = MailService(unlocked)
+    vendor = VendorService(unlocked).add("Shop", domains=["shop.example"])
+    w_mail.setup(domains=["mail.example"], forward_to=REAL, downstream=Downstream("127.0.0.1", port, "none"))
+    alias = w_mail.create_alias(vendor.id)
+    for i in range(n):
+        w_mail.send(alias.id, to=f"c{i}@shop.example", subject=f"Hello {i}", body="Hi")
+    cfg = w_mail.config()
+    assert cfg is not None and cfg.downstream is not None
+    return w_mail.spool(), cfg
+
+
+def test_batched_rounds_send_each_message_once_even_with_two_deliverers(unlocked: UnlockedVault) -> None:
+    """Rounds that go on batch after batch (delete and next claim in one transaction), four at once."""
+    import asyncio
+
+    from openvrm.server.smtp_gateway import downstream_transport
+    from tests.outbox.support import smtp_sink
+
+    with smtp_sink() as (sink, port):
+        spool, cfg = _spooled(unlocked, 40, port)
+
+        async def all_at_once() -> list[int]:
+            reports = await asyncio.gather(
+                *(
+                    spool.deliver(downstream_transport(cfg.downstream, REAL), limit=3, more=lambda: True)
+                    for _ in range(4)
+                )
+            )
+            return [r.sent for r in reports]
+
+        sent = asyncio.run(all_at_once())
+        assert sum(sent) == 40 and spool.entries() == []
+        assert sorted(sink.ids().values()) == [1] * 40
+
+
+def test_a_batched_round_cut_by_an_outage_keeps_what_was_not_sent(unlocked: UnlockedVault) -> None:
+    """The server goes away after 7 messages: those 7 are deleted, the rest stay and leave later, once."""
+    import asyncio
+
+    from openvrm.outbox.transport import DeliveryFailed
+
+    class Flaky:
+        def __init__(self, up_for: int) -> None:
+            self.left = up_for
+            self.got: list[str] = []
+            self.connected = True
+
+        async def open(self) -> None: ...
+
+        async def close(self) -> None: ...
+
+        async def send(self, message: Any, sender: str, recipients: list[str]) -> None:
+            if self.left == 0:
+                self.connected = False
+                raise DeliveryFailed("connection lost")
+            self.left -= 1
+            self.got.append(message_from_bytes(message)["Subject"])
+
+    spool, _cfg = _spooled(unlocked, 20, 25)
+    first = Flaky(7)
+    report = asyncio.run(spool.deliver(first, limit=3, more=lambda: True))
+    assert report.sent == 7 and report.retrying == 1 and len(spool.entries()) == 13
+    # The failed one backs off, the claimed but unsent ones wait for their lease: make them all due now.
+    for e in spool.entries():
+        spool.retry(e.id)
+    second = Flaky(100)
+    assert asyncio.run(spool.deliver(second, limit=3, more=lambda: True)).sent == 13
+    assert sorted(first.got + second.got) == sorted(f"Hello {i}" for i in range(20))
+    assert spool.entries() == []

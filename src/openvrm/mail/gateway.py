@@ -25,13 +25,13 @@ from email.header import Header
 from email.utils import formataddr, formatdate
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import delete, select, update
 
 from openvrm.errors import InvalidValue, NotFound
 from openvrm.mail import analysis as an
 from openvrm.mail.auth import AuthResults, Resolver, authenticate, org_domain
 from openvrm.mail.keys import MailKeys, normalise_address
-from openvrm.mail.routing import Alias, GatewayConfig, ReverseAlias, Routes
+from openvrm.mail.routing import Alias, GatewayConfig, ReverseAlias, Routes, alias_generation
 from openvrm.outbox.transport import DeliveryFailed, Transport
 from openvrm.storage.models import InboxItem, MailSpool, new_id, utcnow
 from openvrm.vault.core import Vault
@@ -41,6 +41,10 @@ SPOOL_MAX_ATTEMPTS = 12
 SPOOL_BACKOFF = timedelta(seconds=30)
 SPOOL_BACKOFF_CAP = timedelta(hours=4)
 SPOOL_LEASE = timedelta(minutes=5)  # a claimed row is not due again before then
+ALIAS_TTL = 2.0
+"""Seconds the gateway routes with a cached alias. A change made in this process applies at once; one
+made by another process (the CLI beside `vrm mail serve`) applies within this bound."""
+_CACHE_MAX = 10_000
 DEFAULT_CLAIM = 200
 # Headers the forwarded copy drops: they name the sender's own routing or would be trusted wrongly.
 _DROP_IN = {
@@ -138,6 +142,10 @@ def _check_reply_sender(cfg: GatewayConfig, msg: Any, auth: AuthResults) -> None
     raise an.Refused(550, "5.7.1 the reply is not authenticated as coming from the alias owner's domain")
 
 
+class CacheMiss(Exception):  # noqa: N818 - not an error: "ask again, with the database"
+    """:meth:`Gateway.recipient` with ``cached_only`` needs the database for this answer."""
+
+
 @dataclass(frozen=True)
 class Recipient:
     """A recipient the gateway accepted: to an alias (``reverse`` None) or a reply through a reverse alias."""
@@ -160,6 +168,18 @@ class Accepted:
     inbox_ids: list[str]
     spooled: int
     outcomes: list[dict[str, Any]]
+    # Spooled rows written already under this process's lease, for its own deliverer (see Gateway.handoff).
+    handed: list[Handed] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class Handed:
+    """A spool row the gateway wrote leased to its own deliverer, with what the deliverer needs to send it:
+    no claim transaction, no read. ``until`` is the lease exactly as stored (``next_attempt_at``)."""
+
+    id: str
+    payload: dict[str, Any]
+    until: datetime
 
 
 class Gateway:
@@ -173,6 +193,7 @@ class Gateway:
         *,
         clock: Callable[[], datetime] = utcnow,
         config_ttl: float = 5.0,
+        alias_ttl: float = ALIAS_TTL,
     ) -> None:
         self.vault = vault
         self.routes = Routes(vault.db, keys)
@@ -183,19 +204,68 @@ class Gateway:
         self._config_at: datetime | None = None
         self._ttl = timedelta(seconds=config_ttl)
         self._group = _GroupCommit(vault.db)
+        # Set by the SMTP server: asked before a message's spool rows are made, True when this process's
+        # deliverer will send them straight away, and then they are written already leased to it.
+        self.handoff: Callable[[], bool] | None = None
+        # Addresses that accept mail, and reverse aliases, as found in the database: (expiry, the alias
+        # change counter when they were read, what was found). Refusals are never cached.
+        self._alias_ttl = timedelta(seconds=alias_ttl)
+        self._found: dict[str, tuple[datetime, int, Alias | tuple[ReverseAlias, Alias]]] = {}
+        self._reverse: dict[tuple[str, str], tuple[datetime, int, ReverseAlias]] = {}
 
-    def config(self) -> GatewayConfig:
+    def config(self, *, cached_only: bool = False) -> GatewayConfig:
         now = self.clock()
         if self._config is None or self._config_at is None or now - self._config_at > self._ttl:
+            if cached_only:
+                raise CacheMiss
             self._config = self.routes.require_config()
             self._config_at = now
         return self._config
 
+    # -- the alias cache -------------------------------------------------------------------------------
+
+    def _find(self, addr: str, *, cached_only: bool) -> Alias | tuple[ReverseAlias, Alias] | None:
+        """``Routes.find`` through the cache. An entry serves while it is younger than ``alias_ttl`` and
+        no alias change committed in this process since it was read (the counter is read *before* the
+        database, so a change committing meanwhile makes the entry stale at once)."""
+        gen = alias_generation(self.vault.db)
+        now = self.clock()
+        hit = self._found.get(addr)
+        if hit is not None and hit[0] > now and hit[1] == gen:
+            return hit[2]
+        if cached_only:
+            raise CacheMiss
+        found = self.routes.find(addr)
+        alias = found if isinstance(found, Alias) else found[1] if found is not None else None
+        if found is not None and alias is not None and alias.accepts_mail:
+            if len(self._found) >= _CACHE_MAX:
+                self._found.clear()
+            self._found[addr] = (now + self._alias_ttl, gen, found)
+        return found
+
+    def _reverse_for(self, alias: Alias, contact: str) -> ReverseAlias:
+        """``Routes.reverse_for`` through the cache (a reverse alias never changes; it goes with its
+        alias, and deleting an alias is a change the cache hears of)."""
+        key = (alias.id, normalise_address(contact))
+        gen = alias_generation(self.vault.db)
+        now = self.clock()
+        hit = self._reverse.get(key)
+        if hit is not None and hit[0] > now and hit[1] == gen:
+            return hit[2]
+        reverse = self.routes.reverse_for(alias, contact)
+        if len(self._reverse) >= _CACHE_MAX:
+            self._reverse.clear()
+        self._reverse[key] = (now + self._alias_ttl, gen, reverse)
+        return reverse
+
     # -- RCPT ------------------------------------------------------------------------------------------
 
-    def recipient(self, envelope: Envelope, address: str) -> Recipient:
-        """Accept ``address`` for this envelope or raise :class:`~.analysis.Refused` with the SMTP reply."""
-        cfg = self.config()
+    def recipient(self, envelope: Envelope, address: str, *, cached_only: bool = False) -> Recipient:
+        """Accept ``address`` for this envelope or raise :class:`~.analysis.Refused` with the SMTP reply.
+
+        With ``cached_only`` it decides without the database (the SMTP server's event loop asks so first)
+        or raises :class:`CacheMiss`, and then it must be asked again without."""
+        cfg = self.config(cached_only=cached_only)
         try:
             addr = normalise_address(address)
         except InvalidValue:
@@ -206,7 +276,7 @@ class Gateway:
             raise an.Refused(452, "4.5.3 this recipient is already given")
         if len(envelope.recipients) >= cfg.max_recipients:
             raise an.Refused(452, "4.5.3 too many recipients")
-        found = self.routes.find(addr)
+        found = self._find(addr, cached_only=cached_only)
         if found is None:
             raise an.Refused(550, "5.1.1 no such address here")
         if isinstance(found, Alias):
@@ -255,6 +325,7 @@ class Gateway:
         rows: list[Any] = []
         outcomes: list[dict[str, Any]] = []
         spooled = 0
+        handed: list[Handed] = []
         for rcpt in envelope.recipients:
             alias = rcpt.alias
             verdict = an.judge_sender(
@@ -265,7 +336,7 @@ class Gateway:
             reverse = None
             if forward and from_addr and not bounce:
                 try:
-                    reverse = self.routes.reverse_for(alias, from_addr)
+                    reverse = self._reverse_for(alias, from_addr)
                 except InvalidValue:
                     reverse = None  # a From that is no address: forwarded, but not repliable
             item: dict[str, Any] = {
@@ -292,15 +363,17 @@ class Gateway:
             rows.append(self.vault.inbox_row(item, limit=_inbox_limit(cfg)))
             if forward:
                 data = self._forward_copy(raw, alias, auth, verdict, kind, summary, reverse, cfg)
-                rows.append(self._spool_row(alias.address, [cfg.forward_to], data, {"alias_id": alias.id}))
+                rows.append(
+                    self._spool_row(alias.address, [cfg.forward_to], data, {"alias_id": alias.id}, handed)
+                )
                 spooled += 1
             if verdict.learned:
-                self.routes.change_alias(alias.id, learned_domains=(*alias.learned_domains, verdict.learned))
+                self.routes.learn_domain(alias.id, verdict.learned)
             outcomes.append(
                 {"alias": alias.address, "forwarded": forward, "leak": verdict.leaked, "kind": kind}
             )
         self._group.write(rows)
-        return Accepted([r.id for r in rows if isinstance(r, InboxItem)], spooled, outcomes)
+        return Accepted([r.id for r in rows if isinstance(r, InboxItem)], spooled, outcomes, handed)
 
     @staticmethod
     def _should_forward(alias: Alias, kind: str, bounce: bool) -> bool:
@@ -348,6 +421,7 @@ class Gateway:
         )
         _check_reply_sender(cfg, msg, auth)
         rows: list[Any] = []
+        handed: list[Handed] = []
         summary = an.summarise(msg, len(raw), "reply")
         for rcpt in envelope.recipients:
             assert rcpt.reverse is not None  # noqa: S101 - recipient() keeps replies apart
@@ -362,7 +436,7 @@ class Gateway:
                 new.append(_field("Date", formatdate(localtime=False)))
             data = scrub(rewrite_headers(raw, _KEEP_OUT.__contains__, new), cfg.forward_to, alias.address)
             rows.append(
-                self._spool_row(alias.address, [contact], data, {"alias_id": alias.id, "reply": True})
+                self._spool_row(alias.address, [contact], data, {"alias_id": alias.id, "reply": True}, handed)
             )
             rows.append(
                 self.vault.inbox_row(
@@ -387,10 +461,18 @@ class Gateway:
                 {"alias": r.alias.address, "reply_to": r.reverse.contact if r.reverse else None}
                 for r in envelope.recipients
             ],
+            handed,
         )
 
-    def _spool_row(self, sender: str, recipients: list[str], data: bytes, meta: dict[str, Any]) -> MailSpool:
-        return Spool.row(self.keys, sender, recipients, data, meta, self.clock())
+    def _spool_row(
+        self, sender: str, recipients: list[str], data: bytes, meta: dict[str, Any], handed: list[Handed]
+    ) -> MailSpool:
+        now = self.clock()
+        lease = self.handoff is not None and self.handoff()
+        row, payload = Spool.entry(self.keys, sender, recipients, data, meta, now, leased=lease)
+        if lease:
+            handed.append(Handed(row.id, payload, row.next_attempt_at))
+        return row
 
 
 class _GroupCommit:
@@ -564,6 +646,21 @@ class Spool:
     def row(
         keys: MailKeys, sender: str, recipients: list[str], data: bytes, meta: dict[str, Any], now: datetime
     ) -> MailSpool:
+        return Spool.entry(keys, sender, recipients, data, meta, now)[0]
+
+    @staticmethod
+    def entry(
+        keys: MailKeys,
+        sender: str,
+        recipients: list[str],
+        data: bytes,
+        meta: dict[str, Any],
+        now: datetime,
+        *,
+        leased: bool = False,
+    ) -> tuple[MailSpool, dict[str, Any]]:
+        """A sealed spool row and its payload. ``leased``: written already claimed (due only once
+        :data:`SPOOL_LEASE` is over), for the deliverer of the process that writes it."""
         rid = new_id()
         payload = {
             "sender": sender,
@@ -572,15 +669,16 @@ class Spool:
             "meta": meta,
             "last_error": None,
         }
-        return MailSpool(
+        row = MailSpool(
             id=rid,
             state="queued",
             attempts=0,
-            next_attempt_at=now,
+            next_attempt_at=now + SPOOL_LEASE if leased else now,
             created_at=now,
             updated_at=now,
             sealed=keys.seal(MailSpool.__tablename__, rid, payload),
         )
+        return row, payload
 
     def _open(self, row: MailSpool) -> dict[str, Any]:
         return self.keys.open(MailSpool.__tablename__, row.id, row.sealed)
@@ -614,36 +712,107 @@ class Spool:
                 raise NotFound(f"no spooled message with id {entry_id[:40]!r}")
             row.state, row.next_attempt_at, row.updated_at = "queued", self.clock(), self.clock()
 
-    async def deliver(self, transport: Transport, *, limit: int | None = None) -> SpoolReport:
-        """Send every due message over one downstream connection; failures back off, nothing is lost."""
+    async def deliver(
+        self,
+        transport: Transport,
+        *,
+        limit: int | None = None,
+        more: Callable[[], bool] | None = None,
+    ) -> SpoolReport:
+        """Send due messages over one downstream connection; failures back off, nothing is lost.
+
+        One batch of at most ``limit`` rows; with ``more`` (asked after each batch), further batches while
+        rows are due, each claimed in the same transaction that deletes what the batch before delivered.
+        A message is deleted only after the downstream server took it (at least once); a crash before the
+        delete sends it again once its lease ends.
+        """
         sent = retrying = failed = 0
         errors: list[str] = []
         # The database work runs in a worker thread: the gateway's event loop keeps serving SMTP meanwhile.
         due = await asyncio.to_thread(self._claim, limit)
         delivered: list[str] = []
         try:
-            for rid, p in due:
+            while due:
+                unreachable = False
+                for rid, p in due:
+                    try:
+                        await transport.send(base64.b64decode(p["data"]), p["sender"], list(p["recipients"]))
+                    except DeliveryFailed as exc:
+                        state = await asyncio.to_thread(self._failed, rid, p, str(exc))
+                        errors.append(f"{rid}: {exc}")
+                        if state == "failed":
+                            failed += 1
+                        else:
+                            retrying += 1
+                        if not transport.connected:
+                            # The server is unreachable: the rest waits for the next round, untouched.
+                            unreachable = True
+                            break
+                        continue
+                    delivered.append(rid)
+                    sent += 1
+                if unreachable or more is None or not more():
+                    break
+                done, delivered = delivered, []
+                due = await asyncio.to_thread(self._settle, done, limit)
+        finally:
+            await asyncio.to_thread(self._delete, delivered)
+        return SpoolReport(sent, retrying, failed, errors)
+
+    async def deliver_handed(
+        self, transport: Transport, handed: list[Handed], *, sent_ids: list[str] | None = None
+    ) -> SpoolReport:
+        """Send rows the gateway wrote leased to this deliverer (:class:`Handed`), without claiming them.
+
+        One whose lease is half over is left alone: it comes due in the database and a claim takes it.
+        What was delivered is deleted in one transaction (at least once, as :meth:`deliver`), or, with
+        ``sent_ids``, added to that list for the caller to delete (:meth:`forget`) while the rows are
+        still leased; a failure backs off as there; if the server is unreachable, the rest stay leased
+        and come due later.
+        """
+        sent = retrying = failed = 0
+        errors: list[str] = []
+        delivered: list[str] = []
+        try:
+            for h in handed:
+                if self.clock() >= h.until - SPOOL_LEASE / 2:
+                    continue
+                p = h.payload
                 try:
                     await transport.send(base64.b64decode(p["data"]), p["sender"], list(p["recipients"]))
                 except DeliveryFailed as exc:
-                    state = await asyncio.to_thread(self._failed, rid, p, str(exc))
-                    errors.append(f"{rid}: {exc}")
+                    state = await asyncio.to_thread(self._failed, h.id, p, str(exc))
+                    errors.append(f"{h.id}: {exc}")
                     if state == "failed":
                         failed += 1
                     else:
                         retrying += 1
                     if not transport.connected:
-                        # The server is unreachable: the rest waits for the next round, untouched.
                         break
                     continue
-                delivered.append(rid)
+                delivered.append(h.id)
                 sent += 1
-                if len(delivered) >= 50:
-                    await asyncio.to_thread(self._delete, delivered)
-                    delivered = []
         finally:
-            await asyncio.to_thread(self._delete, delivered)
+            if sent_ids is None:
+                await asyncio.to_thread(self._delete, delivered)
+            else:
+                sent_ids.extend(delivered)
         return SpoolReport(sent, retrying, failed, errors)
+
+    def forget(self, ids: list[str]) -> None:
+        """Delete delivered rows (what :meth:`deliver_handed` left to its caller)."""
+        self._delete(ids)
+
+    def release(self, handed: list[Handed]) -> None:
+        """Make leased rows due now (a stopping gateway's unsent ones), unless claimed again since."""
+        now = self.clock()
+        with self.db.write() as s:
+            for h in handed:
+                s.execute(
+                    update(MailSpool)
+                    .where(MailSpool.id == h.id, MailSpool.next_attempt_at == h.until)
+                    .values(next_attempt_at=now)
+                )
 
     def _claim(self, limit: int | None) -> list[tuple[str, dict[str, Any]]]:
         """Take due rows for this round under a lease (their next attempt moves :data:`SPOOL_LEASE` ahead).
@@ -652,26 +821,35 @@ class Spool:
         sent twice by two deliverers; a deliverer that dies leaves rows that come due again when the
         lease ends. PostgreSQL skips rows another claim holds (``FOR UPDATE SKIP LOCKED``).
         """
+        return self._settle([], limit)
+
+    def _settle(self, delivered: list[str], limit: int | None) -> list[tuple[str, dict[str, Any]]]:
+        """Delete the ``delivered`` rows and claim the next due ones (see :meth:`_claim`), one transaction."""
         now = self.clock()
         with self.db.write() as s:
+            if delivered:
+                s.execute(delete(MailSpool).where(MailSpool.id.in_(delivered)))
             q = (
-                select(MailSpool)
+                select(MailSpool.id, MailSpool.sealed)
                 .where(MailSpool.state == "queued", MailSpool.next_attempt_at <= now)
                 .order_by(MailSpool.next_attempt_at, MailSpool.id)
                 .limit(limit or DEFAULT_CLAIM)
                 .with_for_update(skip_locked=True)
             )
-            rows = list(s.scalars(q))
-            for r in rows:
-                r.next_attempt_at = now + SPOOL_LEASE
-            return [(r.id, self._open(r)) for r in rows]
+            rows = list(s.execute(q))
+            if rows:
+                s.execute(
+                    update(MailSpool)
+                    .where(MailSpool.id.in_([r.id for r in rows]))
+                    .values(next_attempt_at=now + SPOOL_LEASE)
+                )
+            return [(r.id, self.keys.open(MailSpool.__tablename__, r.id, r.sealed)) for r in rows]
 
     def _delete(self, ids: list[str]) -> None:
         if not ids:
             return
         with self.db.write() as s:
-            for row in s.scalars(select(MailSpool).where(MailSpool.id.in_(ids))):
-                s.delete(row)
+            s.execute(delete(MailSpool).where(MailSpool.id.in_(ids)))
 
     def _failed(self, rid: str, payload: dict[str, Any], error: str) -> str:
         with self.db.write() as s:
@@ -689,8 +867,10 @@ class Spool:
 __all__ = [
     "INBOX_KIND",
     "Accepted",
+    "CacheMiss",
     "Envelope",
     "Gateway",
+    "Handed",
     "Recipient",
     "Spool",
     "SpoolEntry",

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import re
 import secrets
+import threading
 from dataclasses import asdict, dataclass, field, replace
 from datetime import datetime
 from typing import Any, Literal
@@ -19,7 +20,7 @@ from sqlalchemy.orm import Session
 
 from openvrm.errors import InvalidValue, NotFound
 from openvrm.mail.keys import MailKeys, normalise_address
-from openvrm.storage.db import Database
+from openvrm.storage.db import Database, after_commit
 from openvrm.storage.models import MailAlias, MailReverseAlias, MailState, new_id, utcnow
 
 Mode = Literal["forward_all", "transactional_only", "mute_promotions"]
@@ -32,6 +33,33 @@ REVERSE_PREFIX = "re."
 DEFAULT_MAX_BYTES = 10 * 1024 * 1024
 DEFAULT_MAX_RECIPIENTS = 20
 _DOMAIN = re.compile(r"^(?=.{1,253}$)([a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z0-9-]{2,63}$")
+
+
+# -- in-process notice of alias changes --------------------------------------------------------------------
+# The gateway caches the aliases it routes to for a few seconds. Every change this process makes to an alias
+# (state, vendor stance, rules, deletion, and with it its reverse aliases) bumps a counter per database once
+# it has committed, and the gateway drops its cache when the counter moved: such a change takes effect at
+# the next RCPT. Changes made by another process (a CLI next to `vrm mail serve`) take effect when a cached
+# entry expires (the gateway's ``alias_ttl``).
+
+_generations: dict[Any, int] = {}
+_generations_lock = threading.Lock()
+
+
+def alias_generation(db: Database) -> int:
+    """How many committed alias changes this process has made on ``db``'s database so far."""
+    return _generations.get(db.engine.url, 0)
+
+
+def aliases_changed(s: Session) -> None:
+    """Say that the write transaction of ``s`` changes aliases: caches are dropped once it commits."""
+    url = s.get_bind().engine.url
+
+    def bump() -> None:
+        with _generations_lock:
+            _generations[url] = _generations.get(url, 0) + 1
+
+    after_commit(s, bump)
 
 
 def clean_domain(value: str) -> str:
@@ -292,6 +320,7 @@ class Routes:
         lookup = self.keys.lookup(alias.address)
         if s.scalar(select(MailAlias.id).where(MailAlias.lookup == lookup)) is not None:
             raise InvalidValue(f"{alias.address} is taken")
+        aliases_changed(s)
         s.add(
             MailAlias(
                 id=alias.id,
@@ -307,6 +336,7 @@ class Routes:
 
     def write_alias(self, s: Session, alias: Alias) -> Alias:
         row = self._alias_row(s, alias.id)
+        aliases_changed(s)
         row.state = alias.state
         row.vendor_id = alias.vendor_id
         row.sealed = self.keys.seal(MailAlias.__tablename__, alias.id, alias.payload())
@@ -317,9 +347,18 @@ class Routes:
         with self.db.write() as s:
             return self.write_alias(s, replace(_alias(self.keys, self._alias_row(s, alias_id)), **changes))
 
+    def learn_domain(self, alias_id: str, domain: str) -> None:
+        """Add ``domain`` to the alias's learned domains, read afresh in the write transaction (two
+        messages learning at once both count, whatever copy of the alias each was routed with)."""
+        with self.db.write() as s:
+            alias = _alias(self.keys, self._alias_row(s, alias_id))
+            if domain not in alias.learned_domains:
+                self.write_alias(s, replace(alias, learned_domains=(*alias.learned_domains, domain)))
+
     def delete_alias(self, alias_id: str) -> None:
         with self.db.write() as s:
             row = self._alias_row(s, alias_id)
+            aliases_changed(s)
             s.execute(delete(MailReverseAlias).where(MailReverseAlias.alias_id == alias_id))
             s.execute(delete(MailAlias).where(MailAlias.id == row.id))
 

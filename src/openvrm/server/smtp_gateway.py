@@ -3,13 +3,15 @@
 One asyncio loop runs the SMTP server and the spool's delivery task. Each RCPT is answered by the gateway
 (known active alias, or a reply from the person's own address, else refused: never an open relay); each
 DATA is answered 250 only once the message is stored. The database and DNS work runs in worker threads so
-one slow message never stalls the other connections. Any unexpected error is a 451 (the sender keeps the
+one slow message never stalls the other connections (an RCPT to an alias the gateway has cached is
+answered on the loop itself). Any unexpected error is a 451 (the sender keeps the
 message and tries again), logged without addresses or content.
 """
 
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import logging
 import signal
@@ -26,13 +28,19 @@ from aiosmtpd.smtp import Session as SmtpSession
 from openvrm.errors import NotFound
 from openvrm.logs import log_event
 from openvrm.mail.analysis import Refused
-from openvrm.mail.gateway import Envelope, Gateway, Spool, SpoolReport
+from openvrm.mail.gateway import CacheMiss, Envelope, Gateway, Handed, Spool, SpoolReport
 from openvrm.mail.routing import Downstream
 from openvrm.outbox.settings import MailSettings
 from openvrm.outbox.transport import SmtpTransport, Transport
 
 log = logging.getLogger("openvrm.mail")
 DELIVERY_BATCH = 50
+HANDOFF_MAX = 1000
+DELETE_DELAY = 0.05
+"""Seconds delivered hand-off rows may wait to be deleted together (far inside their lease, so no other
+deliverer can take them meanwhile; a crash in that window sends them again, as at-least-once allows)."""
+"""Spooled messages at most waiting in memory for this process's deliverer; beyond, rows are written due
+and a claim round takes them."""
 # aiosmtpd logs every command (addresses included) at DEBUG and INFO: only its warnings may pass.
 logging.getLogger("mail.log").setLevel(logging.WARNING)
 
@@ -63,7 +71,7 @@ def downstream_transport(ds: Downstream, sender: str) -> Transport:
 class Handler:
     """aiosmtpd hooks; every decision is the gateway's."""
 
-    def __init__(self, gateway: Gateway, on_accept: Callable[[], None]) -> None:
+    def __init__(self, gateway: Gateway, on_accept: Callable[[list[Handed]], None]) -> None:
         self.gateway = gateway
         self.on_accept = on_accept
 
@@ -90,7 +98,12 @@ class Handler:
     ) -> str:
         env = self._ours(session, envelope)
         try:
-            recipient = await asyncio.to_thread(self.gateway.recipient, env, address)
+            try:
+                # An alias seen in the last seconds is answered here, without a database read or a
+                # hop to a worker thread; anything else is decided by the database, off the loop.
+                recipient = self.gateway.recipient(env, address, cached_only=True)
+            except CacheMiss:
+                recipient = await asyncio.to_thread(self.gateway.recipient, env, address)
         except Refused as r:
             return f"{r.code} {r.text}"
         except NotFound:
@@ -120,7 +133,7 @@ class Handler:
             return "451 4.3.0 temporary failure, try again later"
         log_event(log, "mail.accepted", recipients=len(env.recipients), spooled=accepted.spooled)
         if accepted.spooled:
-            self.on_accept()
+            self.on_accept(accepted.handed)
         return "250 2.0.0 OK: stored"
 
 
@@ -149,11 +162,33 @@ class GatewayServer:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._kept: Transport | None = None
         self._kept_for: tuple[Downstream, str] | None = None
+        # Rows the gateway wrote leased to this deliverer (sent without a claim transaction); a claim
+        # round (the database's due rows) runs at start, at the idle poll, and when mail was spooled due.
+        self._handed: collections.deque[Handed] = collections.deque()
+        self._sent: list[str] = []  # delivered hand-off rows not deleted yet (see DELETE_DELAY)
+        self._claim_due = True
+        self.gateway.handoff = self._takes_handoff
+
+    def _takes_handoff(self) -> bool:
+        return (
+            not self._stopping
+            and self._loop is not None
+            and self._delivery is not None
+            and not self._delivery.done()
+            and len(self._handed) < HANDOFF_MAX
+        )
+
+    def accepted(self, handed: list[Handed]) -> None:
+        """A message was spooled (on the loop): queue what was handed over, wake the deliverer."""
+        self._handed.extend(handed)
+        if not handed:
+            self._claim_due = True
+        self.wake()
 
     def _factory(self) -> SMTP:
         cfg = self.gateway.config()
         return SMTP(
-            Handler(self.gateway, self.wake),
+            Handler(self.gateway, self.accepted),
             data_size_limit=cfg.max_message_bytes,
             enable_SMTPUTF8=True,
             decode_data=False,
@@ -166,6 +201,13 @@ class GatewayServer:
 
     def stopping(self) -> bool:
         return self._stopping
+
+    def _go_on(self) -> bool:
+        if self._stopping:
+            return False
+        if self._wake is not None:
+            self._wake.clear()  # what is due now is claimed by the next batch
+        return True
 
     def wake(self) -> None:
         if self._wake is not None:
@@ -187,9 +229,17 @@ class GatewayServer:
         assert self._wake is not None  # noqa: S101
         while not self._stopping:
             try:
-                await asyncio.wait_for(self._wake.wait(), timeout=self.poll_seconds)
+                wait = DELETE_DELAY if self._sent else self.poll_seconds
+                await asyncio.wait_for(self._wake.wait(), timeout=wait)
             except TimeoutError:
+                if self._sent:
+                    try:
+                        await self._forget_sent()
+                    except Exception as exc:  # noqa: BLE001 - kept, and tried again
+                        log_event(log, "mail.delivery_failed", error=type(exc).__name__)
+                    continue
                 await self._drop_kept()  # idle: do not hold the downstream server's connection
+                self._claim_due = True
             self._wake.clear()
             if self.stopping():
                 return
@@ -210,8 +260,22 @@ class GatewayServer:
                 await self._drop_kept()
             transport = self.transport_factory(cfg.downstream, cfg.forward_to)
         try:
-            # A bounded round: after an outage the spool may hold thousands of large messages.
-            report = await self.spool.deliver(transport, limit=DELIVERY_BATCH)
+            report = SpoolReport()
+            while self._handed and not self._stopping and keep:
+                handed = [self._handed.popleft() for _ in range(min(len(self._handed), DELIVERY_BATCH))]
+                report = _add(report, await self.spool.deliver_handed(transport, handed, sent_ids=self._sent))
+                if len(self._sent) >= DELIVERY_BATCH:
+                    await self._forget_sent()
+                if not transport.connected:
+                    break
+            if self._claim_due or not keep:
+                if keep:
+                    self._claim_due = False
+                # Bounded batches (after an outage the spool may hold thousands of large messages) that
+                # go on while mail is due (mail accepted meanwhile joins the next one), each claimed in
+                # the transaction that deletes what the batch before delivered.
+                more = await self.spool.deliver(transport, limit=DELIVERY_BATCH, more=self._go_on)
+                report = _add(report, more)
         except BaseException:
             self._kept = self._kept_for = None
             await transport.close()
@@ -226,9 +290,17 @@ class GatewayServer:
         self.delivered += report.sent
         if report.sent or report.retrying or report.failed:
             log_event(log, "mail.delivered", sent=report.sent, retrying=report.retrying, failed=report.failed)
-        if report.sent + report.retrying + report.failed >= DELIVERY_BATCH:
-            self.wake()  # a full round: more may be due
+        # No need to wake the loop again: the round went on until nothing was due (or the server was
+        # unreachable, and then the idle poll tries again); mail accepted since wakes it.
         return report
+
+    async def _forget_sent(self) -> None:
+        sent, self._sent = self._sent, []
+        try:
+            await asyncio.to_thread(self.spool.forget, sent)
+        except BaseException:
+            self._sent = sent + self._sent  # tried again at the next turn of the loop
+            raise
 
     async def _drop_kept(self) -> None:
         kept, self._kept, self._kept_for = self._kept, None, None
@@ -251,6 +323,14 @@ class GatewayServer:
                 self._delivery.cancel()
                 await asyncio.wait({self._delivery}, timeout=5)
         await self._drop_kept()
+        if self._sent:
+            with contextlib.suppress(Exception):
+                await self._forget_sent()
+        if self._handed:
+            # Not sent: make them due now for whoever delivers next, rather than at the end of the lease.
+            left, self._handed = list(self._handed), collections.deque()
+            with contextlib.suppress(Exception):
+                await asyncio.to_thread(self.spool.release, left)
         if self._server is not None:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._server.wait_closed(), timeout=5)
@@ -267,6 +347,10 @@ class GatewayServer:
             await done.wait()
         finally:
             await self.stop()
+
+
+def _add(a: SpoolReport, b: SpoolReport) -> SpoolReport:
+    return SpoolReport(a.sent + b.sent, a.retrying + b.retrying, a.failed + b.failed, [*a.errors, *b.errors])
 
 
 @contextlib.contextmanager

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import os
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -30,6 +30,14 @@ from sqlalchemy.orm import Session
 from openvrm.errors import Conflict, StorageDamaged, VaultTooNew
 
 MIGRATIONS = Path(__file__).with_name("migrations")
+AFTER_COMMIT = "openvrm_after_commit"
+
+
+def after_commit(session: Session, fn: Callable[[], None]) -> None:
+    """Run ``fn`` once the write transaction of ``session`` (a :meth:`Database.write`) has committed.
+
+    Not run if the transaction rolls back. For in-process notices (the mail gateway's alias cache)."""
+    session.info.setdefault(AFTER_COMMIT, []).append(fn)
 
 
 def _sqlite_on_connect(dbapi_connection: Any, _record: Any) -> None:
@@ -87,11 +95,16 @@ class Database:
     @contextmanager
     def write(self) -> Iterator[Session]:
         """A session over one write transaction; commits when the block ends, rolls back on error."""
+        after: list[Any] = []
         with self._write_lock, self._translate(), self.engine.connect() as conn:
             conn.execution_options(openvrm_write=True)
             with conn.begin(), Session(bind=conn, expire_on_commit=False, autoflush=False) as session:
                 yield session
                 session.flush()
+                after = session.info.get(AFTER_COMMIT, [])
+        # Committed: run what the transaction asked to run afterwards (see :func:`after_commit`).
+        for fn in after:
+            fn()
 
     @contextmanager
     def _translate(self) -> Iterator[None]:

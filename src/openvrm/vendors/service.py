@@ -227,6 +227,9 @@ class VendorService:
                 if s.scalar(select(func.count()).select_from(model).where(model.vendor_id == row.id)):
                     raise Conflict(f"this vendor still has {what}; merge it into another vendor instead")
             s.query(Document).filter(Document.vendor_id == row.id).update({Document.vendor_id: None})
+            from openvrm.mail.routing import aliases_changed
+
+            aliases_changed(s)  # its aliases go with it (ON DELETE CASCADE): the gateway's cache too
             s.delete(row)
 
     # relationships
@@ -359,8 +362,10 @@ class VendorService:
                 merged[key] = a.get(key) or b.get(key)
             merged["notes"] = "\n\n".join(n for n in (a.get("notes"), b.get("notes")) if n)
             update(self.vault, keep, merged)
+            from openvrm.mail.routing import aliases_changed
             from openvrm.storage.models import MailAlias, MailMessage
 
+            aliases_changed(s)
             for model in (Relationship, Document, Contract, Payment, RightsRequest, MailAlias, MailMessage):
                 s.query(model).filter(model.vendor_id == other.id).update({model.vendor_id: keep.id})
             s.flush()
