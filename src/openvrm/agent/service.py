@@ -481,8 +481,10 @@ class AgentService:
         *,
         ack: dict[str, Any] | None = None,
         note: dict[str, Any] | None = None,
+        position: int | None = None,
     ) -> ConnectionEvent:
-        _head, position = self._head(s, connection_id, author)
+        if position is None:  # the caller may have read the head in this transaction already
+            _head, position = self._head(s, connection_id, author)
         return insert(
             self.vault,
             s,
@@ -893,27 +895,41 @@ class AgentService:
     def receive(self, connection_id: str, event: dict[str, Any]) -> dict[str, Any]:
         """File a vendor's event (checked against the chain) and return our signed acknowledgement."""
         with self.vault.db.write() as s:
-            conn, p, key = self._load(s, connection_id)
-            existing = s.scalar(
-                select(ConnectionEvent).where(
-                    ConnectionEvent.connection_id == connection_id,
-                    ConnectionEvent.event_id == event.get("event_id"),
-                )
+            return self.receive_in(s, connection_id, event)
+
+    def receive_in(
+        self, s: Session, connection_id: str, event: dict[str, Any], *, prechecked: bool = False
+    ) -> dict[str, Any]:
+        """:meth:`receive` inside the caller's write transaction.
+
+        ``prechecked`` says the caller has just checked this very record's schema, hashes and signature by
+        the connection's vendor (as the push endpoint does before anything else), so
+        :func:`~openvrm.protocol.messages.check_event` does the rest (agreement, author, subtype, chain head)
+        without doing those three again.
+        """
+        conn, p, key = self._load(s, connection_id)
+        existing = s.scalar(
+            select(ConnectionEvent).where(
+                ConnectionEvent.connection_id == connection_id,
+                ConnectionEvent.event_id == event.get("event_id"),
             )
-            if existing is not None:
-                ep = payload_of(self.vault, existing)
-                if ep.get("ack"):
-                    return dict(ep["ack"])
-            if conn.status == "blocked":
-                raise SignatureError("this vendor is blocked")
-            if conn.status == "ended" and event.get("subtype") not in m.AFTER_END:
-                raise Conflict("this connection has ended")
-            previous, _ = self._head(s, connection_id, "vendor")
-            m.check_event(event, p["agreement"], author=conn.vendor_did, previous_id=previous)
-            note = self._file(s, conn, p, event)
-            ack = m.make_ack(key, event, now=self.clock())
-            state = "pending-decision" if event["subtype"] == "data-request" else "received"
-            self._append(s, connection_id, event, "vendor", state, ack=ack, note=note)
+        )
+        if existing is not None:
+            ep = payload_of(self.vault, existing)
+            if ep.get("ack"):
+                return dict(ep["ack"])
+        if conn.status == "blocked":
+            raise SignatureError("this vendor is blocked")
+        if conn.status == "ended" and event.get("subtype") not in m.AFTER_END:
+            raise Conflict("this connection has ended")
+        previous, position = self._head(s, connection_id, "vendor")
+        m.check_event(
+            event, p["agreement"], author=conn.vendor_did, previous_id=previous, prechecked=prechecked
+        )
+        note = self._file(s, conn, p, event)
+        ack = m.make_ack(key, event, now=self.clock())
+        state = "pending-decision" if event["subtype"] == "data-request" else "received"
+        self._append(s, connection_id, event, "vendor", state, ack=ack, note=note, position=position)
         return ack
 
     def _file(self, s: Session, conn: Connection, p: dict[str, Any], event: dict[str, Any]) -> dict[str, Any]:

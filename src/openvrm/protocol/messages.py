@@ -520,9 +520,16 @@ def check_event(
     *,
     author: str,
     previous_id: str | None,
+    prechecked: bool = False,
 ) -> None:
-    """Check an event from ``author`` under ``agreement``; ``previous_id`` is the author's head we hold."""
-    validate("ledger-event", event)
+    """Check an event from ``author`` under ``agreement``; ``previous_id`` is the author's head we hold.
+
+    ``prechecked``: the caller has already run :func:`validate`, :func:`check_event_hashes` and
+    :func:`verify_signers` (by ``author``) on this very record, so they are not run a second time; every
+    other check here still is.
+    """
+    if not prechecked:
+        validate("ledger-event", event)
     if event["agreement_id"] != agreement["agreement_id"]:
         raise ProtocolViolation("the event belongs to another agreement")
     if event["author"] != author:
@@ -530,12 +537,14 @@ def check_event(
     allowed = PERSON_SUBTYPES if author == agreement["person"] else VENDOR_SUBTYPES
     if event["subtype"] not in allowed:
         raise ProtocolViolation(f"a {event['subtype']} event cannot come from this party")
-    check_event_hashes(event)
+    if not prechecked:
+        check_event_hashes(event)
     if event["previous_id"] != previous_id:
         raise ProtocolViolation(
             f"the event does not follow the chain head we hold (previous_id should be {previous_id})"
         )
-    verify_signers(event, [author])
+    if not prechecked:
+        verify_signers(event, [author])
 
 
 def check_event_hashes(event: Mapping[str, Any]) -> None:

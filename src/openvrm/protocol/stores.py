@@ -143,6 +143,15 @@ class SqlIdempotencyStore:
         """The record of a first response, for a caller that writes it in its own transaction."""
         return self._row(keyid, key, fingerprint, response, now)
 
+    def drop_expired(self, keyid: str, key: str, now: datetime) -> None:
+        """Delete the record under ``(keyid, key)`` if it has expired (before writing a new one there)."""
+        with self.db.write() as s:
+            s.execute(
+                delete(self.model).where(
+                    self.model.keyid == keyid, self.model.key == key, self.model.expires_at <= now
+                )
+            )
+
     def purge_sometimes(self, s: Session, now: datetime) -> None:
         _maybe_purge(s, self.model, now)
 

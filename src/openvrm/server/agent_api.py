@@ -23,6 +23,7 @@ from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError as SAIntegrityError
 from starlette.concurrency import run_in_threadpool
 from starlette.responses import Response
 
@@ -120,6 +121,67 @@ def _spend(vault: Vault, nonces: _DeferredNonces) -> None:
         raise _replayed() from None
 
 
+class _KeyTaken(Exception):
+    """The idempotency record's key was taken (by a concurrent retry, or by an expired record)."""
+
+
+def _file_now(
+    vault: Vault,
+    agent: AgentService,
+    conn: Connection,
+    record: dict[str, Any],
+    nonces: _DeferredNonces,
+    store: SqlIdempotencyStore,
+    key: tuple[str, str, str],
+    now: datetime,
+    *,
+    again: bool = True,
+) -> tuple[StoredResponse, bool]:
+    """File a checked event with a session open: the nonce, the ledger entry (with our signed acknowledgement)
+    and the idempotency record in one write transaction, so a replay adds nothing.
+
+    Returns the answer and ``True`` once filed, or the stored first answer and ``False`` when a concurrent
+    retry with the same key won.
+    A refused filing (the chain head moved, the relationship ended) still spends the request's nonce, in a
+    transaction of its own, as it did when the nonce was spent before filing.
+    """
+    keyid, idem_key, fingerprint = key
+    filing = False
+    try:
+        with vault.db.write() as s:
+            for keyid_, nonce, expires_at in nonces.seen:
+                s.add(ProtocolNonce(keyid=keyid_, nonce=nonce, expires_at=expires_at))
+            try:
+                s.flush()
+            except SAIntegrityError:
+                raise _replayed() from None  # the nonce was seen: refused, nothing written
+            filing = True
+            ack = agent.receive_in(s, conn.id, record, prechecked=True)
+            s.flush()  # the entry's own clashes count as a refused filing, not as a taken key
+            filing = False
+            response = StoredResponse(200, "application/json", json.dumps(ack).encode())
+            s.add(store.row(keyid, idem_key, fingerprint, response, now))
+            try:
+                s.flush()
+            except SAIntegrityError:
+                raise _KeyTaken() from None
+            store.purge_sometimes(s, now)
+    except _KeyTaken:
+        stored = store.lookup(keyid, idem_key, fingerprint)
+        if stored is not None:
+            _spend(vault, nonces)  # as for any retry, its own nonce is spent too
+            return stored, False
+        if not again:
+            raise _replayed() from None
+        store.drop_expired(keyid, idem_key, now)  # an expired record in the way: gone, then try once more
+        return _file_now(vault, agent, conn, record, nonces, store, key, now, again=False)
+    except Exception:
+        if filing:
+            _spend(vault, nonces)
+        raise
+    return response, True
+
+
 def _push(state: ServerState, handle: str, url: str, headers: dict[str, str], body: bytes) -> Response:
     """One pushed event: checked, then sealed into the inbox (locked) or filed at once (a session is open).
 
@@ -161,15 +223,14 @@ def _push(state: ServerState, handle: str, url: str, headers: dict[str, str], bo
     m.verify_signers(record, [conn.vendor_did])
     unlocked = state.sessions.any_unlocked()
     if unlocked is not None:
-        _spend(vault, nonces)  # before filing, as the locked path does
         agent = AgentService(unlocked, policy=policy_for(state.settings))
-        ack = agent.receive(conn.id, record)
-        if isinstance(record["payload"].get("attachment"), dict):
+        response, filed = _file_now(
+            vault, agent, conn, record, nonces, store, (keyid, idem_key, fingerprint), now
+        )
+        if filed and isinstance(record["payload"].get("attachment"), dict):
             # Only an event with a file has anything to import; import_received reads every received
             # entry, so calling it on every push made each push slower than the last.
             agent.import_received()
-        response = StoredResponse(200, "application/json", json.dumps(ack).encode())
-        store.save(keyid, idem_key, fingerprint, response)
         return Response(response.body, response.status_code, media_type=response.media_type)
     queued = {"status": "queued", "event_id": record["event_id"]}
     response = StoredResponse(202, "application/json", json.dumps(queued).encode())
