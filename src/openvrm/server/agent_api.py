@@ -17,13 +17,14 @@ import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import date, datetime
-from typing import Annotated, Any
+from typing import Annotated, Any, cast
 
 from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
-from sqlalchemy import select
+from sqlalchemy import Table, bindparam, insert, select
 from sqlalchemy.exc import IntegrityError as SAIntegrityError
+from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
 from starlette.responses import Response
 
@@ -38,7 +39,7 @@ from openvrm.protocol.stores import SqlIdempotencyStore, SqlNonceStore, StoredRe
 from openvrm.server.problems import ProblemError, problem_responses
 from openvrm.server.security import Principal, owner
 from openvrm.server.state import ServerState, state_of
-from openvrm.storage.models import Connection, Grant, ProtocolIdempotency, ProtocolNonce, utcnow
+from openvrm.storage.models import Connection, Grant, InboxItem, ProtocolIdempotency, ProtocolNonce, utcnow
 from openvrm.vault.core import Vault
 
 MAX_PROTOCOL_BODY = 1024 * 1024
@@ -69,14 +70,6 @@ async def _body(request: Request) -> bytes:
     return bytes(data)
 
 
-def _connection(vault: Vault, handle: str) -> Connection:
-    with vault.db.read() as s:
-        row = s.scalar(select(Connection).where(Connection.handle == handle))
-    if row is None:
-        raise NotFound("no relationship at this address")
-    return row
-
-
 @dataclass
 class _DeferredNonces:
     """A nonce store that only notes the pair: the caller inserts it in the request's own transaction,
@@ -91,8 +84,53 @@ class _DeferredNonces:
         return True
 
 
+@dataclass(frozen=True)
+class _Peer:
+    """What a vendor-facing request needs of its connection row: read fresh in each request's own
+    transaction (never cached), so a block or an end takes effect on the very next request."""
+
+    id: str
+    vendor_did: str
+    status: str
+
+
+# The statements of the push path, built once: plain Core on the tables (no ORM objects to build, track
+# and flush for rows that are only read once or inserted once).
+_CONNECTIONS = cast(Table, Connection.__table__)
+_NONCES = cast(Table, ProtocolNonce.__table__)
+_PEER_BY_HANDLE = select(_CONNECTIONS.c.id, _CONNECTIONS.c.vendor_did, _CONNECTIONS.c.status).where(
+    _CONNECTIONS.c.handle == bindparam("handle")
+)
+_NONCE_EXPIRY = select(_NONCES.c.expires_at).where(
+    _NONCES.c.keyid == bindparam("keyid"), _NONCES.c.nonce == bindparam("nonce")
+)
+_INSERT_NONCE = insert(_NONCES)
+_INSERT_INBOX_ITEM = insert(cast(Table, InboxItem.__table__))
+
+
+def _peer_in(s: Session, handle: str) -> _Peer:
+    row = s.connection().execute(_PEER_BY_HANDLE, {"handle": handle}).first()
+    if row is None:
+        raise NotFound("no relationship at this address")
+    return _Peer(row.id, row.vendor_did, row.status)
+
+
+def _connection(vault: Vault, handle: str) -> _Peer:
+    with vault.db.read() as s:
+        return _peer_in(s, handle)
+
+
+def _insert_nonces(s: Session, nonces: _DeferredNonces) -> None:
+    """Insert the request's nonces; the primary key refuses a replay (IntegrityError)."""
+    if nonces.seen:
+        s.connection().execute(
+            _INSERT_NONCE,
+            [{"keyid": k, "nonce": n, "expires_at": until} for k, n, until in nonces.seen],
+        )
+
+
 def _verify(
-    conn: Connection, method: str, url: str, headers: Mapping[str, str], body: bytes, nonces: NonceStore
+    conn: _Peer, method: str, url: str, headers: Mapping[str, str], body: bytes, nonces: NonceStore
 ) -> str:
     verifier = RequestVerifier(
         known_keys({conn.vendor_did: public_key_from_did(conn.vendor_did)}),
@@ -115,8 +153,7 @@ def _spend(vault: Vault, nonces: _DeferredNonces) -> None:
     """Record the request's nonce in a transaction of its own; a concurrent replay loses here."""
     try:
         with vault.db.write() as s:
-            for keyid, nonce, expires_at in nonces.seen:
-                s.add(ProtocolNonce(keyid=keyid, nonce=nonce, expires_at=expires_at))
+            _insert_nonces(s, nonces)
     except Conflict:
         raise _replayed() from None
 
@@ -128,7 +165,7 @@ class _KeyTaken(Exception):
 def _file_now(
     vault: Vault,
     agent: AgentService,
-    conn: Connection,
+    conn: _Peer,
     record: dict[str, Any],
     nonces: _DeferredNonces,
     store: SqlIdempotencyStore,
@@ -149,10 +186,8 @@ def _file_now(
     filing = False
     try:
         with vault.db.write() as s:
-            for keyid_, nonce, expires_at in nonces.seen:
-                s.add(ProtocolNonce(keyid=keyid_, nonce=nonce, expires_at=expires_at))
             try:
-                s.flush()
+                _insert_nonces(s, nonces)
             except SAIntegrityError:
                 raise _replayed() from None  # the nonce was seen: refused, nothing written
             filing = True
@@ -160,9 +195,8 @@ def _file_now(
             s.flush()  # the entry's own clashes count as a refused filing, not as a taken key
             filing = False
             response = StoredResponse(200, "application/json", json.dumps(ack).encode())
-            s.add(store.row(keyid, idem_key, fingerprint, response, now))
             try:
-                s.flush()
+                store.insert_in(s, keyid, idem_key, fingerprint, response, now)
             except SAIntegrityError:
                 raise _KeyTaken() from None
             store.purge_sometimes(s, now)
@@ -195,14 +229,12 @@ def _push(state: ServerState, handle: str, url: str, headers: dict[str, str], bo
     fingerprint = request_fingerprint("POST", url, body)
     now = utcnow()
     with vault.db.read() as s:  # one read: the connection, then (once the signature holds) nonce and key
-        conn = s.scalar(select(Connection).where(Connection.handle == handle))
-        if conn is None:
-            raise NotFound("no relationship at this address")
+        conn = _peer_in(s, handle)
         keyid = _verify(conn, "POST", url, headers, body, nonces)
         # A nonce seen before is a replay, refused before anything else (even a stored response).
         for keyid_, nonce, _expires in nonces.seen:
-            seen = s.get(ProtocolNonce, (keyid_, nonce))
-            if seen is not None and seen.expires_at > now:
+            seen = s.connection().execute(_NONCE_EXPIRY, {"keyid": keyid_, "nonce": nonce}).scalar()
+            if seen is not None and seen > now:
                 raise _replayed()
         stored = store.lookup_in(s, keyid, idem_key, fingerprint)
     if stored is not None:  # a retry: its own nonce is spent too, then the first answer is given again
@@ -234,14 +266,12 @@ def _push(state: ServerState, handle: str, url: str, headers: dict[str, str], bo
         return Response(response.body, response.status_code, media_type=response.media_type)
     queued = {"status": "queued", "event_id": record["event_id"]}
     response = StoredResponse(202, "application/json", json.dumps(queued).encode())
-    item = vault.inbox_row({"kind": INBOX_KIND, "connection_id": conn.id, "record": record})
+    item = vault.inbox_values({"kind": INBOX_KIND, "connection_id": conn.id, "record": record})
     try:
         with vault.db.write() as s:
-            for keyid_, nonce, expires_at in nonces.seen:
-                s.add(ProtocolNonce(keyid=keyid_, nonce=nonce, expires_at=expires_at))
-            s.flush()
-            s.add(item)
-            s.add(store.row(keyid, idem_key, fingerprint, response, now))
+            _insert_nonces(s, nonces)
+            s.connection().execute(_INSERT_INBOX_ITEM, item)
+            store.insert_in(s, keyid, idem_key, fingerprint, response, now)
             store.purge_sometimes(s, now)
     except Conflict:
         # The nonce was seen (a replay), or a concurrent retry with the same key won: nothing was added.
