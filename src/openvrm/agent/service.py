@@ -32,7 +32,7 @@ from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 import httpx
-from sqlalchemy import func, select
+from sqlalchemy import bindparam, func, select
 from sqlalchemy.orm import Session
 
 from openvrm.errors import Conflict, InvalidValue, OpenVRMError
@@ -52,6 +52,18 @@ DEFAULT_TERMS = ("service-delivery-only", "service-delivery-plus-portability")
 DEFAULT_PURPOSE = DPV + "ServiceProvision"
 MAX_PUSHED_FILE_BYTES = 700 * 1024
 INBOX_KIND = "protocol-event"
+
+_EVENTS = ConnectionEvent.__table__.c
+_LAST_POSITION = select(func.max(_EVENTS.position)).where(_EVENTS.connection_id == bindparam("connection_id"))
+_AUTHOR_HEAD = (
+    select(_EVENTS.event_id)
+    .where(_EVENTS.connection_id == bindparam("connection_id"), _EVENTS.author == bindparam("author"))
+    .order_by(_EVENTS.position.desc())
+    .limit(1)
+)
+_EVENT_BY_ID = select(_EVENTS.id).where(
+    _EVENTS.connection_id == bindparam("connection_id"), _EVENTS.event_id == bindparam("event_id")
+)
 
 
 class PeerError(OpenVRMError):
@@ -460,15 +472,9 @@ class AgentService:
 
     def _head(self, s: Session, connection_id: str, author: str) -> tuple[str | None, int]:
         """The author's chain head and the next position: two index walks, however long the ledger."""
-        last = s.scalar(
-            select(func.max(ConnectionEvent.position)).where(ConnectionEvent.connection_id == connection_id)
-        )
-        head = s.scalar(
-            select(ConnectionEvent.event_id)
-            .where(ConnectionEvent.connection_id == connection_id, ConnectionEvent.author == author)
-            .order_by(ConnectionEvent.position.desc())
-            .limit(1)
-        )
+        c = s.connection()  # plain Core statements, built once (column reads, no ORM objects)
+        last = c.execute(_LAST_POSITION, {"connection_id": connection_id}).scalar()
+        head = c.execute(_AUTHOR_HEAD, {"connection_id": connection_id, "author": author}).scalar()
         return head, int(last or 0) + 1
 
     def _append(
@@ -908,12 +914,14 @@ class AgentService:
         without doing those three again.
         """
         conn, p, key = self._load(s, connection_id)
-        existing = s.scalar(
-            select(ConnectionEvent).where(
-                ConnectionEvent.connection_id == connection_id,
-                ConnectionEvent.event_id == event.get("event_id"),
-            )
+        existing = None
+        found = (
+            s.connection()
+            .execute(_EVENT_BY_ID, {"connection_id": connection_id, "event_id": event.get("event_id")})
+            .first()
         )
+        if found is not None:  # a resent event: load the entry (a rare case) to give its ack again
+            existing = get_row(s, ConnectionEvent, found.id, "ledger entry")
         if existing is not None:
             ep = payload_of(self.vault, existing)
             if ep.get("ack"):
