@@ -108,10 +108,12 @@ def serve(home: Path, vendors: int, database_url: str | None, profile_to: str | 
     profiler = None
     if profile_to:
         # The signed path's synchronous part (everything after the body is read) runs in the thread pool;
-        # profile each call of it, one at a time (use with --clients 1).
+        # profile each call of it, one at a time (use with --clients 1). The clock is the thread's CPU
+        # time, not the wall clock: on a shared machine, waiting for a core would otherwise be counted as
+        # the work of whatever function was running.
         import cProfile
 
-        profiler = cProfile.Profile()
+        profiler = cProfile.Profile(time.thread_time)
         push = agent_api._push
         lock = threading.Lock()
 
