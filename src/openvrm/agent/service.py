@@ -35,7 +35,7 @@ import httpx
 from sqlalchemy import bindparam, func, select
 from sqlalchemy.orm import Session
 
-from openvrm.errors import Conflict, InvalidValue, OpenVRMError
+from openvrm.errors import Conflict, InvalidValue, NotFound, OpenVRMError
 from openvrm.net import UrlPolicy, check_url, guarded_client, policy_for
 from openvrm.protocol import messages as m
 from openvrm.protocol.errors import SignatureError
@@ -44,7 +44,7 @@ from openvrm.protocol.identity import KeyPair
 from openvrm.protocol.records import canonical_json
 from openvrm.protocol.sealing import seal_json_for
 from openvrm.protocol.terms import DPV, Term, term
-from openvrm.records import get_row, insert, payload_of, update
+from openvrm.records import get_row, insert, insert_core, payload_of, table_of, update
 from openvrm.storage.models import Connection, ConnectionEvent, Grant, Vendor, utcnow
 from openvrm.vault.core import UnlockedVault
 
@@ -60,6 +60,10 @@ _AUTHOR_HEAD = (
     .where(_EVENTS.connection_id == bindparam("connection_id"), _EVENTS.author == bindparam("author"))
     .order_by(_EVENTS.position.desc())
     .limit(1)
+)
+_CONNECTIONS = Connection.__table__.c
+_CONNECTION_FOR_FILING = select(_CONNECTIONS.status, _CONNECTIONS.vendor_did, _CONNECTIONS.sealed).where(
+    _CONNECTIONS.id == bindparam("id")
 )
 _EVENT_BY_ID = select(_EVENTS.id).where(
     _EVENTS.connection_id == bindparam("connection_id"), _EVENTS.event_id == bindparam("event_id")
@@ -913,7 +917,12 @@ class AgentService:
         :func:`~openvrm.protocol.messages.check_event` does the rest (agreement, author, subtype, chain head)
         without doing those three again.
         """
-        conn, p, key = self._load(s, connection_id)
+        found_conn = s.connection().execute(_CONNECTION_FOR_FILING, {"id": connection_id}).first()
+        if found_conn is None:
+            raise NotFound(f"no connection with id {connection_id[:40]!r}")
+        conn = found_conn  # status and vendor_did, read in this transaction; the rest is sealed
+        p = self.vault.open(table_of(Connection), connection_id, found_conn.sealed)
+        key = KeyPair.from_private_bytes(base64.b64decode(p["person_seed"]))
         existing = None
         found = (
             s.connection()
@@ -934,25 +943,33 @@ class AgentService:
         m.check_event(
             event, p["agreement"], author=conn.vendor_did, previous_id=previous, prechecked=prechecked
         )
-        note = self._file(s, conn, p, event)
+        note = self._file(s, event)
         ack = m.make_ack(key, event, now=self.clock())
         state = "pending-decision" if event["subtype"] == "data-request" else "received"
-        self._append(s, connection_id, event, "vendor", state, ack=ack, note=note, position=position)
+        insert_core(
+            self.vault,
+            s,
+            ConnectionEvent,
+            {"event": event, "ack": ack, "note": note},
+            connection_id=connection_id,
+            position=position,
+            event_id=event["event_id"],
+            author="vendor",
+            state=state,
+        )
         return ack
 
-    def _file(self, s: Session, conn: Connection, p: dict[str, Any], event: dict[str, Any]) -> dict[str, Any]:
+    def _file(self, s: Session, event: dict[str, Any]) -> dict[str, Any]:
         """What receiving an event does besides recording it; returns a note kept with the entry."""
         payload = event["payload"]
         note: dict[str, Any] = {}
         if event["subtype"] in ("receipt", "invoice"):
             attachment = payload.get("attachment")
             if isinstance(attachment, dict) and isinstance(attachment.get("content"), str):
-                note["attachment"] = self._store_attachment(s, conn, attachment, payload)
+                note["attachment"] = self._store_attachment(attachment, payload)
         return note
 
-    def _store_attachment(
-        self, s: Session, conn: Connection, attachment: dict[str, Any], payload: dict[str, Any]
-    ) -> dict[str, Any]:
+    def _store_attachment(self, attachment: dict[str, Any], payload: dict[str, Any]) -> dict[str, Any]:
         try:
             data = base64.b64decode(attachment["content"], validate=True)
         except (binascii.Error, ValueError):
