@@ -306,3 +306,29 @@ def test_with_a_session_an_expired_idempotency_record_is_replaced(world: World) 
         r = _post(client, ledger_url, body, headers)
         assert r.status_code == 200, r.text
     assert len(world.agent.ledger(cid)) == 1 and _idempotency_records(world) == 1
+
+
+@pytest.mark.parametrize("session", [False, True], ids=["locked", "session"])
+def test_a_block_applies_to_the_very_next_push_and_lifting_it_too(world: World, session: bool) -> None:
+    """The connection row is read in each request's own transaction (nothing about it is kept between
+    requests), so blocking or unblocking a vendor takes effect on its next request."""
+    from openvrm.vendors.service import VendorService
+
+    aid, ledger_url, _, key = _setup(world)
+    conn = world.agent.connections()[0]
+    assert conn.vendor_id is not None
+    vendors = VendorService(world.unlocked)
+    rel = vendors.relate(conn.vendor_id)
+    expected = 200 if session else 202
+    with httpx.Client(base_url=world.url) as client:
+        if session:
+            assert client.post("/api/v1/session", json={"passphrase": PASSPHRASE}).status_code == 200
+        first = m.make_event(key, aid, "notice", {"notice": "other", "summary": "one"}, None)
+        assert _signed_post(ledger_url, first, key).status_code == expected
+        vendors.edit_relationship(rel.id, stance="blocked")
+        second = m.make_event(key, aid, "notice", {"notice": "other", "summary": "two"}, first["event_id"])
+        before = (_traces(world), _idempotency_records(world))
+        assert _problem(_signed_post(ledger_url, second, key), 403)["detail"]
+        assert (_traces(world), _idempotency_records(world)) == before
+        vendors.edit_relationship(rel.id, stance="neutral")
+        assert _signed_post(ledger_url, second, key).status_code == expected
