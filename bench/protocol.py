@@ -18,8 +18,9 @@ each against the very same clients posting the very same bodies, unsigned, to ``
 back to back after a warm-up. Requests are built and signed before the clock starts (the signatures stay
 well inside the replay window), so the load generator's own cryptography is not in the figures.
 
-Prints requests per second, p50 and p99 latency and the ratio signed/no-op. Figures go in
-docs/benchmarks.md. Nothing here is a pass/fail test.
+Prints requests per second, p50 and p99 latency, the ratio signed/no-op and the server process's CPU time
+per request (user + system, all threads, from /proc: far less noisy than the rates on a shared machine).
+Figures go in docs/benchmarks.md. Nothing here is a pass/fail test.
 
     python bench/protocol.py [--clients 1,4,16] [--requests 1000] [--rounds 4] [--database-url URL]
                              [--scenarios locked,session] [--profile FILE]
@@ -108,10 +109,12 @@ def serve(home: Path, vendors: int, database_url: str | None, profile_to: str | 
     profiler = None
     if profile_to:
         # The signed path's synchronous part (everything after the body is read) runs in the thread pool;
-        # profile each call of it, one at a time (use with --clients 1).
+        # profile each call of it, one at a time (use with --clients 1). The clock is the thread's CPU
+        # time, not the wall clock: on a shared machine, waiting for a core would otherwise be counted as
+        # the work of whatever function was running.
         import cProfile
 
-        profiler = cProfile.Profile()
+        profiler = cProfile.Profile(time.thread_time)
         push = agent_api._push
         lock = threading.Lock()
 
@@ -136,10 +139,19 @@ def serve(home: Path, vendors: int, database_url: str | None, profile_to: str | 
         profiler.dump_stats(profile_to)
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time used so far by process ``pid`` (Linux /proc; 0.0 where there is none)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 @contextlib.contextmanager
 def server_process(
     home: Path, vendors: int, database_url: str | None, profile_to: str | None
-) -> Iterator[str]:
+) -> Iterator[tuple[str, int]]:
     command = [sys.executable, __file__, "--serve", str(home), "--vendors", str(vendors)]
     if database_url:
         command += ["--database-url", database_url]
@@ -152,7 +164,7 @@ def server_process(
         proc.kill()
         raise RuntimeError("the server did not start")
     try:
-        yield line.split(" ", 1)[1]
+        yield line.split(" ", 1)[1], proc.pid
     finally:
         proc.stdin.close()
         try:
@@ -182,6 +194,12 @@ class Result:
     latencies: list[float] = field(default_factory=list)
     statuses: dict[int, int] = field(default_factory=dict)
     problem: str = ""
+    cpu: float = 0.0
+    """CPU seconds the server process used meanwhile (all its threads): less noisy than the rate."""
+
+    @property
+    def cpu_ms(self) -> float:
+        return self.cpu / self.requests * 1000
 
     @property
     def rps(self) -> float:
@@ -217,7 +235,11 @@ def build(lane: Lane, n: int) -> list[tuple[bytes, dict[str, str]]]:
 
 
 async def run_clients(
-    base_url: str, lanes: list[Lane], batches: list[list[tuple[bytes, dict[str, str]]]], signed: bool
+    base_url: str,
+    lanes: list[Lane],
+    batches: list[list[tuple[bytes, dict[str, str]]]],
+    signed: bool,
+    server_pid: int = 0,
 ) -> Result:
     """Each client posts its batch in order over its own connection; all clients at once."""
     result = Result(requests=sum(len(b) for b in batches), seconds=0.0)
@@ -239,18 +261,21 @@ async def run_clients(
 
     clients = [httpx.AsyncClient(timeout=60) for _ in lanes]
     try:
-        t0 = time.perf_counter()
+        t0, cpu0 = time.perf_counter(), cpu_seconds(server_pid)
         await asyncio.gather(
             *(client(lane, b, c) for lane, b, c in zip(lanes, batches, clients, strict=True))
         )
         result.seconds = time.perf_counter() - t0
+        result.cpu = cpu_seconds(server_pid) - cpu0
     finally:
         for c in clients:
             await c.aclose()
     return result
 
 
-def measure(base_url: str, lanes: list[Lane], requests: int, rounds: int) -> tuple[Result, Result]:
+def measure(
+    base_url: str, lanes: list[Lane], requests: int, rounds: int, server_pid: int = 0
+) -> tuple[Result, Result]:
     """(no-op, signed): the same requests, unsigned to /bench/noop and signed to the agent's ledger.
 
     After a warm-up of both, the two alternate over ``rounds`` (each round's requests go to both sides,
@@ -264,10 +289,11 @@ def measure(base_url: str, lanes: list[Lane], requests: int, rounds: int) -> tup
     for r in range(rounds):
         batches = [build(lane, per_client) for lane in lanes]
         for signed in (False, True) if r % 2 == 0 else (True, False):
-            got = asyncio.run(run_clients(base_url, lanes, batches, signed))
+            got = asyncio.run(run_clients(base_url, lanes, batches, signed, server_pid))
             total = totals[signed]
             total.requests += got.requests
             total.seconds += got.seconds
+            total.cpu += got.cpu
             total.latencies += got.latencies
             for status, count in got.statuses.items():
                 total.statuses[status] = total.statuses.get(status, 0) + count
@@ -300,9 +326,28 @@ def connect_all(settings: Settings, base_url: str, home: Path, vendors: int) -> 
     return lanes
 
 
-def log_in(base_url: str) -> None:
+def log_in(base_url: str, settings: Settings) -> None:
+    """Open an owner session, then wait until the server has filed what the locked scenario queued.
+
+    Logging in starts a background chore that files every queued event and POSTs its acknowledgement to
+    the vendor (mounted in the same server, so it verifies each one there too): thousands of them after
+    the locked scenario. Measured before it is done, the session scenario would time that chore as well,
+    on both sides of the ratio (it once doubled the no-op's CPU per request).
+    """
     r = httpx.post(f"{base_url}/api/v1/session", json={"passphrase": PASSPHRASE}, timeout=60)
     r.raise_for_status()
+    vault = Vault.open(settings)
+    t0 = time.perf_counter()
+    try:
+        while (left := vault.inbox_count()) and time.perf_counter() - t0 < 1800:
+            time.sleep(1)
+    finally:
+        vault.close()
+    print(
+        f"  session: the queued events were filed in {time.perf_counter() - t0:.0f} s ({left} left)",
+        file=sys.stderr,
+        flush=True,
+    )
 
 
 @contextlib.contextmanager
@@ -361,14 +406,14 @@ def main() -> None:
             per_scenario * len(scenarios),
             url,
             str(Path(args.profile).absolute()) if args.profile else None,
-        ) as base_url:
+        ) as (base_url, server_pid):
             lanes = connect_all(settings, base_url, home, per_scenario * len(scenarios))
             for si, scenario in enumerate(scenarios):
                 mine = lanes[si * per_scenario : (si + 1) * per_scenario]
                 if scenario == "session":
-                    log_in(base_url)
+                    log_in(base_url, settings)
                 for n in counts:
-                    noop, signed = measure(base_url, mine[:n], args.requests, args.rounds)
+                    noop, signed = measure(base_url, mine[:n], args.requests, args.rounds, server_pid)
                     rows.append((scenario, n, signed, noop))
                     print(
                         f"  {scenario} {n} clients: signed {signed.rps:,.0f}/s, no-op {noop.rps:,.0f}/s "
@@ -384,14 +429,14 @@ def main() -> None:
     )
     print(
         f"{'scenario':<10}{'clients':>8}{'no-op/s':>10}{'p50 ms':>8}{'p99 ms':>8}"
-        f"{'signed/s':>10}{'p50 ms':>8}{'p99 ms':>8}{'ratio':>7}  statuses"
+        f"{'signed/s':>10}{'p50 ms':>8}{'p99 ms':>8}{'ratio':>7}{'cpu ms/req no-op, signed':>26}  statuses"
     )
     for scenario, n, signed, noop in rows:
         statuses = ",".join(f"{k}x{v}" for k, v in sorted(signed.statuses.items()))
         print(
             f"{scenario:<10}{n:>8}{noop.rps:>10,.0f}{noop.percentile(0.5):>8.1f}{noop.percentile(0.99):>8.1f}"
             f"{signed.rps:>10,.0f}{signed.percentile(0.5):>8.1f}{signed.percentile(0.99):>8.1f}"
-            f"{signed.rps / noop.rps:>7.2f}  {statuses}"
+            f"{signed.rps / noop.rps:>7.2f}{noop.cpu_ms:>17.2f}{signed.cpu_ms:>9.2f}  {statuses}"
         )
 
 

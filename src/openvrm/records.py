@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any, TypeVar
 
+from sqlalchemy import insert as sa_insert
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
@@ -32,18 +33,45 @@ def insert(
     record_id: str | None = None,
     **plain: Any,
 ) -> M:
+    row = model(**row_values(vault, model, payload, record_id=record_id, **plain))
+    s.add(row)
+    return row
+
+
+def insert_core(
+    vault: UnlockedVault,
+    s: Session,
+    model: type[Base],
+    payload: dict[str, Any],
+    *,
+    record_id: str | None = None,
+    **plain: Any,
+) -> str:
+    """:func:`insert` as one Core statement in the caller's transaction (no ORM object); the new id."""
+    values = row_values(vault, model, payload, record_id=record_id, **plain)
+    s.connection().execute(sa_insert(model), values)
+    return str(values["id"])
+
+
+def row_values(
+    vault: UnlockedVault,
+    model: type[Base],
+    payload: dict[str, Any],
+    *,
+    record_id: str | None = None,
+    **plain: Any,
+) -> dict[str, Any]:
+    """The column values of a new sealed row: its id, timestamps, plain columns and sealed payload."""
     rid = record_id or new_id()
     now = plain.pop("created_at", None) or utcnow()
     updated = plain.pop("updated_at", None) or now
-    row = model(
-        id=rid,
-        created_at=now,
-        updated_at=updated,
-        sealed=vault.seal(table_of(model), rid, payload),
+    return {
+        "id": rid,
+        "created_at": now,
+        "updated_at": updated,
+        "sealed": vault.seal(table_of(model), rid, payload),
         **plain,
-    )
-    s.add(row)
-    return row
+    }
 
 
 def update(vault: UnlockedVault, row: Any, payload: dict[str, Any]) -> None:

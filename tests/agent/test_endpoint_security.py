@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -10,11 +11,12 @@ import httpx
 import pytest
 from sqlalchemy import func, select
 from tests.agent.conftest import World
+from tests.conftest import PASSPHRASE
 
 from openvrm.protocol import messages as m
 from openvrm.protocol.httpsig import sign_request
 from openvrm.protocol.identity import KeyPair
-from openvrm.storage.models import ConnectionEvent, InboxItem
+from openvrm.storage.models import ConnectionEvent, InboxItem, ProtocolIdempotency
 
 
 def _setup(world: World) -> tuple[str, str, str, KeyPair]:
@@ -220,3 +222,113 @@ def test_a_replayed_retry_is_refused_too(world: World) -> None:
     assert (first.status_code, retry.status_code) == (202, 202) and first.content == retry.content
     _problem(httpx.post(ledger_url, content=body, headers=retry_headers), 401)
     assert _traces(world) == (0, 1)
+
+
+# -- with a session open: the nonce, the ledger entry and the idempotency record in one transaction ----------
+
+
+def _idempotency_records(world: World) -> int:
+    with world.unlocked.db.read() as s:
+        return int(s.scalar(select(func.count()).select_from(ProtocolIdempotency)) or 0)
+
+
+def _post(client: httpx.Client, url: str, body: bytes, headers: dict[str, str]) -> httpx.Response:
+    return client.post(url, content=body, headers=headers)
+
+
+def test_with_a_session_a_replay_and_a_retry_file_the_event_once(world: World) -> None:
+    aid, ledger_url, _, key = _setup(world)
+    cid = world.agent.connections()[0].id
+    body = m.canonical_json(_notice(aid, key))
+    idem = m.new_uuid()
+
+    def headers() -> dict[str, str]:
+        return sign_request(
+            "POST", ledger_url, {"Content-Type": "application/json", "Idempotency-Key": idem}, body, key
+        )
+
+    with httpx.Client(base_url=world.url) as client:
+        assert client.post("/api/v1/session", json={"passphrase": PASSPHRASE}).status_code == 200
+        first_headers = headers()
+        first = _post(client, ledger_url, body, first_headers)
+        assert first.status_code == 200, first.text
+        m.check_ack(first.json(), json.loads(body), author=world.agent.get(cid).person_did)
+        assert "replayed" in _problem(_post(client, ledger_url, body, first_headers), 401)["detail"]
+        retry_headers = headers()
+        retry = _post(client, ledger_url, body, retry_headers)
+        assert (retry.status_code, retry.content) == (200, first.content)
+        assert "replayed" in _problem(_post(client, ledger_url, body, retry_headers), 401)["detail"]
+    assert len(world.agent.ledger(cid)) == 1 and _traces(world) == (1, 0)
+    assert _idempotency_records(world) == 1
+
+
+def test_with_a_session_a_refused_filing_adds_nothing_but_spends_its_nonce(world: World) -> None:
+    aid, ledger_url, _, key = _setup(world)
+    cid = world.agent.connections()[0].id
+    first = m.make_event(key, aid, "notice", {"notice": "other", "summary": "first"}, None)
+    fork = m.make_event(key, aid, "notice", {"notice": "other", "summary": "fork"}, None)
+    with httpx.Client(base_url=world.url) as client:
+        assert client.post("/api/v1/session", json={"passphrase": PASSPHRASE}).status_code == 200
+        assert _signed_post(ledger_url, first, key).status_code == 200
+        before = (_traces(world), _idempotency_records(world))
+        body = m.canonical_json(fork)
+        fresh = {"Content-Type": "application/json", "Idempotency-Key": m.new_uuid()}
+        headers = sign_request("POST", ledger_url, fresh, body, key)
+        assert "previous_id" in _problem(_post(client, ledger_url, body, headers), 422)["detail"]
+        assert (_traces(world), _idempotency_records(world)) == before
+        # The refused request's signature cannot be sent again, even to a ledger that would now take it.
+        assert "replayed" in _problem(_post(client, ledger_url, body, headers), 401)["detail"]
+    assert [e.event["payload"]["summary"] for e in world.agent.ledger(cid)] == ["first"]
+
+
+def test_with_a_session_an_expired_idempotency_record_is_replaced(world: World) -> None:
+    aid, ledger_url, _, key = _setup(world)
+    cid = world.agent.connections()[0].id
+    body = m.canonical_json(_notice(aid, key))
+    idem = m.new_uuid()
+    with world.unlocked.db.write() as s:  # an old record under the same key, past its 24 hours
+        s.add(
+            ProtocolIdempotency(
+                keyid=key.did,
+                key=idem,
+                request_hash="0" * 64,
+                status_code=202,
+                media_type="application/json",
+                response=b"{}",
+                expires_at=datetime.now(UTC) - timedelta(hours=1),
+            )
+        )
+    with httpx.Client(base_url=world.url) as client:
+        assert client.post("/api/v1/session", json={"passphrase": PASSPHRASE}).status_code == 200
+        headers = sign_request(
+            "POST", ledger_url, {"Content-Type": "application/json", "Idempotency-Key": idem}, body, key
+        )
+        r = _post(client, ledger_url, body, headers)
+        assert r.status_code == 200, r.text
+    assert len(world.agent.ledger(cid)) == 1 and _idempotency_records(world) == 1
+
+
+@pytest.mark.parametrize("session", [False, True], ids=["locked", "session"])
+def test_a_block_applies_to_the_very_next_push_and_lifting_it_too(world: World, session: bool) -> None:
+    """The connection row is read in each request's own transaction (nothing about it is kept between
+    requests), so blocking or unblocking a vendor takes effect on its next request."""
+    from openvrm.vendors.service import VendorService
+
+    aid, ledger_url, _, key = _setup(world)
+    conn = world.agent.connections()[0]
+    assert conn.vendor_id is not None
+    vendors = VendorService(world.unlocked)
+    rel = vendors.relate(conn.vendor_id)
+    expected = 200 if session else 202
+    with httpx.Client(base_url=world.url) as client:
+        if session:
+            assert client.post("/api/v1/session", json={"passphrase": PASSPHRASE}).status_code == 200
+        first = m.make_event(key, aid, "notice", {"notice": "other", "summary": "one"}, None)
+        assert _signed_post(ledger_url, first, key).status_code == expected
+        vendors.edit_relationship(rel.id, stance="blocked")
+        second = m.make_event(key, aid, "notice", {"notice": "other", "summary": "two"}, first["event_id"])
+        before = (_traces(world), _idempotency_records(world))
+        assert _problem(_signed_post(ledger_url, second, key), 403)["detail"]
+        assert (_traces(world), _idempotency_records(world)) == before
+        vendors.edit_relationship(rel.id, stance="neutral")
+        assert _signed_post(ledger_url, second, key).status_code == expected

@@ -57,3 +57,18 @@ def test_malformed_dids_are_refused(did: str, reason: str) -> None:
 def test_private_key_length_is_checked() -> None:
     with pytest.raises(InvalidValue):
         KeyPair.from_private_bytes(b"short")
+
+
+def test_decoded_did_keys_are_kept_and_refused_ones_are_refused_every_time() -> None:
+    from openvrm.protocol import identity
+
+    key = KeyPair.generate()
+    first = public_key_from_did(key.did)
+    assert public_key_from_did(key.did) is first  # decoded once, kept: the identifier is the key
+    assert raw_public_bytes(first) == key.public_bytes
+    assert public_key_from_did(f"{key.did}#{key.did.removeprefix('did:key:')}") == first
+    bad = key.did[:-4] + "0OIl"  # not base58btc
+    for _ in range(2):
+        with pytest.raises(InvalidValue, match="base58btc"):
+            public_key_from_did(bad)
+    assert identity._decode_did_key.cache_info().maxsize == 4096

@@ -32,10 +32,10 @@ from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 import httpx
-from sqlalchemy import func, select
+from sqlalchemy import bindparam, func, select
 from sqlalchemy.orm import Session
 
-from openvrm.errors import Conflict, InvalidValue, OpenVRMError
+from openvrm.errors import Conflict, InvalidValue, NotFound, OpenVRMError
 from openvrm.net import UrlPolicy, check_url, guarded_client, policy_for
 from openvrm.protocol import messages as m
 from openvrm.protocol.errors import SignatureError
@@ -44,7 +44,7 @@ from openvrm.protocol.identity import KeyPair
 from openvrm.protocol.records import canonical_json
 from openvrm.protocol.sealing import seal_json_for
 from openvrm.protocol.terms import DPV, Term, term
-from openvrm.records import get_row, insert, payload_of, update
+from openvrm.records import get_row, insert, insert_core, payload_of, table_of, update
 from openvrm.storage.models import Connection, ConnectionEvent, Grant, Vendor, utcnow
 from openvrm.vault.core import UnlockedVault
 
@@ -52,6 +52,22 @@ DEFAULT_TERMS = ("service-delivery-only", "service-delivery-plus-portability")
 DEFAULT_PURPOSE = DPV + "ServiceProvision"
 MAX_PUSHED_FILE_BYTES = 700 * 1024
 INBOX_KIND = "protocol-event"
+
+_EVENTS = ConnectionEvent.__table__.c
+_LAST_POSITION = select(func.max(_EVENTS.position)).where(_EVENTS.connection_id == bindparam("connection_id"))
+_AUTHOR_HEAD = (
+    select(_EVENTS.event_id)
+    .where(_EVENTS.connection_id == bindparam("connection_id"), _EVENTS.author == bindparam("author"))
+    .order_by(_EVENTS.position.desc())
+    .limit(1)
+)
+_CONNECTIONS = Connection.__table__.c
+_CONNECTION_FOR_FILING = select(_CONNECTIONS.status, _CONNECTIONS.vendor_did, _CONNECTIONS.sealed).where(
+    _CONNECTIONS.id == bindparam("id")
+)
+_EVENT_BY_ID = select(_EVENTS.id).where(
+    _EVENTS.connection_id == bindparam("connection_id"), _EVENTS.event_id == bindparam("event_id")
+)
 
 
 class PeerError(OpenVRMError):
@@ -460,15 +476,9 @@ class AgentService:
 
     def _head(self, s: Session, connection_id: str, author: str) -> tuple[str | None, int]:
         """The author's chain head and the next position: two index walks, however long the ledger."""
-        last = s.scalar(
-            select(func.max(ConnectionEvent.position)).where(ConnectionEvent.connection_id == connection_id)
-        )
-        head = s.scalar(
-            select(ConnectionEvent.event_id)
-            .where(ConnectionEvent.connection_id == connection_id, ConnectionEvent.author == author)
-            .order_by(ConnectionEvent.position.desc())
-            .limit(1)
-        )
+        c = s.connection()  # plain Core statements, built once (column reads, no ORM objects)
+        last = c.execute(_LAST_POSITION, {"connection_id": connection_id}).scalar()
+        head = c.execute(_AUTHOR_HEAD, {"connection_id": connection_id, "author": author}).scalar()
         return head, int(last or 0) + 1
 
     def _append(
@@ -481,8 +491,10 @@ class AgentService:
         *,
         ack: dict[str, Any] | None = None,
         note: dict[str, Any] | None = None,
+        position: int | None = None,
     ) -> ConnectionEvent:
-        _head, position = self._head(s, connection_id, author)
+        if position is None:  # the caller may have read the head in this transaction already
+            _head, position = self._head(s, connection_id, author)
         return insert(
             self.vault,
             s,
@@ -893,42 +905,71 @@ class AgentService:
     def receive(self, connection_id: str, event: dict[str, Any]) -> dict[str, Any]:
         """File a vendor's event (checked against the chain) and return our signed acknowledgement."""
         with self.vault.db.write() as s:
-            conn, p, key = self._load(s, connection_id)
-            existing = s.scalar(
-                select(ConnectionEvent).where(
-                    ConnectionEvent.connection_id == connection_id,
-                    ConnectionEvent.event_id == event.get("event_id"),
-                )
-            )
-            if existing is not None:
-                ep = payload_of(self.vault, existing)
-                if ep.get("ack"):
-                    return dict(ep["ack"])
-            if conn.status == "blocked":
-                raise SignatureError("this vendor is blocked")
-            if conn.status == "ended" and event.get("subtype") not in m.AFTER_END:
-                raise Conflict("this connection has ended")
-            previous, _ = self._head(s, connection_id, "vendor")
-            m.check_event(event, p["agreement"], author=conn.vendor_did, previous_id=previous)
-            note = self._file(s, conn, p, event)
-            ack = m.make_ack(key, event, now=self.clock())
-            state = "pending-decision" if event["subtype"] == "data-request" else "received"
-            self._append(s, connection_id, event, "vendor", state, ack=ack, note=note)
+            return self.receive_in(s, connection_id, event)
+
+    def receive_in(
+        self, s: Session, connection_id: str, event: dict[str, Any], *, prechecked: bool = False
+    ) -> dict[str, Any]:
+        """:meth:`receive` inside the caller's write transaction.
+
+        ``prechecked`` says the caller has just checked this very record's schema, hashes and signature by
+        the connection's vendor (as the push endpoint does before anything else), so
+        :func:`~openvrm.protocol.messages.check_event` does the rest (agreement, author, subtype, chain head)
+        without doing those three again.
+        """
+        found_conn = s.connection().execute(_CONNECTION_FOR_FILING, {"id": connection_id}).first()
+        if found_conn is None:
+            raise NotFound(f"no connection with id {connection_id[:40]!r}")
+        conn = found_conn  # status and vendor_did, read in this transaction; the rest is sealed
+        p = self.vault.open(table_of(Connection), connection_id, found_conn.sealed)
+        key = KeyPair.from_private_bytes(base64.b64decode(p["person_seed"]))
+        existing = None
+        found = (
+            s.connection()
+            .execute(_EVENT_BY_ID, {"connection_id": connection_id, "event_id": event.get("event_id")})
+            .first()
+        )
+        if found is not None:  # a resent event: load the entry (a rare case) to give its ack again
+            existing = get_row(s, ConnectionEvent, found.id, "ledger entry")
+        if existing is not None:
+            ep = payload_of(self.vault, existing)
+            if ep.get("ack"):
+                return dict(ep["ack"])
+        if conn.status == "blocked":
+            raise SignatureError("this vendor is blocked")
+        if conn.status == "ended" and event.get("subtype") not in m.AFTER_END:
+            raise Conflict("this connection has ended")
+        previous, position = self._head(s, connection_id, "vendor")
+        m.check_event(
+            event, p["agreement"], author=conn.vendor_did, previous_id=previous, prechecked=prechecked
+        )
+        note = self._file(s, event)
+        ack = m.make_ack(key, event, now=self.clock())
+        state = "pending-decision" if event["subtype"] == "data-request" else "received"
+        insert_core(
+            self.vault,
+            s,
+            ConnectionEvent,
+            {"event": event, "ack": ack, "note": note},
+            connection_id=connection_id,
+            position=position,
+            event_id=event["event_id"],
+            author="vendor",
+            state=state,
+        )
         return ack
 
-    def _file(self, s: Session, conn: Connection, p: dict[str, Any], event: dict[str, Any]) -> dict[str, Any]:
+    def _file(self, s: Session, event: dict[str, Any]) -> dict[str, Any]:
         """What receiving an event does besides recording it; returns a note kept with the entry."""
         payload = event["payload"]
         note: dict[str, Any] = {}
         if event["subtype"] in ("receipt", "invoice"):
             attachment = payload.get("attachment")
             if isinstance(attachment, dict) and isinstance(attachment.get("content"), str):
-                note["attachment"] = self._store_attachment(s, conn, attachment, payload)
+                note["attachment"] = self._store_attachment(attachment, payload)
         return note
 
-    def _store_attachment(
-        self, s: Session, conn: Connection, attachment: dict[str, Any], payload: dict[str, Any]
-    ) -> dict[str, Any]:
+    def _store_attachment(self, attachment: dict[str, Any], payload: dict[str, Any]) -> dict[str, Any]:
         try:
             data = base64.b64decode(attachment["content"], validate=True)
         except (binascii.Error, ValueError):

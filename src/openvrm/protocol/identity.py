@@ -9,6 +9,7 @@ Only Ed25519 is accepted: a ``did:key`` with another codec is refused, never sil
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 import base58
@@ -40,9 +41,18 @@ def public_key_from_did(did: str) -> Ed25519PublicKey:
     A DID URL fragment (``did:key:z6Mk...#z6Mk...``) is accepted only if it repeats the identifier, as in a
     did:key verification method id. Raises :class:`~openvrm.errors.InvalidValue` saying what is wrong: not a
     ``did:key``, not base58btc, not an Ed25519 key, or the wrong length.
+
+    The identifier *is* the key, so a decoded key never goes stale: the last few thousand are kept (every
+    signed request and record resolves its signer's did:key, often the same few). A refused identifier is
+    not kept; it is refused again, with the same reason, each time.
     """
     if not isinstance(did, str) or not did.startswith(DID_KEY_PREFIX):
         raise InvalidValue("not a did:key identifier (it must start with 'did:key:')")
+    return _decode_did_key(did)
+
+
+@functools.lru_cache(maxsize=4096)
+def _decode_did_key(did: str) -> Ed25519PublicKey:
     identifier, _, fragment = did[len(DID_KEY_PREFIX) :].partition("#")
     if fragment and fragment != identifier:
         raise InvalidValue("the did:key fragment does not name the key itself")

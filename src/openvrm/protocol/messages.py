@@ -27,6 +27,7 @@ from datetime import UTC, datetime, timedelta
 from importlib import resources
 from typing import Any
 
+import jsonschema_rs
 from joserfc import jws
 from joserfc.errors import JoseError
 from joserfc.jwk import OKPKey
@@ -157,20 +158,67 @@ def schema(name: str) -> dict[str, Any]:
 
 @functools.cache
 def _validator(name: str) -> Draft202012Validator:
+    """The reference validator (python-jsonschema): it words the error of a record that fails."""
     return Draft202012Validator(schema(name), format_checker=FormatChecker())
 
 
+def _formats_in(node: Any) -> set[str]:
+    if isinstance(node, dict):
+        found = {node["format"]} if isinstance(node.get("format"), str) else set()
+        for value in node.values():
+            found |= _formats_in(value)
+        return found
+    if isinstance(node, list):
+        return set().union(*(_formats_in(v) for v in node)) if node else set()
+    return set()
+
+
+@functools.cache
+def _fast_validator(name: str) -> jsonschema_rs.Validator:
+    """The same schema compiled once by jsonschema-rs, for the common case of a valid record.
+
+    Its ``format`` checks are python-jsonschema's own (every format the schema names is handed to
+    :class:`FormatChecker`, which passes formats it has no checker for), so the two validators judge
+    formats alike; no network retrieval of references (the bundled schemas only use local ``$ref``).
+    """
+    checker = FormatChecker()
+
+    def check(fmt: str) -> Any:
+        return lambda value: checker.conforms(value, fmt)
+
+    formats = {fmt: check(fmt) for fmt in _formats_in(schema(name))}
+    return jsonschema_rs.Draft202012Validator(
+        schema(name), formats=formats, validate_formats=True, ignore_unknown_formats=False, offline=True
+    )
+
+
 def validate(name: str, record: Any) -> None:
-    """Check ``record`` against the named schema; the error names the first failing place."""
+    """Check ``record`` against the named schema; the error names the first failing place.
+
+    A record passes only if the compiled validator (jsonschema-rs) accepts it; a record it refuses is
+    described by python-jsonschema's first error, and stays refused even if that one finds nothing.
+    """
     if not isinstance(record, dict):
         raise ProtocolViolation(f"a {name} must be a JSON object")
-    if _validator(name).is_valid(record):  # the common case: no error list to build and sort
-        return
+    try:
+        fast = _fast_validator(name)
+        if fast.is_valid(record):  # the common case: compiled, no error list to build
+            return
+        found = next(iter(fast.iter_errors(record)), None)
+        fast_error = "does not match the schema"
+        if found is not None:
+            where = "/".join(str(p) for p in found.instance_path) or "(top level)"
+            fast_error = f"at {where}: {found.message[:200]}"
+    except ValueError as exc:  # a value jsonschema-rs cannot take as JSON: let the reference decide
+        fast_error = f"(not JSON: {str(exc)[:200]})"
+        if _validator(name).is_valid(record):
+            return
     errors = sorted(_validator(name).iter_errors(record), key=lambda e: list(e.absolute_path))
     if errors:
         first = errors[0]
         where = "/".join(str(p) for p in first.absolute_path) or "(top level)"
         raise ProtocolViolation(f"the {name} is invalid at {where}: {first.message[:200]}")
+    raise ProtocolViolation(f"the {name} is invalid {fast_error}")
 
 
 # -- detached JWS signatures -----------------------------------------------------------------------------
@@ -472,9 +520,16 @@ def check_event(
     *,
     author: str,
     previous_id: str | None,
+    prechecked: bool = False,
 ) -> None:
-    """Check an event from ``author`` under ``agreement``; ``previous_id`` is the author's head we hold."""
-    validate("ledger-event", event)
+    """Check an event from ``author`` under ``agreement``; ``previous_id`` is the author's head we hold.
+
+    ``prechecked``: the caller has already run :func:`validate`, :func:`check_event_hashes` and
+    :func:`verify_signers` (by ``author``) on this very record, so they are not run a second time; every
+    other check here still is.
+    """
+    if not prechecked:
+        validate("ledger-event", event)
     if event["agreement_id"] != agreement["agreement_id"]:
         raise ProtocolViolation("the event belongs to another agreement")
     if event["author"] != author:
@@ -482,12 +537,14 @@ def check_event(
     allowed = PERSON_SUBTYPES if author == agreement["person"] else VENDOR_SUBTYPES
     if event["subtype"] not in allowed:
         raise ProtocolViolation(f"a {event['subtype']} event cannot come from this party")
-    check_event_hashes(event)
+    if not prechecked:
+        check_event_hashes(event)
     if event["previous_id"] != previous_id:
         raise ProtocolViolation(
             f"the event does not follow the chain head we hold (previous_id should be {previous_id})"
         )
-    verify_signers(event, [author])
+    if not prechecked:
+        verify_signers(event, [author])
 
 
 def check_event_hashes(event: Mapping[str, Any]) -> None:

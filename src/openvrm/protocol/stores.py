@@ -12,6 +12,7 @@ its own table of the same shape:
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import random
 from collections.abc import Callable
@@ -20,7 +21,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, Protocol
 
-from sqlalchemy import delete, select
+from sqlalchemy import bindparam, delete, select
 from sqlalchemy.exc import IntegrityError as SAIntegrityError
 from sqlalchemy.orm import Session
 
@@ -86,6 +87,19 @@ def request_fingerprint(method: str, path: str, body: bytes) -> str:
     return hashlib.sha256(method.encode() + b" " + path.encode() + b"\n" + body).hexdigest()
 
 
+@functools.cache
+def _lookup_statement(model: Any) -> Any:
+    t = model.__table__
+    return select(t.c.request_hash, t.c.status_code, t.c.media_type, t.c.response, t.c.expires_at).where(
+        t.c.keyid == bindparam("keyid"), t.c.key == bindparam("key")
+    )
+
+
+@functools.cache
+def _insert_statement(model: Any) -> Any:
+    return model.__table__.insert()
+
+
 @dataclass
 class SqlIdempotencyStore:
     """First responses to writes, keyed by signer and ``Idempotency-Key``."""
@@ -109,8 +123,8 @@ class SqlIdempotencyStore:
             return self.lookup_in(s, keyid, key, fingerprint)
 
     def lookup_in(self, s: Session, keyid: str, key: str, fingerprint: str) -> StoredResponse | None:
-        """:meth:`lookup` inside the caller's transaction."""
-        row = s.get(self.model, (keyid, key))
+        """:meth:`lookup` inside the caller's transaction (one Core statement, no ORM object)."""
+        row = s.connection().execute(_lookup_statement(self.model), {"keyid": keyid, "key": key}).first()
         if row is None or row.expires_at <= self._now():
             return None
         if row.request_hash != fingerprint:
@@ -139,23 +153,46 @@ class SqlIdempotencyStore:
         except (SAIntegrityError, Conflict):
             return
 
+    def insert_in(
+        self, s: Session, keyid: str, key: str, fingerprint: str, response: StoredResponse, now: datetime
+    ) -> None:
+        """Insert the record of a first response in the caller's transaction (one Core statement); a key
+        already stored raises SQLAlchemy's IntegrityError there and then."""
+        s.connection().execute(
+            _insert_statement(self.model), self._values(keyid, key, fingerprint, response, now)
+        )
+
     def row(self, keyid: str, key: str, fingerprint: str, response: StoredResponse, now: datetime) -> Any:
         """The record of a first response, for a caller that writes it in its own transaction."""
         return self._row(keyid, key, fingerprint, response, now)
+
+    def drop_expired(self, keyid: str, key: str, now: datetime) -> None:
+        """Delete the record under ``(keyid, key)`` if it has expired (before writing a new one there)."""
+        with self.db.write() as s:
+            s.execute(
+                delete(self.model).where(
+                    self.model.keyid == keyid, self.model.key == key, self.model.expires_at <= now
+                )
+            )
 
     def purge_sometimes(self, s: Session, now: datetime) -> None:
         _maybe_purge(s, self.model, now)
 
     def _row(self, keyid: str, key: str, fingerprint: str, response: StoredResponse, now: datetime) -> Any:
-        return self.model(
-            keyid=keyid,
-            key=key,
-            request_hash=fingerprint,
-            status_code=response.status_code,
-            media_type=response.media_type,
-            response=response.body,
-            expires_at=now + self.ttl,
-        )
+        return self.model(**self._values(keyid, key, fingerprint, response, now))
+
+    def _values(
+        self, keyid: str, key: str, fingerprint: str, response: StoredResponse, now: datetime
+    ) -> dict[str, Any]:
+        return {
+            "keyid": keyid,
+            "key": key,
+            "request_hash": fingerprint,
+            "status_code": response.status_code,
+            "media_type": response.media_type,
+            "response": response.body,
+            "expires_at": now + self.ttl,
+        }
 
     def count(self) -> int:
         with self.db.write() as s:

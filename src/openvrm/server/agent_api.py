@@ -17,12 +17,14 @@ import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import date, datetime
-from typing import Annotated, Any
+from typing import Annotated, Any, cast
 
 from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
-from sqlalchemy import select
+from sqlalchemy import Table, bindparam, insert, select
+from sqlalchemy.exc import IntegrityError as SAIntegrityError
+from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
 from starlette.responses import Response
 
@@ -37,7 +39,7 @@ from openvrm.protocol.stores import SqlIdempotencyStore, SqlNonceStore, StoredRe
 from openvrm.server.problems import ProblemError, problem_responses
 from openvrm.server.security import Principal, owner
 from openvrm.server.state import ServerState, state_of
-from openvrm.storage.models import Connection, Grant, ProtocolIdempotency, ProtocolNonce, utcnow
+from openvrm.storage.models import Connection, Grant, InboxItem, ProtocolIdempotency, ProtocolNonce, utcnow
 from openvrm.vault.core import Vault
 
 MAX_PROTOCOL_BODY = 1024 * 1024
@@ -68,14 +70,6 @@ async def _body(request: Request) -> bytes:
     return bytes(data)
 
 
-def _connection(vault: Vault, handle: str) -> Connection:
-    with vault.db.read() as s:
-        row = s.scalar(select(Connection).where(Connection.handle == handle))
-    if row is None:
-        raise NotFound("no relationship at this address")
-    return row
-
-
 @dataclass
 class _DeferredNonces:
     """A nonce store that only notes the pair: the caller inserts it in the request's own transaction,
@@ -90,8 +84,53 @@ class _DeferredNonces:
         return True
 
 
+@dataclass(frozen=True)
+class _Peer:
+    """What a vendor-facing request needs of its connection row: read fresh in each request's own
+    transaction (never cached), so a block or an end takes effect on the very next request."""
+
+    id: str
+    vendor_did: str
+    status: str
+
+
+# The statements of the push path, built once: plain Core on the tables (no ORM objects to build, track
+# and flush for rows that are only read once or inserted once).
+_CONNECTIONS = cast(Table, Connection.__table__)
+_NONCES = cast(Table, ProtocolNonce.__table__)
+_PEER_BY_HANDLE = select(_CONNECTIONS.c.id, _CONNECTIONS.c.vendor_did, _CONNECTIONS.c.status).where(
+    _CONNECTIONS.c.handle == bindparam("handle")
+)
+_NONCE_EXPIRY = select(_NONCES.c.expires_at).where(
+    _NONCES.c.keyid == bindparam("keyid"), _NONCES.c.nonce == bindparam("nonce")
+)
+_INSERT_NONCE = insert(_NONCES)
+_INSERT_INBOX_ITEM = insert(cast(Table, InboxItem.__table__))
+
+
+def _peer_in(s: Session, handle: str) -> _Peer:
+    row = s.connection().execute(_PEER_BY_HANDLE, {"handle": handle}).first()
+    if row is None:
+        raise NotFound("no relationship at this address")
+    return _Peer(row.id, row.vendor_did, row.status)
+
+
+def _connection(vault: Vault, handle: str) -> _Peer:
+    with vault.db.read() as s:
+        return _peer_in(s, handle)
+
+
+def _insert_nonces(s: Session, nonces: _DeferredNonces) -> None:
+    """Insert the request's nonces; the primary key refuses a replay (IntegrityError)."""
+    if nonces.seen:
+        s.connection().execute(
+            _INSERT_NONCE,
+            [{"keyid": k, "nonce": n, "expires_at": until} for k, n, until in nonces.seen],
+        )
+
+
 def _verify(
-    conn: Connection, method: str, url: str, headers: Mapping[str, str], body: bytes, nonces: NonceStore
+    conn: _Peer, method: str, url: str, headers: Mapping[str, str], body: bytes, nonces: NonceStore
 ) -> str:
     verifier = RequestVerifier(
         known_keys({conn.vendor_did: public_key_from_did(conn.vendor_did)}),
@@ -114,10 +153,67 @@ def _spend(vault: Vault, nonces: _DeferredNonces) -> None:
     """Record the request's nonce in a transaction of its own; a concurrent replay loses here."""
     try:
         with vault.db.write() as s:
-            for keyid, nonce, expires_at in nonces.seen:
-                s.add(ProtocolNonce(keyid=keyid, nonce=nonce, expires_at=expires_at))
+            _insert_nonces(s, nonces)
     except Conflict:
         raise _replayed() from None
+
+
+class _KeyTaken(Exception):
+    """The idempotency record's key was taken (by a concurrent retry, or by an expired record)."""
+
+
+def _file_now(
+    vault: Vault,
+    agent: AgentService,
+    conn: _Peer,
+    record: dict[str, Any],
+    nonces: _DeferredNonces,
+    store: SqlIdempotencyStore,
+    key: tuple[str, str, str],
+    now: datetime,
+    *,
+    again: bool = True,
+) -> tuple[StoredResponse, bool]:
+    """File a checked event with a session open: the nonce, the ledger entry (with our signed acknowledgement)
+    and the idempotency record in one write transaction, so a replay adds nothing.
+
+    Returns the answer and ``True`` once filed, or the stored first answer and ``False`` when a concurrent
+    retry with the same key won.
+    A refused filing (the chain head moved, the relationship ended) still spends the request's nonce, in a
+    transaction of its own, as it did when the nonce was spent before filing.
+    """
+    keyid, idem_key, fingerprint = key
+    filing = False
+    try:
+        with vault.db.write() as s:
+            try:
+                _insert_nonces(s, nonces)
+            except SAIntegrityError:
+                raise _replayed() from None  # the nonce was seen: refused, nothing written
+            filing = True
+            ack = agent.receive_in(s, conn.id, record, prechecked=True)
+            s.flush()  # the entry's own clashes count as a refused filing, not as a taken key
+            filing = False
+            response = StoredResponse(200, "application/json", json.dumps(ack).encode())
+            try:
+                store.insert_in(s, keyid, idem_key, fingerprint, response, now)
+            except SAIntegrityError:
+                raise _KeyTaken() from None
+            store.purge_sometimes(s, now)
+    except _KeyTaken:
+        stored = store.lookup(keyid, idem_key, fingerprint)
+        if stored is not None:
+            _spend(vault, nonces)  # as for any retry, its own nonce is spent too
+            return stored, False
+        if not again:
+            raise _replayed() from None
+        store.drop_expired(keyid, idem_key, now)  # an expired record in the way: gone, then try once more
+        return _file_now(vault, agent, conn, record, nonces, store, key, now, again=False)
+    except Exception:
+        if filing:
+            _spend(vault, nonces)
+        raise
+    return response, True
 
 
 def _push(state: ServerState, handle: str, url: str, headers: dict[str, str], body: bytes) -> Response:
@@ -133,14 +229,12 @@ def _push(state: ServerState, handle: str, url: str, headers: dict[str, str], bo
     fingerprint = request_fingerprint("POST", url, body)
     now = utcnow()
     with vault.db.read() as s:  # one read: the connection, then (once the signature holds) nonce and key
-        conn = s.scalar(select(Connection).where(Connection.handle == handle))
-        if conn is None:
-            raise NotFound("no relationship at this address")
+        conn = _peer_in(s, handle)
         keyid = _verify(conn, "POST", url, headers, body, nonces)
         # A nonce seen before is a replay, refused before anything else (even a stored response).
         for keyid_, nonce, _expires in nonces.seen:
-            seen = s.get(ProtocolNonce, (keyid_, nonce))
-            if seen is not None and seen.expires_at > now:
+            seen = s.connection().execute(_NONCE_EXPIRY, {"keyid": keyid_, "nonce": nonce}).scalar()
+            if seen is not None and seen > now:
                 raise _replayed()
         stored = store.lookup_in(s, keyid, idem_key, fingerprint)
     if stored is not None:  # a retry: its own nonce is spent too, then the first answer is given again
@@ -161,26 +255,23 @@ def _push(state: ServerState, handle: str, url: str, headers: dict[str, str], bo
     m.verify_signers(record, [conn.vendor_did])
     unlocked = state.sessions.any_unlocked()
     if unlocked is not None:
-        _spend(vault, nonces)  # before filing, as the locked path does
         agent = AgentService(unlocked, policy=policy_for(state.settings))
-        ack = agent.receive(conn.id, record)
-        if isinstance(record["payload"].get("attachment"), dict):
+        response, filed = _file_now(
+            vault, agent, conn, record, nonces, store, (keyid, idem_key, fingerprint), now
+        )
+        if filed and isinstance(record["payload"].get("attachment"), dict):
             # Only an event with a file has anything to import; import_received reads every received
             # entry, so calling it on every push made each push slower than the last.
             agent.import_received()
-        response = StoredResponse(200, "application/json", json.dumps(ack).encode())
-        store.save(keyid, idem_key, fingerprint, response)
         return Response(response.body, response.status_code, media_type=response.media_type)
     queued = {"status": "queued", "event_id": record["event_id"]}
     response = StoredResponse(202, "application/json", json.dumps(queued).encode())
-    item = vault.inbox_row({"kind": INBOX_KIND, "connection_id": conn.id, "record": record})
+    item = vault.inbox_values({"kind": INBOX_KIND, "connection_id": conn.id, "record": record})
     try:
         with vault.db.write() as s:
-            for keyid_, nonce, expires_at in nonces.seen:
-                s.add(ProtocolNonce(keyid=keyid_, nonce=nonce, expires_at=expires_at))
-            s.flush()
-            s.add(item)
-            s.add(store.row(keyid, idem_key, fingerprint, response, now))
+            _insert_nonces(s, nonces)
+            s.connection().execute(_INSERT_INBOX_ITEM, item)
+            store.insert_in(s, keyid, idem_key, fingerprint, response, now)
             store.purge_sometimes(s, now)
     except Conflict:
         # The nonce was seen (a replay), or a concurrent retry with the same key won: nothing was added.

@@ -196,10 +196,14 @@ class Vault:
         ``limit`` bounds the encoded item: 1 MiB for what vendors push; the mail gateway, which keeps whole
         messages, passes its own (its message size limit, encoded).
         """
+        return InboxItem(**self.inbox_values(item, limit=limit))
+
+    def inbox_values(self, item: Mapping[str, Any], *, limit: int = MAX_INBOX_ITEM_BYTES) -> dict[str, Any]:
+        """:meth:`inbox_row` as the column values of an ``inbox_items`` insert (for a Core statement)."""
         data = encode_payload(item)
         if len(data) > limit:
             raise InvalidValue(f"an inbox item is limited to {limit} bytes")
-        return InboxItem(id=new_id(), received_at=utcnow(), sealed_box=seal_to(self.box_public_key, data))
+        return {"id": new_id(), "received_at": utcnow(), "sealed_box": seal_to(self.box_public_key, data)}
 
     def inbox_count(self) -> int:
         with self.db.read() as s:
