@@ -735,22 +735,17 @@ class Spool:
             while due:
                 unreachable = False
                 for rid, p in due:
-                    try:
-                        await transport.send(base64.b64decode(p["data"]), p["sender"], list(p["recipients"]))
-                    except DeliveryFailed as exc:
-                        state = await asyncio.to_thread(self._failed, rid, p, str(exc))
-                        errors.append(f"{rid}: {exc}")
-                        if state == "failed":
-                            failed += 1
-                        else:
-                            retrying += 1
-                        if not transport.connected:
-                            # The server is unreachable: the rest waits for the next round, untouched.
-                            unreachable = True
-                            break
+                    outcome = await self._send(transport, rid, p, errors)
+                    if outcome == "sent":
+                        delivered.append(rid)
+                        sent += 1
                         continue
-                    delivered.append(rid)
-                    sent += 1
+                    failed += outcome == "failed"
+                    retrying += outcome == "retrying"
+                    if not transport.connected:
+                        # The server is unreachable: the rest waits for the next round, untouched.
+                        unreachable = True
+                        break
                 if unreachable or more is None or not more():
                     break
                 done, delivered = delivered, []
@@ -777,27 +772,32 @@ class Spool:
             for h in handed:
                 if self.clock() >= h.until - SPOOL_LEASE / 2:
                     continue
-                p = h.payload
-                try:
-                    await transport.send(base64.b64decode(p["data"]), p["sender"], list(p["recipients"]))
-                except DeliveryFailed as exc:
-                    state = await asyncio.to_thread(self._failed, h.id, p, str(exc))
-                    errors.append(f"{h.id}: {exc}")
-                    if state == "failed":
-                        failed += 1
-                    else:
-                        retrying += 1
-                    if not transport.connected:
-                        break
+                outcome = await self._send(transport, h.id, h.payload, errors)
+                if outcome == "sent":
+                    delivered.append(h.id)
+                    sent += 1
                     continue
-                delivered.append(h.id)
-                sent += 1
+                failed += outcome == "failed"
+                retrying += outcome == "retrying"
+                if not transport.connected:
+                    break
         finally:
             if sent_ids is None:
                 await asyncio.to_thread(self._delete, delivered)
             else:
                 sent_ids.extend(delivered)
         return SpoolReport(sent, retrying, failed, errors)
+
+    async def _send(self, transport: Transport, rid: str, p: dict[str, Any], errors: list[str]) -> str:
+        """Hand one spooled message to the downstream server: ``sent``, or how its failure was recorded
+        (``failed`` for good, or ``retrying`` later, with backoff)."""
+        try:
+            await transport.send(base64.b64decode(p["data"]), p["sender"], list(p["recipients"]))
+        except DeliveryFailed as exc:
+            state = await asyncio.to_thread(self._failed, rid, p, str(exc))
+            errors.append(f"{rid}: {exc}")
+            return "failed" if state == "failed" else "retrying"
+        return "sent"
 
     def forget(self, ids: list[str]) -> None:
         """Delete delivered rows (what :meth:`deliver_handed` left to its caller)."""
