@@ -34,9 +34,9 @@ from sqlalchemy.orm import Session
 
 from openvrm.directory.catalog import domain_of
 from openvrm.documents.parsers import parse
-from openvrm.documents.parsers._util import looks_like_pdf
-from openvrm.documents.parsers.model import Format, ParsedDocument
+from openvrm.documents.parsers.model import ParsedDocument
 from openvrm.documents.parsers.pdf import pdf_lock
+from openvrm.documents.parsers.registry import sniff_format
 from openvrm.documents.service import EXTRA_KEYS, KINDS, DocumentRecord, DocumentService, _record
 from openvrm.errors import InvalidValue, NotFound, OpenVRMError
 from openvrm.ledger.contracts import ContractService
@@ -631,10 +631,6 @@ def _prepare(path: Path) -> _Prepared:
     return replace(prep, parsed=parse(prep.data, filename=path.name, media_type=prep.media_type))
 
 
-def _sniff(data: bytes) -> Format:
-    return "pdf" if looks_like_pdf(data) else "unknown"
-
-
 def _read_ahead(files: list[Path]) -> Iterator[_Prepared]:
     """The files read and parsed, in order, by workers that keep ahead of the caller.
 
@@ -793,7 +789,7 @@ def _parse_alone(path: Path) -> _Prepared:
             return prep
         reason = "the parser stopped on this file (its worker process died); the file is kept unread"
         log.warning("a document parser worker died on one file of an import")
-        parsed = ParsedDocument(format=_sniff(prep.data), status="unparsed", reason=reason)
+        parsed = ParsedDocument(format=sniff_format(prep.data), status="unparsed", reason=reason)
         return replace(prep, parsed=parsed)
     finally:
         pool.shutdown(wait=True, cancel_futures=True)

@@ -186,7 +186,7 @@ class ParserRegistry:
             return ParsedDocument(format="unknown", status="unparsed", reason="the file is empty")
         if len(data) > MAX_INPUT_BYTES:
             return ParsedDocument(
-                format=_sniff_format(data),
+                format=sniff_format(data),
                 status="unparsed",
                 reason=f"the file is larger than the {MAX_INPUT_BYTES // (1024 * 1024)} MiB limit",
             )
@@ -230,7 +230,8 @@ def _enforce_caps(result: ParsedDocument, name: str) -> ParsedDocument:
     return replace(result, **changes)
 
 
-def _sniff_format(data: bytes) -> Format:
+def sniff_format(data: bytes) -> Format:
+    """What a file is, as far as it can be told without a parser: ``pdf`` or ``unknown``."""
     return "pdf" if looks_like_pdf(data) else "unknown"
 
 
@@ -304,4 +305,5 @@ __all__ = [
     "default_registry",
     "new_registry",
     "parse",
+    "sniff_format",
 ]
