@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from openvrm.documents import importer as importer_mod
-from openvrm.documents.importer import ImportService, parse_workers
+from openvrm.documents.importer import ImportService, parse_only, parse_workers
 from openvrm.documents.parsers import registry as registry_mod
 from openvrm.documents.parsers.model import Format, ParsedDocument
 from openvrm.documents.service import DocumentService
@@ -109,6 +109,27 @@ def test_processes_and_threads_give_the_same_documents(
     for a, b in zip(by_threads, by_processes, strict=True):
         assert docs.text(str(a.document_id)) == docs.text(str(b.document_id))  # PDF text from the worker
     assert check_vault(unlocked).ok
+
+
+def test_parse_only_extracts_what_the_import_would_and_stores_nothing(
+    unlocked: UnlockedVault, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    folder = _corpus_folder(tmp_path, 9)
+    with (folder / "zz-too-big.pdf").open("wb") as f:  # sparse: over the size limit, never read
+        f.truncate(importer_mod.MAX_FILE_BYTES + 1)
+    monkeypatch.setenv("OPENVRM_IMPORT_PROCESSES", "2")
+    parsed = list(parse_only([folder]))
+    assert [p.name for p, _ in parsed] == sorted(f.name for f in folder.iterdir())
+    assert parsed[-1][1] is None  # the file over the limit
+    docs = DocumentService(unlocked)
+    assert docs.list() == []  # nothing was stored
+    outcomes = ImportService(unlocked).import_paths([folder])
+    assert [o.status for o in outcomes[:-1]] == ["imported"] * 9 and outcomes[-1].status == "rejected"
+    for (path, doc), outcome in zip(parsed[:-1], outcomes[:-1], strict=True):
+        assert doc is not None and Path(outcome.path) == path
+        assert doc.format == outcome.format
+        assert doc.invoice_number == outcome.fields.get("invoice_number")
+        assert doc.text == docs.text(str(outcome.document_id))
 
 
 def test_a_worker_that_dies_costs_one_file_its_fields_and_nothing_else(

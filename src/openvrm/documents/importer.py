@@ -631,6 +631,16 @@ def _prepare(path: Path) -> _Prepared:
     return replace(prep, parsed=parse(prep.data, filename=path.name, media_type=prep.media_type))
 
 
+def parse_only(paths: Iterable[Path]) -> Iterator[tuple[Path, ParsedDocument | None]]:
+    """Read and parse files as a folder import does (same order, same workers), storing nothing.
+
+    Yields each file with what its parsers found, or None when it could not be read. ``bench/ingest.py``
+    uses it for the ceiling of an import: the cost of extraction alone.
+    """
+    for prep in _read_ahead(list(expand_paths(paths))):
+        yield prep.path, (None if prep.early is not None else prep.parsed)
+
+
 def _read_ahead(files: list[Path]) -> Iterator[_Prepared]:
     """The files read and parsed, in order, by workers that keep ahead of the caller.
 
