@@ -1,14 +1,18 @@
 from __future__ import annotations
 
+import subprocess
+import sys
 import threading
+from pathlib import Path
 
 import sqlalchemy as sa
+from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 
 from openvrm.config import Settings
 from openvrm.profile.service import ProfileService
-from openvrm.storage.db import Database
+from openvrm.storage.db import SCHEMA_HEAD, Database
 from openvrm.storage.models import Base
 from openvrm.vault.core import UnlockedVault, Vault
 
@@ -24,6 +28,39 @@ def test_migrate_is_idempotent(vault: Vault) -> None:
     vault.db.migrate()
     vault.db.migrate()
     assert vault.db.current_revision() == vault.db.head_revision()
+
+
+def test_schema_head_names_the_newest_migration(vault: Vault) -> None:
+    # SCHEMA_HEAD lets a vault already up to date skip Alembic; a new migration must move it too.
+    assert vault.db.head_revision() == SCHEMA_HEAD, "add the new migration's revision to SCHEMA_HEAD"
+
+
+def test_an_older_schema_is_still_migrated(settings: Settings) -> None:
+    # A vault left at an older revision is not taken for up to date: opening it runs the migrations due.
+    db = Database(settings.database_url)
+    with db.engine.connect() as conn:
+        cfg = db._alembic_config(conn)
+        command.upgrade(cfg, "0005")
+        conn.commit()
+    assert db.current_revision() == "0005"
+    db.migrate()
+    assert db.current_revision() == SCHEMA_HEAD
+    with db.engine.connect() as conn:
+        diff = compare_metadata(MigrationContext.configure(conn), Base.metadata)
+    assert diff == []
+    db.dispose()
+
+
+def test_opening_an_up_to_date_vault_does_not_load_alembic(sqlite_settings: Settings, tmp_path: Path) -> None:
+    Vault.open(sqlite_settings, create=True).close()
+    code = (
+        "import sys; from openvrm.config import Settings; from openvrm.vault.core import Vault;"
+        f"v = Vault.open(Settings.resolve({str(sqlite_settings.home)!r})); v.close();"
+        "print('alembic' in sys.modules)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "False"
 
 
 def test_sqlite_runs_in_wal_mode_with_foreign_keys(sqlite_settings: Settings) -> None:

@@ -5,7 +5,8 @@ process-wide lock and open with ``BEGIN IMMEDIATE`` so a second process waits fo
 failing half-way. PostgreSQL runs the same code with its own concurrency control.
 
 Migrations are Alembic scripts shipped in ``openvrm/storage/migrations``; :meth:`Database.migrate` applies
-them when a vault opens and refuses a database written by a newer openvrm.
+them when a vault opens and refuses a database written by a newer openvrm. A vault already at
+:data:`SCHEMA_HEAD` is told by one query, without loading Alembic or its scripts.
 """
 
 from __future__ import annotations
@@ -15,21 +16,21 @@ import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from alembic import command
-from alembic.config import Config
-from alembic.runtime.migration import MigrationContext
-from alembic.script import ScriptDirectory
-from alembic.util.exc import CommandError
-from sqlalchemy import Connection, Engine, create_engine, event
+from sqlalchemy import Connection, Engine, create_engine, event, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DatabaseError, IntegrityError, OperationalError
 from sqlalchemy.orm import Session
 
 from openvrm.errors import Conflict, StorageDamaged, VaultTooNew
 
+if TYPE_CHECKING:
+    from alembic.config import Config
+
 MIGRATIONS = Path(__file__).with_name("migrations")
+# The newest migration (tests/storage hold it to the scripts). A vault at this revision needs none.
+SCHEMA_HEAD = "0006"
 AFTER_COMMIT = "openvrm_after_commit"
 
 
@@ -124,23 +125,36 @@ class Database:
     # -- migrations -------------------------------------------------------------------------------
 
     def _alembic_config(self, connection: Connection) -> Config:
+        from alembic.config import Config  # Alembic is loaded only when a migration may be due
+
         cfg = Config()
         cfg.set_main_option("script_location", str(MIGRATIONS))
         cfg.attributes["connection"] = connection
         return cfg
 
     def current_revision(self) -> str | None:
+        from alembic.runtime.migration import MigrationContext
+
         with self._translate(), self.engine.connect() as conn:
             heads = MigrationContext.configure(conn).get_current_heads()
         return heads[0] if heads else None
 
     def head_revision(self) -> str:
+        from alembic.script import ScriptDirectory
+
         with self.engine.connect() as conn:
             head = ScriptDirectory.from_config(self._alembic_config(conn)).get_current_head()
         return head or ""
 
     def migrate(self) -> None:
         """Bring the schema to the newest revision this openvrm knows; refuse a newer database."""
+        if self._at_head():
+            return
+        from alembic import command
+        from alembic.runtime.migration import MigrationContext
+        from alembic.script import ScriptDirectory
+        from alembic.util.exc import CommandError
+
         with self._write_lock, self._translate(), self.engine.connect() as conn:
             cfg = self._alembic_config(conn)
             script = ScriptDirectory.from_config(cfg)
@@ -157,6 +171,15 @@ class Database:
             conn.commit()
             command.upgrade(cfg, "head")
             conn.commit()
+
+    def _at_head(self) -> bool:
+        """Whether the schema is at :data:`SCHEMA_HEAD` (one query; False when no schema is there yet)."""
+        try:
+            with self.engine.connect() as conn:
+                versions = conn.execute(text("SELECT version_num FROM alembic_version")).scalars().all()
+        except DatabaseError:
+            return False  # no version table yet (a new vault), or unreadable: the full path decides
+        return versions == [SCHEMA_HEAD]
 
     def dispose(self) -> None:
         self.engine.dispose()
