@@ -7,7 +7,7 @@ from pathlib import Path
 
 import typer
 
-from openvrm.cli.main import app
+from openvrm.cli.main import registered
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -26,7 +26,7 @@ def _command_paths(group: typer.Typer, prefix: str = "vrm") -> list[str]:
 def test_every_command_is_documented() -> None:
     doc = (ROOT / "docs" / "cli.md").read_text()
     headings = set(re.findall(r"^### (vrm [a-z -]+)$", doc, flags=re.M))
-    commands = set(_command_paths(app))
+    commands = set(_command_paths(registered()))
     assert len(commands) > 20
     assert commands - headings == set(), "commands missing from docs/cli.md"
     assert headings - commands == set(), "docs/cli.md documents commands that do not exist"

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
+import typer
 from typer.testing import CliRunner
 
-from openvrm.cli.main import app
+from openvrm.cli.main import COMMANDS, app, registered
 
 PASS = "a long enough passphrase"
 
@@ -56,6 +59,39 @@ def test_help_lists_every_command() -> None:
         "serve",
     ):
         assert name in result.output
+
+
+def test_the_lazy_command_table_is_what_the_modules_register() -> None:
+    # `vrm` loads a command's module only when it runs; its table must name every command, in the
+    # modules that define it, in the order they were always listed.
+    assert sorted(typer.main.get_group(registered()).commands) == sorted(COMMANDS)
+    for name, modules in COMMANDS.items():
+        assert name in typer.main.get_group(registered(modules)).commands
+    result = CliRunner().invoke(app, ["--help"])
+    at = [result.output.find(f"│ {n} ") for n in COMMANDS]  # each listed in its row of the panel
+    assert -1 not in at and at == sorted(at)
+
+
+def test_a_command_loads_only_what_it_needs(tmp_path: Path) -> None:
+    code = (
+        "import sys\n"
+        "from openvrm.cli.main import main\n"
+        "sys.argv = ['vrm', 'upcoming', '--help']\n"
+        "try:\n    main()\nexcept SystemExit:\n    pass\n"
+        "heavy = ['fastapi', 'openvrm.server', 'openvrm.mail.gateway', 'openvrm.relay', 'alembic']\n"
+        "print(sorted(m for m in heavy if m in sys.modules))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert "Usage: vrm upcoming" in out.stdout
+    assert out.stdout.strip().splitlines()[-1] == "[]"
+
+
+def test_an_unknown_command_is_a_usage_error_with_a_suggestion() -> None:
+    result = CliRunner().invoke(app, ["upcomming"])
+    assert result.exit_code == 2
+    assert "No such command" in result.output + result.stderr
+    assert "upcoming" in result.output + result.stderr
 
 
 def test_commands_without_a_vault_say_so_and_create_nothing(tmp_path: Path) -> None:

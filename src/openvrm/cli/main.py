@@ -8,28 +8,20 @@ found problems, or the store cannot be read); 70 an internal error (a bug: pleas
 
 from __future__ import annotations
 
+import importlib
 import os
+from collections.abc import Iterator, MutableMapping
+from functools import cache
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from typer.core import TyperGroup
 
+if TYPE_CHECKING:
+    from typer._click.core import Command  # typer ships its own click
+
 from openvrm import __version__
-from openvrm.cli import (
-    agent_cmds,
-    conformance_cmds,
-    data_cmds,
-    intent_cmds,
-    ledger_cmds,
-    mail_cmds,
-    profile_cmds,
-    relay_cmds,
-    rights_cmds,
-    vault_cmds,
-    vendor_cmds,
-    vendor_kit_cmds,
-)
 from openvrm.cli.context import err, state
 from openvrm.errors import (
     AuthError,
@@ -49,8 +41,80 @@ def exit_code_for(exc: OpenVRMError) -> int:
     return 1
 
 
+# Every command of `vrm`, in the order `vrm --help` lists them, and the modules (of openvrm.cli) whose
+# `register` defines it. A module is imported only when one of its commands runs (or for `vrm --help`), so
+# `vrm upcoming` never loads the web server, the mail gateway or the relay. `vrm mail` is a group of
+# rights_cmds that mail_cmds adds its commands to. tests/cli/test_cli.py holds this table to what the
+# modules register.
+COMMANDS: dict[str, tuple[str, ...]] = {
+    **dict.fromkeys(("init", "passwd", "unlock", "lock", "status", "check", "inbox"), ("vault_cmds",)),
+    "profile": ("profile_cmds",),
+    **dict.fromkeys(("vendors", "docs", "shares"), ("vendor_cmds",)),
+    **dict.fromkeys(("tokens", "export", "import", "backup", "serve", "demo"), ("data_cmds",)),
+    **dict.fromkeys(("contracts", "upcoming", "spend"), ("ledger_cmds",)),
+    **dict.fromkeys(("rights", "move", "moves", "outbox"), ("rights_cmds",)),
+    "mail": ("rights_cmds", "mail_cmds"),
+    "vendor": ("vendor_kit_cmds",),
+    **dict.fromkeys(("connect", "connections", "grants", "holders", "requests", "ledger"), ("agent_cmds",)),
+    "intents": ("intent_cmds",),
+    "conformance": ("conformance_cmds",),
+    "relay": ("relay_cmds",),
+}
+
+
+def registered(modules: tuple[str, ...] | None = None) -> typer.Typer:
+    """A Typer holding the commands ``modules`` register (all of them by default), for docs and tests."""
+    holder = typer.Typer(rich_markup_mode="rich")
+    names = modules if modules is not None else dict.fromkeys(m for ms in COMMANDS.values() for m in ms)
+    for name in names:
+        importlib.import_module(f"openvrm.cli.{name}").register(holder)
+    return holder
+
+
+@cache
+def _commands_of(modules: tuple[str, ...]) -> dict[str, Command]:
+    """The click commands that ``modules`` register, built once per process."""
+    return dict(typer.main.get_group(registered(modules)).commands)
+
+
+class _LazyCommands(MutableMapping[str, "Command"]):
+    """The root's commands: every name is known at once, each command is built when first asked for."""
+
+    def __init__(self) -> None:
+        self._added: dict[str, Command] = {}
+
+    def __getitem__(self, name: str) -> Command:
+        if name in self._added:
+            return self._added[name]
+        modules = COMMANDS[name]  # KeyError for an unknown name, as a dict would
+        return _commands_of(modules)[name]
+
+    def __setitem__(self, name: str, command: Command) -> None:
+        self._added[name] = command
+
+    def __delitem__(self, name: str) -> None:
+        del self._added[name]
+
+    def __iter__(self) -> Iterator[str]:
+        yield from COMMANDS
+        yield from (name for name in self._added if name not in COMMANDS)
+
+    def __len__(self) -> int:
+        return len(COMMANDS.keys() | self._added.keys())
+
+
 class ErrorHandlingGroup(TyperGroup):
-    """Turns every exception into one line on stderr and an exit code; never a traceback."""
+    """Turns every exception into one line on stderr and an exit code; never a traceback.
+
+    Its commands are loaded lazily (see :data:`COMMANDS`).
+    """
+
+    def __init__(self, **attrs: Any) -> None:
+        super().__init__(**attrs)
+        lazy = _LazyCommands()
+        for name, command in self.commands.items():
+            lazy[name] = command
+        self.commands = lazy
 
     def invoke(self, ctx: Any) -> Any:
         try:
@@ -128,20 +192,6 @@ def root(
     st = state(ctx)
     st.home = home
     st.passphrase_file = passphrase_file
-
-
-vault_cmds.register(app)
-profile_cmds.register(app)
-vendor_cmds.register(app)
-data_cmds.register(app)
-ledger_cmds.register(app)
-rights_cmds.register(app)
-vendor_kit_cmds.register(app)
-agent_cmds.register(app)
-intent_cmds.register(app)
-conformance_cmds.register(app)
-relay_cmds.register(app)
-mail_cmds.register(app)
 
 
 def main() -> None:
