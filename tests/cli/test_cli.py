@@ -72,6 +72,13 @@ def test_the_lazy_command_table_is_what_the_modules_register() -> None:
     assert -1 not in at and at == sorted(at)
 
 
+def test_help_paragraphs_are_not_broken_where_the_source_wrapped_them() -> None:
+    result = CliRunner().invoke(app, ["docs", "import", "--help"], terminal_width=200)
+    assert result.exit_code == 0
+    # One paragraph of the docstring, wrapped at "its" in the source, is one line on a wide terminal.
+    assert "each bill is linked to its vendor and contract. Every file gets an outcome" in result.output
+
+
 def test_a_command_loads_only_what_it_needs(tmp_path: Path) -> None:
     code = (
         "import sys\n"

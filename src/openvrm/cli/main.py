@@ -9,6 +9,7 @@ found problems, or the store cannot be read); 70 an internal error (a bug: pleas
 from __future__ import annotations
 
 import importlib
+import inspect
 import os
 from collections.abc import Iterator, MutableMapping
 from functools import cache
@@ -74,7 +75,21 @@ def registered(modules: tuple[str, ...] | None = None) -> typer.Typer:
 @cache
 def _commands_of(modules: tuple[str, ...]) -> dict[str, Command]:
     """The click commands that ``modules`` register, built once per process."""
-    return dict(typer.main.get_group(registered(modules)).commands)
+    commands = dict(typer.main.get_group(registered(modules)).commands)
+    for command in commands.values():
+        _reflow_help(command)
+    return commands
+
+
+def _reflow_help(command: Command) -> None:
+    """Join the hard-wrapped lines of a command's docstring into whole paragraphs, for it and its
+    subcommands: Typer's help keeps every line break, so a docstring wrapped for the source would be
+    printed with its breaks in the middle of the terminal's own lines."""
+    if command.help:
+        paragraphs = inspect.cleandoc(command.help).split("\n\n")
+        command.help = "\n\n".join(" ".join(p.split("\n")) for p in paragraphs)
+    for sub in getattr(command, "commands", {}).values():
+        _reflow_help(sub)
 
 
 class _LazyCommands(MutableMapping[str, "Command"]):
