@@ -16,7 +16,7 @@ from sqlalchemy import select
 from tests.agent.conftest import World
 from tests.conftest import PASSPHRASE
 
-from openvrm.agent.service import PeerError
+from openvrm.agent.service import ACK_SENDERS, PeerError
 from openvrm.errors import Conflict, InvalidValue
 from openvrm.protocol import messages as m
 from openvrm.protocol.httpsig import sign_request
@@ -176,6 +176,33 @@ def test_a_denied_request_shares_nothing(world: World) -> None:
     world.agent.answer_data_request(entry.id, approve=False)
     assert kit.fetch_grants(aid) == []
     assert kit.data_requests(aid)[0].state == "denied"
+
+
+def test_many_events_queued_while_locked_are_filed_in_order_and_each_acknowledged(world: World) -> None:
+    # Acknowledgements go out several at a time (agent.service.ACK_SENDERS): every one must still reach
+    # the vendor, once, and the ledger keep the order the events came in.
+    cid = _connect(world)
+    kit = world.vendors["telco"]
+    aid = world.agent.get(cid).agreement_id
+    assert aid is not None
+    n = 3 * ACK_SENDERS + 5
+    for i in range(n):
+        pushed = kit.push_receipt(
+            aid, f"INV-{i:03d}", "2026-11-21", "9.99", "EUR", [{"description": "Plan", "amount": "9.99"}]
+        )
+        assert pushed.state == "delivered"
+    assert world.agent.process_inbox() == (n, 0)
+    with world.unlocked.db.read() as s:
+        assert list(s.scalars(select(InboxItem))) == []
+    ledger = world.agent.ledger(cid)
+    assert [e.event["payload"]["receipt_id"] for e in ledger] == [f"INV-{i:03d}" for i in range(n)]
+    vendor_side = kit.events(aid)
+    assert len(vendor_side) == n
+    assert {e.state for e in vendor_side} == {"acked"}
+    for entry in vendor_side:
+        assert entry.ack is not None
+        m.check_ack(entry.ack, entry.record, author=world.agent.get(cid).person_did)
+    assert world.agent.process_inbox() == (0, 0)  # nothing left, nothing sent twice
 
 
 def test_a_blocked_vendor_gets_nothing_and_can_push_nothing(world: World) -> None:

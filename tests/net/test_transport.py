@@ -290,6 +290,28 @@ def test_tls_is_verified_for_the_name_not_the_address(
     assert server.seen[0][1]["Host"] == f"vendor.test:{server.port}"
 
 
+def test_the_shared_default_context_verifies_and_never_learns_a_custom_trust(
+    tls_vendor: tuple[VendorServer, ssl.SSLContext],
+) -> None:
+    # Clients made with the default (certifi's roots) share one SSL context, made once per process: the
+    # test server's private CA is trusted only by the client given it, before and after that client.
+    server, ctx = tls_vendor
+    _, resolve = mapping({"vendor.test": ["127.0.0.1"]})
+    url = f"https://vendor.test:{server.port}/json"
+    for trusting in (False, True, False):
+        verify = ctx if trusting else True
+        with guarded_client(LOOPBACK, resolver=resolve, verify=verify) as client:  # type: ignore[arg-type]
+            if trusting:
+                assert client.get(url).json() == {"vendor": "acme"}
+            else:
+                with pytest.raises(httpx.ConnectError, match="CERTIFICATE_VERIFY_FAILED"):
+                    client.get(url)
+    first, second = GuardedTransport(), GuardedTransport()
+    assert first._https._pool._ssl_context is second._https._pool._ssl_context  # made once, not per client
+    first.close()
+    second.close()
+
+
 def test_client_factories_refuse_overrides() -> None:
     with pytest.raises(TypeError, match="transport"):
         guarded_client(transport=httpx.HTTPTransport())

@@ -24,7 +24,9 @@ import binascii
 import hashlib
 import json
 import secrets
+from collections import deque
 from collections.abc import Callable, Iterator, Mapping, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, time, timedelta
@@ -52,6 +54,7 @@ DEFAULT_TERMS = ("service-delivery-only", "service-delivery-plus-portability")
 DEFAULT_PURPOSE = DPV + "ServiceProvision"
 MAX_PUSHED_FILE_BYTES = 700 * 1024
 INBOX_KIND = "protocol-event"
+ACK_SENDERS = 8  # acknowledgements in flight at once while the inbox is filed
 
 _EVENTS = ConnectionEvent.__table__.c
 _LAST_POSITION = select(func.max(_EVENTS.position)).where(_EVENTS.connection_id == bindparam("connection_id"))
@@ -1085,23 +1088,51 @@ class AgentService:
 
         Returns ``(filed, refused)``. A refused event is dropped from the inbox (it never enters the ledger)
         and the vendor is told with a signed ``refused`` acknowledgement.
+
+        Events are filed one by one, in the order they came; their acknowledgements go out over one HTTP
+        client, up to :data:`ACK_SENDERS` at a time, so a long absence is not paid for with one round trip
+        to a vendor per event. An event leaves the inbox once its acknowledgement has been tried; should
+        this stop before that, the event is filed again next time (filing is idempotent) and its
+        acknowledgement sent again.
         """
         filed = refused = 0
-        for item in self.vault.inbox_entries():
-            if item.item.get("kind") != INBOX_KIND:
-                continue
-            connection_id = str(item.item.get("connection_id"))
-            event = item.item.get("record")
-            ack: dict[str, Any] | None
+        targets: dict[str, tuple[str, KeyPair] | None] = {}
+        sending: deque[tuple[str, Future[bool]]] = deque()
+
+        def settle_oldest() -> None:
+            item_id, sent = sending.popleft()
+            sent.result()
+            self.vault.remove_inbox_item(item_id)
+
+        with (
+            self._client() as client,
+            ThreadPoolExecutor(max_workers=ACK_SENDERS, thread_name_prefix="openvrm-acks") as pool,
+        ):
             try:
-                ack = self.receive(connection_id, event if isinstance(event, dict) else {})
-                filed += 1
-            except (OpenVRMError, KeyError, TypeError) as exc:
-                refused += 1
-                ack = self._refusal(connection_id, event, str(exc))
-            if ack is not None:
-                self._send_ack(connection_id, ack)
-            self.vault.remove_inbox_item(item.id)
+                for item in self.vault.inbox_entries():
+                    if item.item.get("kind") != INBOX_KIND:
+                        continue
+                    connection_id = str(item.item.get("connection_id"))
+                    event = item.item.get("record")
+                    ack: dict[str, Any] | None
+                    try:
+                        ack = self.receive(connection_id, event if isinstance(event, dict) else {})
+                        filed += 1
+                    except (OpenVRMError, KeyError, TypeError) as exc:
+                        refused += 1
+                        ack = self._refusal(connection_id, event, str(exc))
+                    target = self._ack_target(connection_id, targets) if ack is not None else None
+                    if ack is None or target is None:
+                        self.vault.remove_inbox_item(item.id)
+                        continue
+                    sending.append((item.id, pool.submit(self._post_ack, client, target, ack)))
+                    if len(sending) >= 4 * ACK_SENDERS:
+                        settle_oldest()
+                while sending:
+                    settle_oldest()
+            finally:
+                for _item_id, sent in sending:
+                    sent.cancel()
         if filed:
             self.import_received()
         return filed, refused
@@ -1114,12 +1145,23 @@ class AgentService:
         except (OpenVRMError, KeyError, TypeError):
             return None
 
-    def _send_ack(self, connection_id: str, ack: dict[str, Any]) -> bool:
-        with self.vault.db.read() as s:
-            _row, p, key = self._load(s, connection_id)
+    def _ack_target(
+        self, connection_id: str, known: dict[str, tuple[str, KeyPair] | None]
+    ) -> tuple[str, KeyPair] | None:
+        """Where a connection's acknowledgements go and the key that signs them (looked up once a run)."""
+        if connection_id not in known:
+            try:
+                with self.vault.db.read() as s:
+                    _row, p, key = self._load(s, connection_id)
+                known[connection_id] = (str(p["endpoints"]["ledger"]), key)
+            except (OpenVRMError, KeyError, TypeError):
+                known[connection_id] = None
+        return known[connection_id]
+
+    def _post_ack(self, client: httpx.Client, target: tuple[str, KeyPair], ack: dict[str, Any]) -> bool:
+        url, key = target
         try:
-            with self._client() as client:
-                response = self._post(client, p["endpoints"]["ledger"], ack, key, m.new_uuid())
+            response = self._post(client, url, ack, key, m.new_uuid())
             return response.status_code in (200, 202, 204)
         except (PeerError, InvalidValue):
             return False

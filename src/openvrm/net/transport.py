@@ -18,6 +18,7 @@ httpx 0.28 has no public way to give :class:`httpx.HTTPTransport` a network back
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import json
 import socket
@@ -271,11 +272,23 @@ class _AsyncLimitedStream(httpx.AsyncByteStream):
 
 
 def _ssl_context(verify: _VerifyTypes) -> ssl.SSLContext:
-    return (
-        verify
-        if isinstance(verify, ssl.SSLContext)
-        else httpx.create_ssl_context(verify=verify, trust_env=False)
-    )
+    if isinstance(verify, ssl.SSLContext):
+        return verify
+    if verify is True:
+        return _verifying_context()
+    return httpx.create_ssl_context(verify=verify, trust_env=False)
+
+
+@functools.cache
+def _verifying_context() -> ssl.SSLContext:
+    """The default context (certificates checked against certifi's roots), made once per process.
+
+    Loading the root certificates takes tens of milliseconds, and the agent opens a client for each
+    exchange (each acknowledgement it sends, say). An ``SSLContext`` may be shared by many connections and
+    threads; nothing here changes it after it is made, except httpcore setting its ALPN protocols on each
+    connection, always to HTTP/1.1 here (no pool of ours speaks HTTP/2), so that never differs.
+    """
+    return httpx.create_ssl_context(verify=True, trust_env=False)
 
 
 # --- the transports -------------------------------------------------------------------------------------
