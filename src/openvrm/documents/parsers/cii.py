@@ -156,8 +156,13 @@ class _Reader:
         return to_decimal(self.text(node, path))
 
 
-def read_cii(root: Any, *, fmt: Format = "cii", warnings: tuple[str, ...] = ()) -> ParsedDocument:
-    """Read the business terms of a parsed CII tree. Never raises for odd content."""
+def read_cii(
+    root: Any, *, fmt: Format = "cii", warnings: tuple[str, ...] = (), text: bool = True
+) -> ParsedDocument:
+    """Read the business terms of a parsed CII tree. Never raises for odd content.
+
+    ``text=False`` leaves ``text`` empty, for a caller that has the document's text already (a PDF's).
+    """
     syntax = _SYNTAX_BY_ROOT.get(root.tag)
     if syntax is None:
         return ParsedDocument(
@@ -219,7 +224,7 @@ def read_cii(root: Any, *, fmt: Format = "cii", warnings: tuple[str, ...] = ()) 
         gross_total=r.amount(summation, "ram:GrandTotalAmount"),
         due_total=r.amount(summation, "ram:DuePayableAmount"),
         line_items=items,
-        text=all_text(root, MAX_TEXT_CHARS),
+        text=all_text(root, MAX_TEXT_CHARS) if text else "",
         warnings=tuple(notes),
     )
     missing = [name for name in REQUIRED if getattr(result, name) is None]

@@ -215,7 +215,7 @@ def _pypdf_text(reader: PdfReader) -> tuple[str, list[str], int]:
     return cap_text(squeeze_whitespace("\n".join(parts))), notes, failed
 
 
-def _read_invoice_xml(data: bytes, fmt: Format) -> ParsedDocument:
+def _read_invoice_xml(data: bytes, fmt: Format, *, text: bool = True) -> ParsedDocument:
     try:
         xml = parse_xml(data)
     except XmlRefused as exc:
@@ -223,9 +223,9 @@ def _read_invoice_xml(data: bytes, fmt: Format) -> ParsedDocument:
     ns = re.match(r"\{([^}]*)\}", str(xml.root.tag))
     namespace = ns[1] if ns else None
     if is_cii_namespace(namespace):
-        return read_cii(xml.root, fmt=fmt, warnings=xml.warnings)
+        return read_cii(xml.root, fmt=fmt, warnings=xml.warnings, text=text)
     if is_ubl_namespace(namespace):
-        return read_ubl(xml.root, fmt=fmt, warnings=xml.warnings)
+        return read_ubl(xml.root, fmt=fmt, warnings=xml.warnings, text=text)
     return ParsedDocument(format=fmt, status="unparsed", reason="the XML is neither CII nor UBL")
 
 
@@ -240,14 +240,15 @@ def _facturx_select(data: bytes) -> tuple[str | None, bytes | None, str | None]:
 
 
 def _invoice_from_attachments(
-    data: bytes, attachments: list[tuple[str, bytes]], notes: list[str]
+    data: bytes, attachments: list[tuple[str, bytes]], notes: list[str], *, text: bool = True
 ) -> tuple[ParsedDocument | None, str | None]:
-    """The invoice among the embedded XML files, or the reason none could be read."""
+    """The invoice among the embedded XML files, or the reason none could be read (``text=False``: the
+    XML's text is not gathered, the PDF's own being at hand)."""
     # An attachment with a standard name is read straight from the list already made, sparing a
     # second pass over the PDF; the factur-x library chooses only when that fails.
     for att_name, content in attachments:
         if att_name.lower() in _STANDARD_NAMES:
-            result = _read_invoice_xml(content, "facturx")
+            result = _read_invoice_xml(content, "facturx", text=text)
             if result.status != "unparsed":
                 return result, None
     name, xml, error = _facturx_select(data)
@@ -257,7 +258,7 @@ def _invoice_from_attachments(
     candidates += [(n, c) for n, c in attachments if n != name]
     failure: str | None = None
     for cand_name, content in candidates:
-        result = _read_invoice_xml(content, "facturx")
+        result = _read_invoice_xml(content, "facturx", text=text)
         if result.status != "unparsed":
             if cand_name != name:
                 notes.append(f"{cand_name} was not accepted by the factur-x library; read it directly")
@@ -290,7 +291,9 @@ def read_pdf(data: bytes) -> ParsedDocument:
     if hostile:
         failure = f"embedded {hostile[0]}: {DOCTYPE_REFUSED}"
     elif attachments:
-        invoice, failure = _invoice_from_attachments(data, attachments, notes)
+        # The PDF's text, when PDFium gave some, is what the document keeps; the XML's is not gathered.
+        have_text = fast is not None and _usable(fast) and bool(fast.text[0])
+        invoice, failure = _invoice_from_attachments(data, attachments, notes, text=not have_text)
 
     text_notes: list[str] = []
     text, failed_pages = "", 0

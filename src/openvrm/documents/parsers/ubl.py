@@ -92,8 +92,10 @@ def _party(party: Any) -> dict[str, Any]:
     }
 
 
-def read_ubl(root: Any, *, fmt: Format = "ubl", warnings: tuple[str, ...] = ()) -> ParsedDocument:
-    """Read the business terms of a parsed UBL Invoice or CreditNote tree."""
+def read_ubl(
+    root: Any, *, fmt: Format = "ubl", warnings: tuple[str, ...] = (), text: bool = True
+) -> ParsedDocument:
+    """Read the business terms of a parsed UBL Invoice or CreditNote tree (``text`` as for ``read_cii``)."""
     if root.tag == f"{{{NS_INVOICE}}}Invoice":
         kind, type_path, line_path, qty_path = (
             "Invoice",
@@ -160,7 +162,7 @@ def read_ubl(root: Any, *, fmt: Format = "ubl", warnings: tuple[str, ...] = ()) 
         gross_total=_amount(totals, "cbc:TaxInclusiveAmount"),
         due_total=_amount(totals, "cbc:PayableAmount"),
         line_items=items,
-        text=all_text(root, MAX_TEXT_CHARS),
+        text=all_text(root, MAX_TEXT_CHARS) if text else "",
         warnings=tuple(notes),
     )
     missing = [name for name in REQUIRED if getattr(result, name) is None]
