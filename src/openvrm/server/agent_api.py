@@ -92,15 +92,16 @@ class _Peer:
     id: str
     vendor_did: str
     status: str
+    sealed: bytes = field(repr=False)
 
 
 # The statements of the push path, built once: plain Core on the tables (no ORM objects to build, track
 # and flush for rows that are only read once or inserted once).
 _CONNECTIONS = cast(Table, Connection.__table__)
 _NONCES = cast(Table, ProtocolNonce.__table__)
-_PEER_BY_HANDLE = select(_CONNECTIONS.c.id, _CONNECTIONS.c.vendor_did, _CONNECTIONS.c.status).where(
-    _CONNECTIONS.c.handle == bindparam("handle")
-)
+_PEER_BY_HANDLE = select(
+    _CONNECTIONS.c.id, _CONNECTIONS.c.vendor_did, _CONNECTIONS.c.status, _CONNECTIONS.c.sealed
+).where(_CONNECTIONS.c.handle == bindparam("handle"))
 _NONCE_EXPIRY = select(_NONCES.c.expires_at).where(
     _NONCES.c.keyid == bindparam("keyid"), _NONCES.c.nonce == bindparam("nonce")
 )
@@ -112,7 +113,7 @@ def _peer_in(s: Session, handle: str) -> _Peer:
     row = s.connection().execute(_PEER_BY_HANDLE, {"handle": handle}).first()
     if row is None:
         raise NotFound("no relationship at this address")
-    return _Peer(row.id, row.vendor_did, row.status)
+    return _Peer(row.id, row.vendor_did, row.status, bytes(row.sealed))
 
 
 def _connection(vault: Vault, handle: str) -> _Peer:
@@ -226,7 +227,7 @@ def _file_now(
             if _ended_for(conn, record):
                 raise ProblemError(403, "ended", "this relationship has ended")
             filing = True
-            ack = agent.receive_in(s, conn.id, record, prechecked=True)
+            ack = agent.receive_in(s, conn.id, record, prechecked=True, connection=conn)
             s.flush()  # the entry's own clashes count as a refused filing, not as a taken key
             filing = False
             response = StoredResponse(200, "application/json", json.dumps(ack).encode())
