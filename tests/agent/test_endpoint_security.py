@@ -332,3 +332,68 @@ def test_a_block_applies_to_the_very_next_push_and_lifting_it_too(world: World, 
         assert (_traces(world), _idempotency_records(world)) == before
         vendors.edit_relationship(rel.id, stance="neutral")
         assert _signed_post(ledger_url, second, key).status_code == expected
+
+
+@pytest.mark.parametrize("session", [False, True], ids=["locked", "session"])
+def test_a_push_refused_in_its_transaction_spends_nothing_and_can_be_sent_again(
+    world: World, session: bool
+) -> None:
+    """The connection is read, the nonce spent and the push recorded in one write transaction: a push
+    refused there (blocked, or a valid signature by a key that is not this relationship's vendor) is rolled
+    back whole, nonce included, so the very same signed request is taken once the block is lifted."""
+    from openvrm.vendors.service import VendorService
+
+    aid, ledger_url, _, key = _setup(world)
+    conn = world.agent.connections()[0]
+    assert conn.vendor_id is not None
+    vendors = VendorService(world.unlocked)
+    rel = vendors.relate(conn.vendor_id)
+    stranger = KeyPair.generate()
+    own = m.canonical_json(_notice(aid, stranger))  # the stranger's own, well-formed, signed event
+    with httpx.Client(base_url=world.url) as client:
+        if session:
+            assert client.post("/api/v1/session", json={"passphrase": PASSPHRASE}).status_code == 200
+        fresh = {"Content-Type": "application/json", "Idempotency-Key": m.new_uuid()}
+        headers = sign_request("POST", ledger_url, fresh, own, stranger)
+        assert "not known" in _problem(_post(client, ledger_url, own, headers), 401)["detail"]
+        body = m.canonical_json(_notice(aid, key))
+        fresh = {"Content-Type": "application/json", "Idempotency-Key": m.new_uuid()}
+        headers = sign_request("POST", ledger_url, fresh, body, key)
+        vendors.edit_relationship(rel.id, stance="blocked")
+        _problem(_post(client, ledger_url, body, headers), 403)
+        assert _traces(world) == (0, 0) and _idempotency_records(world) == 0
+        vendors.edit_relationship(rel.id, stance="neutral")
+        r = _post(client, ledger_url, body, headers)
+        assert r.status_code == (200 if session else 202), r.text
+        assert "replayed" in _problem(_post(client, ledger_url, body, headers), 401)["detail"]
+    assert _traces(world) == ((1, 0) if session else (0, 1)) and _idempotency_records(world) == 1
+
+
+@pytest.mark.parametrize("session", [False, True], ids=["locked", "session"])
+def test_after_the_end_a_retry_gets_its_first_answer_and_a_new_push_is_refused(
+    world: World, session: bool
+) -> None:
+    aid, ledger_url, _, key = _setup(world)
+    cid = world.agent.connections()[0].id
+    body = m.canonical_json(_notice(aid, key))
+    idem = m.new_uuid()
+
+    def headers() -> dict[str, str]:
+        return sign_request(
+            "POST", ledger_url, {"Content-Type": "application/json", "Idempotency-Key": idem}, body, key
+        )
+
+    with httpx.Client(base_url=world.url) as client:
+        if session:
+            assert client.post("/api/v1/session", json={"passphrase": PASSPHRASE}).status_code == 200
+        first = _post(client, ledger_url, body, headers())
+        assert first.status_code == (200 if session else 202), first.text
+        world.agent.end(cid, reason="moving to another provider")
+        before = (_traces(world), _idempotency_records(world))
+        retry_headers = headers()
+        retry = _post(client, ledger_url, body, retry_headers)
+        assert (retry.status_code, retry.content) == (first.status_code, first.content)
+        assert "replayed" in _problem(_post(client, ledger_url, body, retry_headers), 401)["detail"]
+        later = m.make_event(key, aid, "notice", {"notice": "other", "summary": "later"}, None)
+        assert "ended" in _problem(_signed_post(ledger_url, later, key), 403)["detail"]
+        assert (_traces(world), _idempotency_records(world)) == before

@@ -127,6 +127,63 @@ def test_signature_over_fewer_components_is_refused() -> None:
         _verifier().verify("POST", URL, message.headers, BODY)
 
 
+def _signed_with(
+    digest: str, covered: tuple[str, ...], *, nonce: str = "n-d"
+) -> tuple[KeyPair, dict[str, str]]:
+    """A request signed by the library itself with the given Content-Digest field and coverage."""
+    from http_message_signatures import HTTPMessageSigner, algorithms
+
+    from openvrm.protocol.httpsig import SIGNATURE_LABEL, SIGNATURE_TAG, _Message, _SignerKeys
+
+    key = KeyPair.generate()
+    message = _Message("POST", URL, {"Content-Digest": digest, "Idempotency-Key": IDEM})
+    HTTPMessageSigner(signature_algorithm=algorithms.ED25519, key_resolver=_SignerKeys(key)).sign(
+        message,
+        key_id=key.did,
+        created=NOW,
+        nonce=nonce,
+        label=SIGNATURE_LABEL,
+        tag=SIGNATURE_TAG,
+        covered_component_ids=covered,
+        use_existing_digest=True,
+    )
+    return key, message.headers
+
+
+ALL = ("@method", "@target-uri", "@authority", "@path", "content-digest", "idempotency-key")
+
+
+def test_every_member_of_the_signed_content_digest_must_match_the_body() -> None:
+    """The digest is checked through the covered field alone: a second member that does not match the
+    body (here a sha-512 of another body) still gets the request refused."""
+    import base64
+    import hashlib
+
+    wrong = base64.b64encode(hashlib.sha512(b"another body").digest()).decode()
+    _, headers = _signed_with(f"{content_digest(BODY)}, sha-512=:{wrong}:", ALL)
+    with pytest.raises(SignatureError, match="Content-Digest"):
+        _verifier().verify("POST", URL, headers, BODY)
+    right = base64.b64encode(hashlib.sha512(BODY).digest()).decode()
+    key, headers = _signed_with(f"{content_digest(BODY)}, sha-512=:{right}:", ALL, nonce="n-e")
+    assert _verifier().verify("POST", URL, headers, BODY).keyid == key.did
+
+
+def test_a_digest_covered_only_with_parameters_does_not_count() -> None:
+    """``"content-digest";sf`` covers the field re-serialized, not the plain component the protocol needs."""
+    covered = ("@method", "@target-uri", "@authority", "@path", '"content-digest";sf', "idempotency-key")
+    _, headers = _signed_with(content_digest(BODY), covered)
+    with pytest.raises(SignatureError, match="not covered"):
+        _verifier().verify("POST", URL, headers, BODY)
+
+
+def test_an_empty_body_needs_its_digest_too() -> None:
+    key = KeyPair.generate()
+    headers = sign_request("GET", URL, {}, b"", key, created=NOW, nonce="n-g")
+    assert _verifier().verify("GET", URL, headers, b"").keyid == key.did
+    with pytest.raises(SignatureError, match="Content-Digest"):
+        _verifier().verify("GET", URL, sign_request("GET", URL, {}, b"", key, created=NOW, nonce="n-h"), b"x")
+
+
 def test_expired_is_refused() -> None:
     headers = _signed(KeyPair.generate(), created=NOW - timedelta(seconds=301))
     with pytest.raises(SignatureError, match="expired"):

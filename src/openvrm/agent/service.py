@@ -30,7 +30,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, time, timedelta
-from typing import Any
+from typing import Any, Protocol
 from urllib.parse import urlsplit, urlunsplit
 
 import httpx
@@ -68,6 +68,19 @@ _CONNECTIONS = Connection.__table__.c
 _CONNECTION_FOR_FILING = select(_CONNECTIONS.status, _CONNECTIONS.vendor_did, _CONNECTIONS.sealed).where(
     _CONNECTIONS.id == bindparam("id")
 )
+
+
+class ConnectionForFiling(Protocol):
+    """The columns of a connection that filing a received event reads (a row of ``connections``)."""
+
+    @property
+    def status(self) -> str: ...
+    @property
+    def vendor_did(self) -> str: ...
+    @property
+    def sealed(self) -> bytes: ...
+
+
 _EVENT_BY_ID = select(_EVENTS.id).where(
     _EVENTS.connection_id == bindparam("connection_id"), _EVENTS.event_id == bindparam("event_id")
 )
@@ -911,16 +924,25 @@ class AgentService:
             return self.receive_in(s, connection_id, event)
 
     def receive_in(
-        self, s: Session, connection_id: str, event: dict[str, Any], *, prechecked: bool = False
+        self,
+        s: Session,
+        connection_id: str,
+        event: dict[str, Any],
+        *,
+        prechecked: bool = False,
+        connection: ConnectionForFiling | None = None,
     ) -> dict[str, Any]:
         """:meth:`receive` inside the caller's write transaction.
 
         ``prechecked`` says the caller has just checked this very record's schema, hashes and signature by
         the connection's vendor (as the push endpoint does before anything else), so
         :func:`~openvrm.protocol.messages.check_event` does the rest (agreement, author, subtype, chain head)
-        without doing those three again.
+        without doing those three again. ``connection`` is the connection's row as the caller has just read
+        it in this same transaction (status, vendor_did, sealed), so it is not read twice.
         """
-        found_conn = s.connection().execute(_CONNECTION_FOR_FILING, {"id": connection_id}).first()
+        found_conn = connection
+        if found_conn is None:
+            found_conn = s.connection().execute(_CONNECTION_FOR_FILING, {"id": connection_id}).first()
         if found_conn is None:
             raise NotFound(f"no connection with id {connection_id[:40]!r}")
         conn = found_conn  # status and vendor_did, read in this transaction; the rest is sealed

@@ -30,6 +30,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from http_message_signatures import (
+    ContentDigest,
     HTTPMessageSignaturesException,
     HTTPMessageSigner,
     HTTPMessageVerifier,
@@ -55,6 +56,12 @@ DEFAULT_MAX_SKEW = timedelta(seconds=5)
 DEFAULT_MAX_BODY_BYTES = 1024 * 1024
 WRITE_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 IDEMPOTENCY_HEADER = "idempotency-key"
+
+# The components every signature must cover, as serialized Structured Field Strings (the form the library
+# accepts as well as bare names, without serializing them again on every request).
+_REQUIRED = tuple(f'"{name}"' for name in COVERED)
+_REQUIRED_WRITE = (*_REQUIRED, f'"{IDEMPOTENCY_HEADER}"')
+_DIGEST_COMPONENT = '"content-digest"'
 
 Clock = Callable[[], datetime]
 KeyResolver = Callable[[str], Ed25519PublicKey | None]
@@ -232,21 +239,27 @@ class RequestVerifier:
         names = {name.lower() for name in headers}
         if "signature" not in names or "signature-input" not in names:
             raise SignatureError("the request is not signed")
-        required = COVERED
+        required = _REQUIRED
         if method.upper() in WRITE_METHODS:
             if IDEMPOTENCY_HEADER not in names:
                 raise SignatureError("a write must carry an Idempotency-Key header")
-            required = (*COVERED, IDEMPOTENCY_HEADER)
+            required = _REQUIRED_WRITE
         message = _Message(method, url, dict(headers))
         verifier = _ClockedVerifier(self.resolver, self.clock, self.max_age, self.max_skew)
         try:
             results = verifier.verify(
-                message, max_age=None, expect_tag=SIGNATURE_TAG, require_components=required, body=body
+                message, max_age=None, expect_tag=SIGNATURE_TAG, require_components=required
             )
+            if len(results) != 1:
+                raise SignatureError("the request must carry exactly one openvrm signature")
+            # The signed Content-Digest (its coverage is required above) checked against the body by the
+            # library: the covered value alone, the subset its API takes for a caller's coverage policy,
+            # instead of parsing every covered identifier again to find it.
+            digest = results[0].covered_components.get(_DIGEST_COMPONENT)
+            if digest is None or not ContentDigest.verify_components({_DIGEST_COMPONENT: digest}, body):
+                raise InvalidSignature("The message body requires a signed Content-Digest")
         except (InvalidSignature, HTTPMessageSignaturesException) as exc:
             raise SignatureError(f"the request signature was refused: {_reason(exc)}") from None
-        if len(results) != 1:
-            raise SignatureError("the request must carry exactly one openvrm signature")
         params = results[0].parameters
         keyid, nonce, created = params.get("keyid"), params.get("nonce"), params.get("created")
         if not isinstance(keyid, str) or not isinstance(created, int):

@@ -105,8 +105,9 @@ class KeyPair:
     def public_bytes(self) -> bytes:
         return raw_public_bytes(self.public_key)
 
-    @property
+    @functools.cached_property
     def did(self) -> str:
+        """The key's ``did:key``, computed once per key pair (a signed record names it more than once)."""
         return did_from_public_key(self.public_key)
 
     def sign(self, data: bytes) -> bytes:

@@ -255,6 +255,14 @@ def sign(record: Mapping[str, Any], key: KeyPair) -> dict[str, Any]:
     return out
 
 
+@functools.lru_cache(maxsize=4096)
+def _jws_key(did: str) -> OKPKey:
+    """The joserfc key of a did:key (kept like the decoded key itself: the identifier is the key, so an
+    entry never goes stale; a refused identifier raises and is not kept). A kept key object also keeps
+    the JWK form joserfc derives from it to check the key on every verification."""
+    return OKPKey.import_key(public_key_from_did(did))
+
+
 def verify_signature(record: Mapping[str, Any], signature: Mapping[str, Any], did: str) -> None:
     """Check one detached signature of ``record`` by ``did``; raise :class:`SignatureError` if it fails."""
     kid = signature.get("kid")
@@ -265,12 +273,12 @@ def verify_signature(record: Mapping[str, Any], signature: Mapping[str, Any], di
     if len(parts) != 3 or parts[1] != "":
         raise SignatureError("the signature is not a detached compact JWS")
     try:
-        public = public_key_from_did(did)
+        public = _jws_key(did)
     except InvalidValue as exc:
         raise SignatureError(str(exc)) from None
     attached = f"{parts[0]}.{_b64u(canonical_json(unsigned(record)))}.{parts[2]}"
     try:
-        result = jws.deserialize_compact(attached, OKPKey.import_key(public), registry=_REGISTRY)
+        result = jws.deserialize_compact(attached, public, registry=_REGISTRY)
     except JoseError as exc:
         raise SignatureError(f"the record's signature by {did} does not verify ({exc.error})") from None
     except (ValueError, TypeError):

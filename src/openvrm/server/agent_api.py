@@ -33,7 +33,7 @@ from openvrm.errors import Conflict, NotFound, OpenVRMError
 from openvrm.net import policy_for
 from openvrm.protocol import messages as m
 from openvrm.protocol.errors import SignatureError
-from openvrm.protocol.httpsig import NonceStore, RequestVerifier, known_keys
+from openvrm.protocol.httpsig import NonceStore, RequestVerifier, did_key_resolver, known_keys
 from openvrm.protocol.identity import public_key_from_did
 from openvrm.protocol.stores import SqlIdempotencyStore, SqlNonceStore, StoredResponse, request_fingerprint
 from openvrm.server.problems import ProblemError, problem_responses
@@ -92,15 +92,16 @@ class _Peer:
     id: str
     vendor_did: str
     status: str
+    sealed: bytes = field(repr=False)
 
 
 # The statements of the push path, built once: plain Core on the tables (no ORM objects to build, track
 # and flush for rows that are only read once or inserted once).
 _CONNECTIONS = cast(Table, Connection.__table__)
 _NONCES = cast(Table, ProtocolNonce.__table__)
-_PEER_BY_HANDLE = select(_CONNECTIONS.c.id, _CONNECTIONS.c.vendor_did, _CONNECTIONS.c.status).where(
-    _CONNECTIONS.c.handle == bindparam("handle")
-)
+_PEER_BY_HANDLE = select(
+    _CONNECTIONS.c.id, _CONNECTIONS.c.vendor_did, _CONNECTIONS.c.status, _CONNECTIONS.c.sealed
+).where(_CONNECTIONS.c.handle == bindparam("handle"))
 _NONCE_EXPIRY = select(_NONCES.c.expires_at).where(
     _NONCES.c.keyid == bindparam("keyid"), _NONCES.c.nonce == bindparam("nonce")
 )
@@ -112,7 +113,7 @@ def _peer_in(s: Session, handle: str) -> _Peer:
     row = s.connection().execute(_PEER_BY_HANDLE, {"handle": handle}).first()
     if row is None:
         raise NotFound("no relationship at this address")
-    return _Peer(row.id, row.vendor_did, row.status)
+    return _Peer(row.id, row.vendor_did, row.status, bytes(row.sealed))
 
 
 def _connection(vault: Vault, handle: str) -> _Peer:
@@ -162,10 +163,41 @@ class _KeyTaken(Exception):
     """The idempotency record's key was taken (by a concurrent retry, or by an expired record)."""
 
 
+def _pushing_peer(s: Session, handle: str, keyid: str) -> _Peer:
+    """The relationship a push is for, read in the push's own write transaction: it must exist, its vendor
+    must be the request's signer, and it must not be blocked (a block applies to the very next request)."""
+    conn = _peer_in(s, handle)
+    if keyid != conn.vendor_did:
+        raise SignatureError("the request signature was refused: the signing key is not known")
+    if conn.status == "blocked":
+        raise ProblemError(403, "blocked", "the person has blocked this vendor")
+    return conn
+
+
+def _spend_nonce_in(s: Session, nonces: _DeferredNonces) -> None:
+    """Insert the request's nonce first thing in its write transaction: a replay is refused there, before
+    anything else (even a stored first answer), and adds nothing."""
+    try:
+        _insert_nonces(s, nonces)
+    except SAIntegrityError:
+        raise _replayed() from None
+
+
+def _check_author(conn: _Peer, record: dict[str, Any]) -> None:
+    """The event must be the vendor's own (the caller checked its signature when it is)."""
+    if record["author"] != conn.vendor_did:
+        raise m.ProtocolViolation("the event's author is not the vendor that signed the request")
+
+
+def _ended_for(conn: _Peer, record: dict[str, Any]) -> bool:
+    """After the end of a relationship only the subtypes the protocol allows then are taken."""
+    return conn.status == "ended" and record["subtype"] not in m.AFTER_END
+
+
 def _file_now(
     vault: Vault,
     agent: AgentService,
-    conn: _Peer,
+    handle: str,
     record: dict[str, Any],
     nonces: _DeferredNonces,
     store: SqlIdempotencyStore,
@@ -174,11 +206,11 @@ def _file_now(
     *,
     again: bool = True,
 ) -> tuple[StoredResponse, bool]:
-    """File a checked event with a session open: the nonce, the ledger entry (with our signed acknowledgement)
-    and the idempotency record in one write transaction, so a replay adds nothing.
+    """File a checked event with a session open, in one write transaction: the connection is read and
+    checked, the nonce spent, then either a retry's stored first answer given back, or the ledger entry
+    (with our signed acknowledgement) and the idempotency record written, so a replay adds nothing.
 
-    Returns the answer and ``True`` once filed, or the stored first answer and ``False`` when a concurrent
-    retry with the same key won.
+    Returns the answer and ``True`` once filed, or the stored first answer and ``False`` for a retry.
     A refused filing (the chain head moved, the relationship ended) still spends the request's nonce, in a
     transaction of its own, as it did when the nonce was spent before filing.
     """
@@ -186,12 +218,16 @@ def _file_now(
     filing = False
     try:
         with vault.db.write() as s:
-            try:
-                _insert_nonces(s, nonces)
-            except SAIntegrityError:
-                raise _replayed() from None  # the nonce was seen: refused, nothing written
+            conn = _pushing_peer(s, handle, keyid)
+            _spend_nonce_in(s, nonces)
+            stored = store.lookup_in(s, keyid, idem_key, fingerprint)
+            if stored is not None:  # a retry: its own nonce is spent (committed), the first answer given
+                return stored, False
+            _check_author(conn, record)
+            if _ended_for(conn, record):
+                raise ProblemError(403, "ended", "this relationship has ended")
             filing = True
-            ack = agent.receive_in(s, conn.id, record, prechecked=True)
+            ack = agent.receive_in(s, conn.id, record, prechecked=True, connection=conn)
             s.flush()  # the entry's own clashes count as a refused filing, not as a taken key
             filing = False
             response = StoredResponse(200, "application/json", json.dumps(ack).encode())
@@ -208,7 +244,7 @@ def _file_now(
         if not again:
             raise _replayed() from None
         store.drop_expired(keyid, idem_key, now)  # an expired record in the way: gone, then try once more
-        return _file_now(vault, agent, conn, record, nonces, store, key, now, again=False)
+        return _file_now(vault, agent, handle, record, nonces, store, key, now, again=False)
     except Exception:
         if filing:
             _spend(vault, nonces)
@@ -219,8 +255,12 @@ def _file_now(
 def _push(state: ServerState, handle: str, url: str, headers: dict[str, str], body: bytes) -> Response:
     """One pushed event: checked, then sealed into the inbox (locked) or filed at once (a session is open).
 
-    The locked path, which is how most pushes arrive, costs one read and one write transaction: the nonce,
-    the inbox item and the idempotency record are written together, so a replay or a failure adds nothing.
+    Everything that needs no database is checked first, outside any transaction: the request signature (by
+    the key its ``keyid`` names), the body's schema, hashes and signature by that same key. Then one write
+    transaction reads the connection (its vendor must be the signer; blocked or ended refuse), spends the
+    nonce (a replay is refused there, before a stored answer is given), gives a retry its first answer, or
+    writes the sealed inbox item (or the filed ledger entry) and the idempotency record. A replay or any
+    failure adds nothing.
     """
     vault = state.require_vault()
     nonces = _DeferredNonces()
@@ -228,18 +268,10 @@ def _push(state: ServerState, handle: str, url: str, headers: dict[str, str], bo
     store = SqlIdempotencyStore(vault.db, ProtocolIdempotency)
     fingerprint = request_fingerprint("POST", url, body)
     now = utcnow()
-    with vault.db.read() as s:  # one read: the connection, then (once the signature holds) nonce and key
-        conn = _peer_in(s, handle)
-        keyid = _verify(conn, "POST", url, headers, body, nonces)
-        # A nonce seen before is a replay, refused before anything else (even a stored response).
-        for keyid_, nonce, _expires in nonces.seen:
-            seen = s.connection().execute(_NONCE_EXPIRY, {"keyid": keyid_, "nonce": nonce}).scalar()
-            if seen is not None and seen > now:
-                raise _replayed()
-        stored = store.lookup_in(s, keyid, idem_key, fingerprint)
-    if stored is not None:  # a retry: its own nonce is spent too, then the first answer is given again
-        _spend(vault, nonces)
-        return Response(stored.body, stored.status_code, media_type=stored.media_type)
+    # Which did:key may sign for this relationship is checked against the connection row in the write
+    # transaction below: here the signature must verify under the key its keyid names.
+    verifier = RequestVerifier(did_key_resolver, nonces, max_body_bytes=MAX_PROTOCOL_BODY)
+    keyid = verifier.verify("POST", url, headers, body).keyid
     try:
         record = json.loads(body)
     except ValueError:
@@ -247,17 +279,17 @@ def _push(state: ServerState, handle: str, url: str, headers: dict[str, str], bo
     if not isinstance(record, dict) or record.get("type") != "event":
         raise m.ProtocolViolation("the agent's ledger accepts ledger events (type 'event')")
     m.validate("ledger-event", record)
-    if record["author"] != conn.vendor_did:
-        raise m.ProtocolViolation("the event's author is not the vendor that signed the request")
-    if conn.status == "ended" and record["subtype"] not in m.AFTER_END:
-        raise ProblemError(403, "ended", "this relationship has ended")
     m.check_event_hashes(record)
-    m.verify_signers(record, [conn.vendor_did])
+    if record["author"] == keyid:
+        # The signer's own event: its signature is checked here. An event by anyone else is refused in
+        # the transaction, once the connection says whether the signer is this relationship's vendor (401)
+        # or the event is not theirs (422).
+        m.verify_signers(record, [keyid])
     unlocked = state.sessions.any_unlocked()
     if unlocked is not None:
         agent = AgentService(unlocked, policy=policy_for(state.settings))
         response, filed = _file_now(
-            vault, agent, conn, record, nonces, store, (keyid, idem_key, fingerprint), now
+            vault, agent, handle, record, nonces, store, (keyid, idem_key, fingerprint), now
         )
         if filed and isinstance(record["payload"].get("attachment"), dict):
             # Only an event with a file has anything to import; import_received reads every received
@@ -266,19 +298,31 @@ def _push(state: ServerState, handle: str, url: str, headers: dict[str, str], bo
         return Response(response.body, response.status_code, media_type=response.media_type)
     queued = {"status": "queued", "event_id": record["event_id"]}
     response = StoredResponse(202, "application/json", json.dumps(queued).encode())
-    item = vault.inbox_values({"kind": INBOX_KIND, "connection_id": conn.id, "record": record})
     try:
         with vault.db.write() as s:
-            _insert_nonces(s, nonces)
+            conn = _pushing_peer(s, handle, keyid)
+            _spend_nonce_in(s, nonces)
+            if _ended_for(conn, record):
+                # Refused, unless this is a retry of a push taken before the end: it gets its first answer.
+                stored = store.lookup_in(s, keyid, idem_key, fingerprint)
+                if stored is None:
+                    raise ProblemError(403, "ended", "this relationship has ended")
+                return Response(stored.body, stored.status_code, media_type=stored.media_type)
+            _check_author(conn, record)
+            item = vault.inbox_values({"kind": INBOX_KIND, "connection_id": conn.id, "record": record})
             s.connection().execute(_INSERT_INBOX_ITEM, item)
+            # Inserted, not looked up first: a retry (rare) clashes on the key, and everything here is
+            # rolled back, its nonce too (spent below, once the stored first answer is found).
             store.insert_in(s, keyid, idem_key, fingerprint, response, now)
             store.purge_sometimes(s, now)
     except Conflict:
-        # The nonce was seen (a replay), or a concurrent retry with the same key won: nothing was added.
+        # A retry, or a concurrent one that won; or the key was used for another body (the look-up says
+        # so, 409). Nothing was added here.
         stored = store.lookup(keyid, idem_key, fingerprint)
-        if stored is not None:
-            return Response(stored.body, stored.status_code, media_type=stored.media_type)
-        raise _replayed() from None
+        if stored is None:
+            raise _replayed() from None
+        _spend(vault, nonces)  # a retry's own nonce is spent too, before its first answer is given
+        return Response(stored.body, stored.status_code, media_type=stored.media_type)
     return Response(response.body, response.status_code, media_type=response.media_type)
 
 

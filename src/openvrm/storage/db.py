@@ -54,7 +54,9 @@ def _sqlite_on_connect(dbapi_connection: Any, _record: Any) -> None:
 
 def _sqlite_on_begin(conn: Connection) -> None:
     immediate = conn.get_execution_options().get("openvrm_write", False)
-    conn.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
+    # Straight to the sqlite3 connection: a statement with no parameters and no result, which SQLAlchemy's
+    # execution machinery (a context, a cursor wrapper, events) only made slower on every transaction.
+    conn.connection.driver_connection.execute("BEGIN IMMEDIATE" if immediate else "BEGIN")  # type: ignore[union-attr]
 
 
 class Database:
