@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import secrets
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -61,9 +62,12 @@ def require_postgres() -> None:
     pytest.skip(reason)
 
 
-@pytest.fixture
-def pg_schema_url() -> Iterator[str]:
-    """A database URL whose search_path is a fresh, empty schema."""
+@contextmanager
+def new_pg_schema() -> Iterator[str]:
+    """A database URL whose search_path is a fresh, empty schema of its own; the schema is dropped after.
+
+    The schema's name is random, so tests in parallel workers (pytest-xdist) never share one.
+    """
     require_postgres()
     schema = f"t_{secrets.token_hex(6)}"
     engine = sa.create_engine(PG_URL, isolation_level="AUTOCOMMIT")
@@ -76,6 +80,13 @@ def pg_schema_url() -> Iterator[str]:
         with engine.connect() as conn:
             conn.execute(sa.text(f'DROP SCHEMA "{schema}" CASCADE'))
         engine.dispose()
+
+
+@pytest.fixture
+def pg_schema_url() -> Iterator[str]:
+    """A database URL whose search_path is a fresh, empty schema."""
+    with new_pg_schema() as url:
+        yield url
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
