@@ -103,9 +103,9 @@ class PopulatedCopies:
     def open_copy(self, settings: Settings) -> Vault:
         """Open a copy of the populated vault at ``settings`` (a new home; on PostgreSQL an empty schema)."""
         source, schema = self._source("sqlite" if settings.is_sqlite else "postgresql")
+        if source.home.exists():  # on SQLite the database and blob files; on PostgreSQL nothing so far
+            shutil.copytree(source.home, settings.home, dirs_exist_ok=True)  # the source is closed
         if settings.is_sqlite:
-            # The source is closed, so its database (and blob) files are the whole vault.
-            shutil.copytree(source.home, settings.home, dirs_exist_ok=True)
             return Vault.open(settings)
         vault = Vault.open(settings, create=True)
         try:
