@@ -6,6 +6,9 @@ DEMO   ?= .demo-vault
 HOST   ?= 127.0.0.1
 PORT   ?= 8765
 MAIL_PORT ?= 2525
+# pytest-xdist workers for `make test`: the suite waits on Argon2, PostgreSQL and Chromium as much as it
+# computes, so it runs in parallel (`make test TEST_WORKERS=0` runs it in one process).
+TEST_WORKERS ?= auto
 
 .PHONY: run test lint typecheck pytest bench clean
 
@@ -36,7 +39,7 @@ typecheck: $(VENV)/.dev-installed
 	$(BIN)/mypy
 
 pytest: $(VENV)/.dev-installed
-	$(BIN)/pytest
+	$(BIN)/pytest -n $(TEST_WORKERS)
 
 bench: $(VENV)/.run-installed
 	$(BIN)/python bench/vault.py

@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import secrets
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -61,9 +62,12 @@ def require_postgres() -> None:
     pytest.skip(reason)
 
 
-@pytest.fixture
-def pg_schema_url() -> Iterator[str]:
-    """A database URL whose search_path is a fresh, empty schema."""
+@contextmanager
+def new_pg_schema() -> Iterator[str]:
+    """A database URL whose search_path is a fresh, empty schema of its own; the schema is dropped after.
+
+    The schema's name is random, so tests in parallel workers (pytest-xdist) never share one.
+    """
     require_postgres()
     schema = f"t_{secrets.token_hex(6)}"
     engine = sa.create_engine(PG_URL, isolation_level="AUTOCOMMIT")
@@ -71,11 +75,20 @@ def pg_schema_url() -> Iterator[str]:
         conn.execute(sa.text(f'CREATE SCHEMA "{schema}"'))
     sep = "&" if "?" in PG_URL else "?"
     try:
-        yield f"{PG_URL}{sep}options=-csearch_path%3D{schema}"
+        # synchronous_commit=off: a commit returns before its WAL reaches the disk. Only a crash of the
+        # server itself could lose it, and no test crashes the server; what others see is unchanged.
+        yield f"{PG_URL}{sep}options=-csearch_path%3D{schema}%20-csynchronous_commit%3Doff"
     finally:
         with engine.connect() as conn:
             conn.execute(sa.text(f'DROP SCHEMA "{schema}" CASCADE'))
         engine.dispose()
+
+
+@pytest.fixture
+def pg_schema_url() -> Iterator[str]:
+    """A database URL whose search_path is a fresh, empty schema."""
+    with new_pg_schema() as url:
+        yield url
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])

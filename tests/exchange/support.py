@@ -6,13 +6,16 @@ import base64
 import hashlib
 import io
 import json
+import shutil
 import zipfile
 from collections.abc import Callable
+from contextlib import ExitStack
 from datetime import date, timedelta
 from pathlib import Path
 from typing import Any
 
 import httpx
+import sqlalchemy as sa
 from sqlalchemy import select
 
 from openvrm.agent.service import DEFAULT_PURPOSE, DEFAULT_TERMS, AgentService
@@ -60,12 +63,60 @@ from openvrm.storage.models import (
 )
 from openvrm.vault.core import UnlockedVault, Vault
 from openvrm.vendors.service import VendorService
-from tests.conftest import PASSPHRASE, fast_kdf
+from tests.conftest import PASSPHRASE, fast_kdf, new_pg_schema
 
 
 def new_vault(home: Path) -> UnlockedVault:
     """A new SQLite vault at ``home``, unlocked (callers close ``.vault``)."""
     return Vault.open(Settings.resolve(home), create=True).create(PASSPHRASE, kdf=fast_kdf())
+
+
+class PopulatedCopies:
+    """A vault filled by :func:`populate`, built once per backend, then copied for each test that wants one.
+
+    Filling a vault through the services takes seconds, copying one a fraction of that. Each copy is a vault
+    of its own (its own home folder and, on PostgreSQL, its own schema), made by the real migrations on
+    PostgreSQL and a file copy on SQLite, so a test may change its copy freely.
+    """
+
+    def __init__(self, base: Path, stack: ExitStack, tag: str = "") -> None:
+        self._base, self._stack, self._tag = base, stack, tag
+        self._sources: dict[str, tuple[Settings, str]] = {}
+
+    def _source(self, backend: str) -> tuple[Settings, str]:
+        """The populated (and closed) vault on ``backend``, and on PostgreSQL the name of its schema."""
+        if backend not in self._sources:
+            url = None if backend == "sqlite" else self._stack.enter_context(new_pg_schema())
+            settings = Settings.resolve(self._base / backend, database_url=url)
+            with Vault.open(settings, create=True) as vault:
+                populate(vault.create(PASSPHRASE, kdf=fast_kdf()), tag=self._tag)
+                schema = ""
+                if not settings.is_sqlite:
+                    with vault.db.engine.connect() as conn:
+                        schema = conn.execute(sa.text("select current_schema()")).scalar_one()
+                        stored = set(sa.inspect(conn).get_table_names()) - {"alembic_version"}
+                    # Only the model's tables are copied below (as `dump` sees them): there must be no other.
+                    assert stored == set(Base.metadata.tables), stored ^ set(Base.metadata.tables)
+            self._sources[backend] = (settings, schema)
+        return self._sources[backend]
+
+    def open_copy(self, settings: Settings) -> Vault:
+        """Open a copy of the populated vault at ``settings`` (a new home; on PostgreSQL an empty schema)."""
+        source, schema = self._source("sqlite" if settings.is_sqlite else "postgresql")
+        if source.home.exists():  # on SQLite the database and blob files; on PostgreSQL nothing so far
+            shutil.copytree(source.home, settings.home, dirs_exist_ok=True)  # the source is closed
+        if settings.is_sqlite:
+            return Vault.open(settings)
+        vault = Vault.open(settings, create=True)
+        try:
+            with vault.db.engine.begin() as conn:
+                for table in Base.metadata.sorted_tables:  # parents before children
+                    copy = f'INSERT INTO "{table.name}" SELECT * FROM "{schema}"."{table.name}"'  # noqa: S608
+                    conn.execute(sa.text(copy))
+        except BaseException:
+            vault.close()
+            raise
+        return vault
 
 
 def populate(vault: UnlockedVault, tag: str = "") -> dict[str, str]:

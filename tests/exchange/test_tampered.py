@@ -8,11 +8,13 @@ import io
 import struct
 import zipfile
 from collections.abc import Callable, Iterator
+from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from openvrm.config import Settings
 from openvrm.errors import ArchiveError, NotFound
 from openvrm.exchange import (
     ImportLimits,
@@ -23,8 +25,9 @@ from openvrm.exchange import (
 )
 from openvrm.mail.service import MailService
 from openvrm.vault.core import UnlockedVault
+from tests.conftest import PASSPHRASE
 
-from .support import dump, new_vault, populate, rewrite
+from .support import PopulatedCopies, dump, new_vault, populate, rewrite
 
 ARCHIVE_PASSPHRASE = "archive passphrase 42"
 
@@ -43,11 +46,20 @@ def archives(tmp_path_factory: pytest.TempPathFactory) -> dict[str, bytes]:
     return {"plain": (base / "plain.zip").read_bytes(), "age": (base / "secret.zip.age").read_bytes()}
 
 
+@pytest.fixture(scope="session")
+def populated(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PopulatedCopies]:
+    with ExitStack() as stack:
+        yield PopulatedCopies(tmp_path_factory.mktemp("populated"), stack, tag="-mine")
+
+
 @pytest.fixture
-def target(unlocked: UnlockedVault) -> Iterator[UnlockedVault]:
-    """A vault on each backend that already holds records of its own."""
-    populate(unlocked, tag="-mine")
-    yield unlocked
+def target(settings: Settings, populated: PopulatedCopies) -> Iterator[UnlockedVault]:
+    """A vault on each backend that already holds records of its own (a copy of one filled by `populate`)."""
+    vault = populated.open_copy(settings)
+    try:
+        yield vault.unlock(PASSPHRASE)
+    finally:
+        vault.close()
 
 
 def refused(
