@@ -205,9 +205,9 @@ def test_grants_fetch_needs_a_signed_get_without_body(world: World) -> None:
     _problem(httpx.get(grants_url, headers=signed), 401)  # the same signature twice is a replay
 
 
-def test_a_replayed_retry_is_refused_too(world: World) -> None:
-    """A retry (same Idempotency-Key, new nonce) gets the first answer; replaying that retry is refused."""
-    aid, ledger_url, _, key = _setup(world)
+def _retryable(ledger_url: str, aid: str, key: KeyPair) -> tuple[bytes, Callable[[], dict[str, str]]]:
+    """One notice's body, and a signer of its request headers: the same Idempotency-Key on every call (a
+    retry), a new nonce each time."""
     body = m.canonical_json(_notice(aid, key))
     idem = m.new_uuid()
 
@@ -215,6 +215,14 @@ def test_a_replayed_retry_is_refused_too(world: World) -> None:
         return sign_request(
             "POST", ledger_url, {"Content-Type": "application/json", "Idempotency-Key": idem}, body, key
         )
+
+    return body, headers
+
+
+def test_a_replayed_retry_is_refused_too(world: World) -> None:
+    """A retry (same Idempotency-Key, new nonce) gets the first answer; replaying that retry is refused."""
+    aid, ledger_url, _, key = _setup(world)
+    body, headers = _retryable(ledger_url, aid, key)
 
     first = httpx.post(ledger_url, content=body, headers=headers())
     retry_headers = headers()
@@ -239,13 +247,7 @@ def _post(client: httpx.Client, url: str, body: bytes, headers: dict[str, str]) 
 def test_with_a_session_a_replay_and_a_retry_file_the_event_once(world: World) -> None:
     aid, ledger_url, _, key = _setup(world)
     cid = world.agent.connections()[0].id
-    body = m.canonical_json(_notice(aid, key))
-    idem = m.new_uuid()
-
-    def headers() -> dict[str, str]:
-        return sign_request(
-            "POST", ledger_url, {"Content-Type": "application/json", "Idempotency-Key": idem}, body, key
-        )
+    body, headers = _retryable(ledger_url, aid, key)
 
     with httpx.Client(base_url=world.url) as client:
         assert client.post("/api/v1/session", json={"passphrase": PASSPHRASE}).status_code == 200
@@ -375,13 +377,7 @@ def test_after_the_end_a_retry_gets_its_first_answer_and_a_new_push_is_refused(
 ) -> None:
     aid, ledger_url, _, key = _setup(world)
     cid = world.agent.connections()[0].id
-    body = m.canonical_json(_notice(aid, key))
-    idem = m.new_uuid()
-
-    def headers() -> dict[str, str]:
-        return sign_request(
-            "POST", ledger_url, {"Content-Type": "application/json", "Idempotency-Key": idem}, body, key
-        )
+    body, headers = _retryable(ledger_url, aid, key)
 
     with httpx.Client(base_url=world.url) as client:
         if session:
