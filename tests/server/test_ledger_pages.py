@@ -313,3 +313,32 @@ async def test_spending_page_and_dashboard_chart(client: httpx.AsyncClient, toke
     assert table and f'<th scope="row">{today.strftime("%Y-%m")}</th>' in table.group(0)
     assert "29.99 EUR" in table.group(0)
     assert 'id="dashboard-events"' in html
+
+
+async def test_documents_page_lists_a_page_at_a_time(client: httpx.AsyncClient, token: str) -> None:
+    for i in range(53):
+        r = await client.post(
+            "/api/v1/documents",
+            files={"file": (f"note-{i}.txt", f"note {i}".encode(), "text/plain")},
+            data={"title": f"Note {i:02d}"},
+            headers={"X-CSRF-Token": token},
+        )
+        assert r.status_code == 201, r.text
+
+    def titles(html: str) -> list[str]:
+        return re.findall(r'<th scope="row"><a href="/documents/[0-9a-f]+">(Note \d\d)</a>', html)
+
+    first = (await client.get("/documents")).text
+    assert titles(first) == [f"Note {i:02d}" for i in range(52, 2, -1)]
+    assert "Showing 1–50 of 53" in first and "Page 1 of 2" in first
+    assert 'href="/documents?page=2" rel="next"' in first and 'rel="prev"' not in first
+    second = (await client.get("/documents", params={"page": "2"})).text
+    assert titles(second) == ["Note 02", "Note 01", "Note 00"]
+    assert "Showing 51–53 of 53" in second and 'href="/documents?page=1" rel="prev"' in second
+    assert 'rel="next"' not in second
+    # a page past the end shows the last one; anything that is not a page number shows the first
+    for past in ("3", "999999"):
+        assert titles((await client.get("/documents", params={"page": past})).text) == titles(second)
+    for junk in ("0", "-1", "abc", "1e9", "2.0", "99999999"):
+        r = await client.get("/documents", params={"page": junk})
+        assert r.status_code == 200 and titles(r.text) == titles(first)

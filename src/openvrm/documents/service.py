@@ -13,7 +13,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import func, select
 
 from openvrm.errors import InvalidValue, NotFound
 from openvrm.profile.fields import _text
@@ -182,6 +182,27 @@ class DocumentService:
                 q = q.where(Document.vendor_id == vendor_id)
             rows = s.execute(q).all()
         return [_record(self.vault, r) for r in rows]
+
+    def newest(self, *, limit: int, offset: int = 0) -> tuple[list[DocumentRecord], int]:
+        """One page of documents, the most recently added first, and how many there are in all.
+
+        Only the page's rows are read and opened, so the documents page stays quick with years of bills.
+        """
+        if limit < 1 or offset < 0:
+            raise InvalidValue("a page needs a positive size and an offset of at least 0")
+        cols = (
+            Document.id,
+            Document.blob_address,
+            Document.vendor_id,
+            Document.relationship_id,
+            Document.created_at,
+            Document.updated_at,
+            Document.sealed,
+        )
+        with self.vault.db.read() as s:
+            total = s.execute(select(func.count()).select_from(Document)).scalar_one()
+            rows = s.execute(select(*cols).order_by(Document.id.desc()).limit(limit).offset(offset)).all()
+        return [_record(self.vault, r) for r in rows], total
 
     def get(self, document_id: str) -> DocumentRecord:
         with self.vault.db.read() as s:

@@ -301,10 +301,33 @@ async def vendors_submit(request: Request, session: Page) -> Response:
 # -- documents ----------------------------------------------------------------------------------
 
 
-def _documents_context(session: OwnerSession) -> dict[str, Any]:
+DOCUMENTS_PER_PAGE = 50
+
+
+def _page_number(request: Request) -> int:
+    """``?page=N`` of a list page: anything that is not a plausible page number shows the first page."""
+    raw = request.query_params.get("page", "1")
+    return max(int(raw), 1) if raw.isdigit() and len(raw) < 7 else 1
+
+
+def _documents_context(session: OwnerSession, page: int = 1) -> dict[str, Any]:
     vendors = VendorService(session.unlocked).list()
+    service = DocumentService(session.unlocked)
+    documents, total = service.newest(limit=DOCUMENTS_PER_PAGE, offset=(page - 1) * DOCUMENTS_PER_PAGE)
+    last_page = max(1, -(-total // DOCUMENTS_PER_PAGE))
+    if page > last_page:  # past the end (documents were deleted, or a hand-typed URL): show the last page
+        page = last_page
+        documents, total = service.newest(limit=DOCUMENTS_PER_PAGE, offset=(page - 1) * DOCUMENTS_PER_PAGE)
+    first = (page - 1) * DOCUMENTS_PER_PAGE + 1
     return {
-        "documents": list(reversed(DocumentService(session.unlocked).list())),
+        "documents": documents,
+        "pager": {
+            "page": page,
+            "last": last_page,
+            "total": total,
+            "first": first,
+            "through": first + len(documents) - 1,
+        },
         "vendors": vendors,
         "vendor_names": {v.id: v.name for v in vendors},
         "kinds": DOCUMENT_KINDS,
@@ -313,7 +336,8 @@ def _documents_context(session: OwnerSession) -> dict[str, Any]:
 
 @router.get("/documents")
 def documents_page(request: Request, session: Page) -> Response:
-    return render(request, "documents.html", _documents_context(session), session=session)
+    ctx = _documents_context(session, _page_number(request))
+    return render(request, "documents.html", ctx, session=session)
 
 
 @router.post("/documents")
