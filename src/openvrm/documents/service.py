@@ -7,6 +7,7 @@ detected by address. Parsing invoices into fields is the ledger issue's work; it
 
 from __future__ import annotations
 
+import builtins
 import mimetypes
 from dataclasses import asdict, dataclass, field
 from datetime import datetime
@@ -183,7 +184,7 @@ class DocumentService:
             rows = s.execute(q).all()
         return [_record(self.vault, r) for r in rows]
 
-    def newest(self, *, limit: int, offset: int = 0) -> tuple[list[DocumentRecord], int]:
+    def newest(self, *, limit: int, offset: int = 0) -> tuple[builtins.list[DocumentRecord], int]:
         """One page of documents, the most recently added first, and how many there are in all.
 
         Only the page's rows are read and opened, so the documents page stays quick with years of bills.
