@@ -11,6 +11,7 @@ import pytest
 import typer
 from typer.testing import CliRunner
 
+from openvrm.cli import context as cli_context
 from openvrm.cli.main import COMMANDS, app, registered
 
 PASS = "a long enough passphrase"
@@ -198,6 +199,25 @@ def test_vendors_docs_shares(vrm: Vrm, tmp_path: Path) -> None:
     assert [h["vendor"] for h in vrm.json("shares", "holders", "email")] == ["Acme"]
     vrm("shares", "revoke", share["id"])
     assert vrm.json("shares", "holders", "email") == []
+
+
+def test_text_from_outside_is_printed_as_itself_never_as_markup(
+    vrm: Vrm, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A vendor's name comes from invoices and from vendors themselves: "[/x]" once crashed every table
+    # that showed it, and "[link=...]" or ":smile:" would have been rendered.
+    name = "[/x] [link=https://evil.example]Acme[/link] :smile: [bold]"
+    v = vrm.json("vendors", "add", name)
+    # a wide console, so that a table keeps the name on one line (Rich reads COLUMNS only when the
+    # console is made, at import)
+    monkeypatch.setattr(cli_context.out, "_width", 300)
+    for args in (("vendors", "list"), ("vendors", "show", v["id"]), ("vendors", "search", "acme", "--mine")):
+        result = vrm(*args)
+        assert name in result.stdout, args
+    bill = tmp_path / "[bold]bill.txt"
+    bill.write_bytes(b"a receipt")
+    assert "[bold]bill.txt" in vrm("docs", "add", str(bill), "--vendor", v["id"]).stdout
+    assert "[bold]bill.txt" in vrm("docs", "list").stdout
 
 
 def test_missing_document_file(vrm: Vrm, tmp_path: Path) -> None:

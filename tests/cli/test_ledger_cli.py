@@ -191,6 +191,29 @@ def test_docs_import_json_lines_search_and_edit(vrm: Vrm, tmp_path: Path) -> Non
     assert "YYYY-MM-DD" in vrm("docs", "edit", good["document_id"], "--warranty-until", "soon", code=1).stderr
 
 
+def test_docs_import_text_names_each_file_with_what_was_read(vrm: Vrm, tmp_path: Path) -> None:
+    folder = tmp_path / "inbox"
+    (folder / "2017").mkdir(parents=True)
+    (folder / "2017" / "Facture_FR_BASICWL.pdf").write_bytes((FNFE / "Facture_FR_BASICWL.pdf").read_bytes())
+    (folder / "[x] broken [bold].pdf").write_bytes(b"%PDF-1.4 this is not really a pdf")
+    lines = vrm("docs", "import", str(folder)).stdout.splitlines()
+    # each file by its path inside the folder, its status first; under it what was read, or why not
+    first = lines.index(next(x for x in lines if x.endswith("2017/Facture_FR_BASICWL.pdf")))
+    assert lines[first].split() == ["imported", "2017/Facture_FR_BASICWL.pdf"]
+    assert lines[first + 1].strip().split(" · ") == [
+        "Au bon moulin",
+        "FA-2017-0010",
+        "2017-11-13",
+        "671.15 EUR",
+    ]
+    broken = lines.index("unparsed  [x] broken [bold].pdf")
+    assert lines[broken + 1].startswith(" " * 10) and lines[broken + 1].strip()
+    assert lines[-1] == "1 imported, 1 unparsed"
+    again = vrm("docs", "import", str(folder / "2017" / "Facture_FR_BASICWL.pdf")).stdout.splitlines()
+    assert again[0].split() == ["duplicate", "Facture_FR_BASICWL.pdf"]
+    assert "same content as document" in again[2]
+
+
 def test_docs_import_missing_path(vrm: Vrm, tmp_path: Path) -> None:
     assert "no such file or folder" in vrm("docs", "import", str(tmp_path / "nope"), code=1).stderr
 

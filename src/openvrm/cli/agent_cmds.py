@@ -12,6 +12,7 @@ from typing import Annotated
 
 import typer
 from rich.table import Table
+from rich.text import Text
 
 from openvrm.agent.service import DEFAULT_PURPOSE, DEFAULT_TERMS, AgentService
 from openvrm.cli.context import JsonOpt, emit, id_table, out, state, unlocked
@@ -116,7 +117,7 @@ def show_cmd(ctx: typer.Context, connection_id: str, as_json: JsonOpt = False) -
         gs = agent.grants(connection_id)
 
     def text() -> None:
-        out.print(f"[bold]{c.vendor_name}[/bold] ({c.status}) under {(c.term or {}).get('id')}")
+        out.print(Text.assemble((c.vendor_name, "bold"), f" ({c.status}) under {(c.term or {}).get('id')}"))
         out.print(f"agreement {c.agreement_id}")
         table = Table("#", "from", "event", "state", "at")
         for e in entries:

@@ -9,6 +9,7 @@ from typing import Annotated
 
 import typer
 from rich.table import Table
+from rich.text import Text
 
 from openvrm.cli.context import JsonOpt, emit, err, out
 from openvrm.conformance import Check, Progress, Report, check_vendor
@@ -19,21 +20,17 @@ conformance = typer.Typer(
     no_args_is_help=True,
 )
 
-_MARK = {"pass": "[green]pass[/]", "fail": "[bold red]FAIL[/]", "skip": "[yellow]skip[/]"}
+_MARK = {"pass": Text("pass", "green"), "fail": Text("FAIL", "bold red"), "skip": Text("skip", "yellow")}
 
 
 def register(app: typer.Typer) -> None:
     app.add_typer(conformance, name="conformance")
 
 
-def _esc(text: str) -> str:
-    return text.replace("[", r"\[")
-
-
 def _progress(as_json: bool) -> Progress:
     def show(check: Check) -> None:
         if not as_json:
-            err.print(f"  {_MARK[check.outcome]} {_esc(check.name)}")
+            err.print(Text.assemble("  ", _MARK[check.outcome], " ", check.name))
 
     return show
 
@@ -45,11 +42,15 @@ def _render(report: Report) -> None:
     table.add_column("result")
     table.add_column("detail", overflow="fold")
     for c in report.checks:
-        table.add_row(_esc(c.name), c.section, _MARK[c.outcome], _esc(c.detail))
+        table.add_row(c.name, c.section, _MARK[c.outcome], c.detail)
     out.print(table)
     counts = report.counts()
-    verdict = "[green]conforms[/]" if report.ok else "[bold red]does not conform[/]"
-    out.print(f"{verdict}: {counts['pass']} passed, {counts['fail']} failed, {counts['skip']} skipped")
+    verdict = Text("conforms", "green") if report.ok else Text("does not conform", "bold red")
+    out.print(
+        Text.assemble(
+            verdict, f": {counts['pass']} passed, {counts['fail']} failed, {counts['skip']} skipped"
+        )
+    )
 
 
 def _finish(as_json: bool, report: Report) -> None:
@@ -72,7 +73,7 @@ def vendor_cmd(
 ) -> None:
     """Act as a fresh person's agent against a vendor and check every answer."""
     if not as_json:
-        err.print(f"checking the vendor at {_esc(url)}")
+        err.print(f"checking the vendor at {url}")
     report = check_vendor(
         url,
         policy=UrlPolicy(allow_loopback=allow_loopback),

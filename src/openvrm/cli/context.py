@@ -20,8 +20,11 @@ from openvrm.errors import AuthError, InvalidValue, OpenVRMError, VaultLocked
 from openvrm.vault import tokens
 from openvrm.vault.core import UnlockedVault, Vault
 
-out = Console(highlight=False, soft_wrap=True)
-err = Console(stderr=True, highlight=False, soft_wrap=True)
+# Rich markup and emoji codes are off: what is printed is often a vendor's or a sender's text (a vendor
+# named "[/x]" would otherwise crash a table, "[link=...]" would plant a link). Styles are given as
+# `Text` or `style=`, never spelled inside the strings.
+out = Console(highlight=False, soft_wrap=True, markup=False, emoji=False)
+err = Console(stderr=True, highlight=False, soft_wrap=True, markup=False, emoji=False)
 
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print machine-readable JSON instead of text.")]
 

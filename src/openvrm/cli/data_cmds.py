@@ -10,6 +10,7 @@ from typing import Annotated, Any
 
 import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
+from rich.text import Text
 
 from openvrm.cli.context import (
     JsonOpt,
@@ -254,11 +255,13 @@ def _mail_gateway(ctx: typer.Context, host: str, port: int, zone: Path | None) -
         try:
             gateway.config()
         except NotFound as exc:
-            err.print(f"[yellow]The mail gateway is not started:[/] {exc}")
+            err.print(Text.assemble(("The mail gateway is not started:", "yellow"), f" {exc}"))
             yield
             return
         with gateway_in_thread(GatewayServer(gateway, host=host, port=port)):
-            err.print(f"Mail gateway for your aliases on [bold]smtp://{host}:{port}[/].")
+            err.print(
+                Text.assemble("Mail gateway for your aliases on ", (f"smtp://{host}:{port}", "bold"), ".")
+            )
             yield
     finally:
         vault.close()
@@ -267,7 +270,11 @@ def _mail_gateway(ctx: typer.Context, host: str, port: int, zone: Path | None) -
 def _serve(settings: Any, host: str, port: int, demo_vendors: bool, relay: bool) -> None:
     from openvrm.server.app import run
 
-    err.print(f"openvrm is running at [bold]http://{host}:{port}/[/] (vault at {settings.home}).")
+    err.print(
+        Text.assemble(
+            "openvrm is running at ", (f"http://{host}:{port}/", "bold"), f" (vault at {settings.home})."
+        )
+    )
     err.print("Log in with your vault passphrase; log out to lock the vault. Press Ctrl+C to stop.")
     if demo_vendors:
         err.print(

@@ -12,6 +12,7 @@ from typing import Annotated, Any
 
 import typer
 from rich.table import Table
+from rich.text import Text
 
 from openvrm.cli.context import JsonOpt, emit, id_table, out, state, unlocked
 from openvrm.intents.service import IntentRecord, IntentService, parse_features
@@ -50,7 +51,7 @@ def _where(country: str | None, region: str | None, postal: str | None, radius: 
 
 def _print_intent(i: IntentRecord) -> None:
     muted = " · muted" if i.muted else ""
-    out.print(f"[bold]{i.category_label}[/bold] ({i.category}) · {i.kind} · {i.state}{muted}")
+    out.print(Text.assemble((i.category_label, "bold"), f" ({i.category}) · {i.kind} · {i.state}{muted}"))
     if i.text:
         out.print(i.text)
     pm = i.constraints.get("price_max")

@@ -10,6 +10,7 @@ from typing import Annotated
 
 import typer
 from rich.table import Table
+from rich.text import Text
 
 from openvrm.cli.context import JsonOpt, emit, id_table, out, unlocked
 from openvrm.errors import InvalidValue
@@ -96,7 +97,11 @@ def contracts_add(
 
 
 def _print_contract(d: dict[str, object]) -> None:
-    out.print(f"[bold]{d['plan']}[/] ({d['id']}): {d['price']} {d['currency']} {d['billing_cycle']}")
+    out.print(
+        Text.assemble(
+            (str(d["plan"]), "bold"), f" ({d['id']}): {d['price']} {d['currency']} {d['billing_cycle']}"
+        )
+    )
     if d.get("cancellation_deadline"):
         out.print(f"cancel by {d['cancellation_deadline']} to end it on {d['ends_if_cancelled']}")
     if d.get("next_renewal"):
@@ -168,7 +173,7 @@ def contracts_show(
             table.add_row(
                 e.due_date.isoformat(),
                 f"{e.expected} {e.currency}",
-                f"[{style}]{e.status}[/]" if style else e.status,
+                Text(e.status, style),
                 str(e.paid or ""),
             )
         out.print(table)
@@ -280,7 +285,7 @@ def upcoming_cmd(
             amount = f"  {e.amount} {e.currency}" if e.amount is not None else ""
             label = EVENT_KINDS.get(e.kind, e.kind)
             line = f"{e.day.isoformat()}  {label:<20} {e.title}{amount}"
-            out.print(f"[{style}]{line}[/]" if style else line)
+            out.print(line, style=style or None)
 
     emit(as_json, [e.to_json() for e in events], text)
 

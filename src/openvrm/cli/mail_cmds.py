@@ -14,8 +14,8 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-from rich.markup import escape
 from rich.table import Table
+from rich.text import Text
 
 from openvrm.cli.context import JsonOpt, emit, id_table, open_vault, out, state, unlocked
 from openvrm.cli.rights_cmds import mail
@@ -42,7 +42,7 @@ def register(app: typer.Typer) -> None:  # noqa: ARG001 - the commands hang off 
 
 def _alias_row(a: Alias) -> tuple[str, ...]:
     state_text = "blocked" if a.blocked else a.state
-    return tuple(escape(v) for v in (a.id, a.address, a.vendor_name, state_text, a.mode, a.deliver))
+    return (a.id, a.address, a.vendor_name, state_text, a.mode, a.deliver)
 
 
 def _print_aliases(aliases: list[Alias]) -> None:
@@ -311,22 +311,21 @@ def alias_rules(
 def _print_messages(msgs: list[MailRecord]) -> None:
     table = Table("id", "received", "from", "to", "subject", "kind", "flags")
     for m in msgs:
-        flags = []
+        flags: list[str | Text] = []
         if m.leaked:
-            flags.append(f"[red]leak: {escape(str(m.leak.get('reached')))}[/]")
+            flags.append(Text(f"leak: {m.leak.get('reached')}", "red"))
         if m.forwarded:
             flags.append("forwarded")
         if m.bills:
             flags.append(f"{len(m.bills)} bill(s)")
-        # What senders wrote is shown as text, never as Rich markup ("[/x]" in a subject, "[link=…]").
         table.add_row(
             m.id,
             m.received_at.strftime("%Y-%m-%d %H:%M"),
-            escape(str(m.summary.get("from", ""))),
-            escape(m.alias or ""),
-            escape(str(m.summary.get("subject", ""))),
-            escape(str(m.summary.get("kind", ""))),
-            ", ".join(flags),
+            str(m.summary.get("from", "")),
+            m.alias or "",
+            str(m.summary.get("subject", "")),
+            str(m.summary.get("kind", "")),
+            Text(", ").join(Text(f) if isinstance(f, str) else f for f in flags),
         )
     out.print(table)
 
@@ -364,19 +363,18 @@ def mail_message(
     data: dict[str, Any] = m.to_json() | {"body": body}
 
     def text() -> None:
-        e = escape
-        out.print(f"[bold]{e(str(m.summary.get('subject', '')))}[/]")
-        out.print(e(f"from {m.summary.get('from')} to {m.alias}, {m.received_at:%Y-%m-%d %H:%M}"))
+        out.print(str(m.summary.get("subject", "")), style="bold")
+        out.print(f"from {m.summary.get('from')} to {m.alias}, {m.received_at:%Y-%m-%d %H:%M}")
         dkim = ", ".join(f"{d['domain']}={d['result']}" for d in m.auth.get("dkim", [])) or "none"
-        out.print(e(f"SPF {m.auth.get('spf')}, DKIM {dkim}, DMARC {m.auth.get('dmarc')}"))
+        out.print(f"SPF {m.auth.get('spf')}, DKIM {dkim}, DMARC {m.auth.get('dmarc')}")
         if m.leaked:
-            reached, reason = e(str(m.leak.get("reached"))), e(str(m.leak.get("reason")))
-            out.print(f"[red]This address reached {reached}[/]: {reason}")
+            reached = Text(f"This address reached {m.leak.get('reached')}", "red")
+            out.print(Text.assemble(reached, f": {m.leak.get('reason')}"))
         for b in m.bills:
-            out.print(e(f"bill {b['filename']}: {b['status']} {b.get('document_id') or ''}"))
+            out.print(f"bill {b['filename']}: {b['status']} {b.get('document_id') or ''}")
         if body:
             out.print()
-            out.print(body, markup=False, highlight=False)
+            out.print(body)
 
     emit(as_json, data, text)
 
@@ -427,13 +425,13 @@ def mail_queue(ctx: typer.Context, as_json: JsonOpt = False) -> None:
     def text() -> None:
         table = id_table("id", "state", "attempts", "next attempt", "to", "last error")
         for e in entries:
-            table.add_row(  # recipients and server replies as text, never markup
+            table.add_row(
                 e.id,
                 e.state,
                 str(e.attempts),
                 e.next_attempt_at.strftime("%Y-%m-%d %H:%M"),
-                escape(", ".join(e.recipients)),
-                escape(e.last_error or ""),
+                ", ".join(e.recipients),
+                e.last_error or "",
             )
         out.print(table)
 

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
+from rich.text import Text
 from typer.core import TyperGroup
 
 if TYPE_CHECKING:
@@ -135,7 +136,7 @@ class ErrorHandlingGroup(TyperGroup):
         try:
             return super().invoke(ctx)
         except OpenVRMError as exc:
-            err.print(f"[bold red]error:[/] {_escape(str(exc))}")
+            err.print(Text.assemble(("error:", "bold red"), f" {exc}"))
             raise typer.Exit(exit_code_for(exc)) from None
         except (typer.Exit, typer.Abort, typer.TyperException):
             raise
@@ -143,22 +144,19 @@ class ErrorHandlingGroup(TyperGroup):
             err.print("interrupted")
             raise typer.Exit(130) from None
         except OSError as exc:
-            err.print(
-                f"[bold red]error:[/] {_escape(exc.strerror or str(exc))}: {_escape(str(exc.filename or ''))}"
-            )
+            err.print(Text.assemble(("error:", "bold red"), f" {exc.strerror or exc}: {exc.filename or ''}"))
             raise typer.Exit(1) from None
         except Exception as exc:
             if os.environ.get("OPENVRM_DEBUG"):
                 raise
             err.print(
-                f"[bold red]internal error:[/] {type(exc).__name__}: {_escape(str(exc)[:300])} "
-                "(a bug in openvrm; rerun with OPENVRM_DEBUG=1 for the traceback and please report it)"
+                Text.assemble(
+                    ("internal error:", "bold red"),
+                    f" {type(exc).__name__}: {str(exc)[:300]} (a bug in openvrm; rerun with OPENVRM_DEBUG=1"
+                    " for the traceback and please report it)",
+                )
             )
             raise typer.Exit(70) from None
-
-
-def _escape(text: str) -> str:
-    return text.replace("[", r"\[")
 
 
 app = typer.Typer(

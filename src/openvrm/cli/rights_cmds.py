@@ -13,6 +13,7 @@ from typing import Annotated, Any
 
 import typer
 from rich.table import Table
+from rich.text import Text
 
 from openvrm.cli.context import JsonOpt, emit, err, id_table, out, unlocked
 from openvrm.cli.data_cmds import progress_bar
@@ -94,9 +95,14 @@ def _report_text(r: DeliveryReport) -> None:
     out.print(f"sent {r.sent}, retrying later {r.retrying}, failed {r.failed}")
     if r.unconfirmed:
         out.print(
-            f"[yellow]{r.unconfirmed} message(s) were being sent when a sender stopped and are now "
-            "unconfirmed[/]: check whether they arrived, then `vrm outbox confirm ID` "
-            "or `vrm outbox retry ID`"
+            Text.assemble(
+                (
+                    f"{r.unconfirmed} message(s) were being sent when a sender stopped and are now"
+                    " unconfirmed",
+                    "yellow",
+                ),
+                ": check whether they arrived, then `vrm outbox confirm ID` or `vrm outbox retry ID`",
+            )
         )
     for mid, e in r.errors[:10]:
         out.print(f"  {mid}: {e}")
@@ -104,8 +110,10 @@ def _report_text(r: DeliveryReport) -> None:
 
 def _print_letter(letter: Letter, channel: str, contact: dict[str, Any]) -> None:
     to = {"email": contact.get("email"), "webform": contact.get("webform"), "post": contact.get("address")}
-    out.print(f"[bold]via {channel}[/] to {' '.join(str(to.get(channel) or '').split())}")
-    out.print(f"[bold]Subject:[/] {letter.subject}\n")
+    out.print(
+        Text.assemble((f"via {channel}", "bold"), f" to {' '.join(str(to.get(channel) or '').split())}")
+    )
+    out.print(Text.assemble(("Subject:", "bold"), f" {letter.subject}\n"))
     out.print(letter.body, markup=False)
 
 
@@ -165,8 +173,11 @@ def mail_show(ctx: typer.Context, as_json: JsonOpt = False) -> None:
 def _request_text(r: RightsRequestRecord, today: Any) -> None:
     dl = r.deadline
     out.print(
-        f"[bold]{r.kind}[/] (Art. {r.article}) to {r.vendor_name} ({r.id}): "
-        f"{r.status(today)}, via {r.channel}" + (f", answer due {dl}" if dl else "")
+        Text.assemble(
+            (r.kind, "bold"),
+            f" (Art. {r.article}) to {r.vendor_name} ({r.id}): {r.status(today)}, via {r.channel}",
+            f", answer due {dl}" if dl else "",
+        )
     )
 
 
@@ -522,7 +533,7 @@ def move_cmd(
 def _print_plan(plan: MovePlan, excluded: set[str]) -> None:
     from openvrm.profile.fields import display
 
-    out.print(f"[bold]{plan.field}[/]: {display(plan.old)} -> {display(plan.new)}")
+    out.print(Text.assemble((plan.field, "bold"), f": {display(plan.old)} -> {display(plan.new)}"))
     if not plan.candidates:
         out.print("No vendor is known to hold the old value.")
         return

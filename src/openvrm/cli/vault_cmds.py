@@ -8,6 +8,7 @@ from typing import Annotated
 
 import typer
 from rich.table import Table
+from rich.text import Text
 
 from openvrm.cli.context import (
     JsonOpt,
@@ -141,7 +142,7 @@ def status(ctx: typer.Context, as_json: JsonOpt = False) -> None:
 
     def text() -> None:
         for k, v in info.items():
-            out.print(f"[bold]{k}[/]: {v}")
+            out.print(Text.assemble((k, "bold"), f": {v}"))
 
     emit(as_json, info, text)
 
@@ -158,7 +159,10 @@ def check(ctx: typer.Context, as_json: JsonOpt = False) -> None:
             for p in report.problems:
                 table.add_row(p.severity, p.where, p.id, p.problem)
             out.print(table)
-        out.print("[green]The vault is intact.[/]" if report.ok else "[red]The vault has damage.[/]")
+        out.print(
+            "The vault is intact." if report.ok else "The vault has damage.",
+            style="green" if report.ok else "red",
+        )
 
     emit(as_json, report.to_json(), text)
     if not report.ok:

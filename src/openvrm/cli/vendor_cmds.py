@@ -2,18 +2,23 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 from rich.table import Table
+from rich.text import Text
 
 from openvrm.cli.context import JsonOpt, emit, err, id_table, out, unlocked
 from openvrm.documents.service import KINDS, DocumentService
 from openvrm.errors import InvalidValue, NotFound, OpenVRMError
 from openvrm.sharing.service import SharingService
 from openvrm.vendors.service import VendorRecord, VendorService
+
+if TYPE_CHECKING:
+    from openvrm.documents.importer import ImportOutcome
 
 vendors = typer.Typer(help="The vendors you deal with and your relationship with each.", no_args_is_help=True)
 docs = typer.Typer(
@@ -181,7 +186,7 @@ def vendors_show(ctx: typer.Context, vendor_id: str, as_json: JsonOpt = False) -
     }
 
     def text() -> None:
-        out.print(f"[bold]{v.name}[/]  ({v.id})")
+        out.print(Text.assemble((v.name, "bold"), f"  ({v.id})"))
         if v.domains:
             out.print("domains: " + ", ".join(v.domains))
         for r in rels:
@@ -221,8 +226,10 @@ def vendors_card(
     def text() -> None:
         v, r = card["vendor"], card["relationship"]
         out.print(
-            f"[bold]{v['name']}[/]  {r['status']}, {r['stance']}, "
-            f"customer number {r['customer_number'] or '-'}"
+            Text.assemble(
+                (str(v["name"]), "bold"),
+                f"  {r['status']}, {r['stance']}, customer number {r['customer_number'] or '-'}",
+            )
         )
         out.print(
             f"{len(card['contracts'])} contract(s), {len(card['documents'])} document(s), "
@@ -333,6 +340,41 @@ def docs_add(
         raise typer.Exit(1)
 
 
+def _shown_paths(paths: list[str]) -> list[str]:
+    """The files of an import as the person can tell them apart: relative to the folder they share."""
+    if len(paths) < 2:
+        return [Path(p).name for p in paths]
+    try:
+        root = os.path.commonpath(paths)
+    except ValueError:  # relative and absolute paths mixed, or different drives
+        return paths
+    if root in paths:  # one file given twice
+        root = str(Path(root).parent)
+    return [os.path.relpath(p, root) if root else p for p in paths]
+
+
+_STATUS_STYLE = {"imported": "green", "duplicate": "cyan", "unparsed": "yellow", "rejected": "bold red"}
+
+
+def _print_import(outcomes: list[ImportOutcome]) -> None:
+    """Each file on a line of its own, its status first, and under it what was read and any reason.
+
+    A table's columns cannot fit long paths, sellers and reasons in a terminal of 80 columns; this stays
+    readable at any width. File names and vendor data are printed as plain text, never as markup.
+    """
+    width = max(len(o.status) for o in outcomes) + 2 if outcomes else 0
+    for o, shown in zip(outcomes, _shown_paths([o.path for o in outcomes]), strict=True):
+        j = o.to_json()
+        line = Text(o.status.ljust(width), style=_STATUS_STYLE.get(o.status, ""))
+        line.append(shown)
+        out.print(line)  # the console soft-wraps: a long path runs on to the terminal's next line
+        total = f"{j['grand_total']} {j['currency'] or ''}".strip() if j["grand_total"] else ""
+        read = [j["seller"], j["invoice_number"], j["issue_date"], total]
+        details = [" · ".join(str(x) for x in read if x), o.reason or ""]
+        for detail in filter(None, details):
+            out.print(Text(" " * width + detail, style="dim" if detail is o.reason else ""))
+
+
 @docs.command("import")
 def docs_import(
     ctx: typer.Context,
@@ -373,21 +415,7 @@ def docs_import(
         for o in outcomes:
             sys.stdout.write(json.dumps(o.to_json(), ensure_ascii=False) + "\n")
     else:
-        table = Table("status", "file", "format", "seller", "number", "date", "total", "reason")
-        for o in outcomes:
-            j = o.to_json()
-            total_s = f"{j['grand_total']} {j['currency']}" if j["grand_total"] else ""
-            table.add_row(
-                o.status,
-                o.path,
-                o.format or "",
-                j["seller"] or "",
-                j["invoice_number"] or "",
-                j["issue_date"] or "",
-                total_s,
-                o.reason or "",
-            )
-        out.print(table)
+        _print_import(outcomes)
         counts: dict[str, int] = {}
         for o in outcomes:
             counts[o.status] = counts.get(o.status, 0) + 1
@@ -505,7 +533,7 @@ def docs_show(ctx: typer.Context, document_id: str, as_json: JsonOpt = False) ->
 
     def text() -> None:
         for k, v in d.to_json().items():
-            out.print(f"[bold]{k}[/]: {v}")
+            out.print(Text.assemble((k, "bold"), f": {v}"))
 
     emit(as_json, d.to_json(), text)
 
