@@ -12,6 +12,7 @@ from fastapi import FastAPI
 
 from openvrm.config import Settings
 from openvrm.conformance.live import serve_factory_in_thread
+from openvrm.documents.service import DocumentService
 from openvrm.profile.service import ProfileService
 from openvrm.server.app import create_app
 from openvrm.summary import vault_summary
@@ -140,3 +141,38 @@ def test_owner_journey_in_chromium(live_server: str, sqlite_settings: Settings, 
     # The wrong passphrase above is a 401 page load, which Chromium reports; anything else (a CSP
     # violation by htmx, a script error) is a bug.
     assert [e for e in console_errors if not e.startswith("Failed to load resource")] == []
+
+
+def test_every_page_fits_a_phone_screen(live_server: str, sqlite_settings: Settings) -> None:
+    """At 390 CSS pixels no page scrolls sideways: wide tables scroll inside their card (with what is
+    visually hidden in them, which once widened the whole page)."""
+    require_chromium()
+    from playwright.sync_api import expect, sync_playwright
+
+    with Vault.open(sqlite_settings) as vault:
+        unlocked = vault.unlock(PASSPHRASE)
+        DocumentService(unlocked).add(
+            b"a long bill", filename="a-rather-long-file-name-for-a-bill-2026-11.pdf", title="Invoice 2026-11"
+        )
+        unlocked.lock()
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        try:
+            page = browser.new_page(viewport={"width": 390, "height": 844})
+            page.goto(live_server + "/login")
+            page.get_by_label("Passphrase").fill(PASSPHRASE)
+            page.get_by_role("button", name="Unlock").click()
+            expect(page.get_by_role("heading", name="Dashboard")).to_be_visible()
+            nav = page.get_by_role("navigation", name="Main").get_by_role("link")
+            paths = [str(nav.nth(i).get_attribute("href")) for i in range(nav.count())]
+            assert "/documents" in paths and "/profile" in paths
+            wide = {}
+            for path in paths:
+                page.goto(live_server + path)
+                page.wait_for_load_state("networkidle")
+                width = page.evaluate("document.documentElement.scrollWidth")
+                if width > 390:
+                    wide[path] = width
+            assert wide == {}
+        finally:
+            browser.close()
