@@ -85,6 +85,18 @@ def _record(vault: UnlockedVault, row: Any) -> DocumentRecord:
     )
 
 
+# The columns a listing reads: plain rows rather than ORM objects, since listing every document is on the
+# search index's path.
+_LISTED = (
+    Document.id,
+    Document.blob_address,
+    Document.vendor_id,
+    Document.relationship_id,
+    Document.created_at,
+    Document.updated_at,
+    Document.sealed,
+)
+
 # payload keys beyond the basic ones, written by the import service and editable later
 EXTRA_KEYS = ("format", "parse_status", "reason", "fields", "contract_id", "warranty_until", "notes")
 
@@ -167,18 +179,8 @@ class DocumentService:
         return AddResult(rec, dup)
 
     def list(self, *, vendor_id: str | None = None) -> list[DocumentRecord]:
-        # Plain rows rather than ORM objects: listing every document is on the search index's path.
-        cols = (
-            Document.id,
-            Document.blob_address,
-            Document.vendor_id,
-            Document.relationship_id,
-            Document.created_at,
-            Document.updated_at,
-            Document.sealed,
-        )
         with self.vault.db.read() as s:
-            q = select(*cols).order_by(Document.id)
+            q = select(*_LISTED).order_by(Document.id)
             if vendor_id is not None:
                 q = q.where(Document.vendor_id == vendor_id)
             rows = s.execute(q).all()
@@ -191,18 +193,9 @@ class DocumentService:
         """
         if limit < 1 or offset < 0:
             raise InvalidValue("a page needs a positive size and an offset of at least 0")
-        cols = (
-            Document.id,
-            Document.blob_address,
-            Document.vendor_id,
-            Document.relationship_id,
-            Document.created_at,
-            Document.updated_at,
-            Document.sealed,
-        )
         with self.vault.db.read() as s:
             total = s.execute(select(func.count()).select_from(Document)).scalar_one()
-            rows = s.execute(select(*cols).order_by(Document.id.desc()).limit(limit).offset(offset)).all()
+            rows = s.execute(select(*_LISTED).order_by(Document.id.desc()).limit(limit).offset(offset)).all()
         return [_record(self.vault, r) for r in rows], total
 
     def get(self, document_id: str) -> DocumentRecord:
