@@ -15,7 +15,7 @@ from rich.table import Table
 from rich.text import Text
 
 from openvrm.agent.service import DEFAULT_PURPOSE, DEFAULT_TERMS, AgentService
-from openvrm.cli.context import JsonOpt, emit, id_table, out, state, unlocked
+from openvrm.cli.context import AgentUrlOpt, JsonOpt, emit, id_table, out, state, unlocked
 from openvrm.ledger.money import parse_date
 from openvrm.net import policy_for
 from openvrm.vault.core import UnlockedVault
@@ -31,14 +31,14 @@ requests = typer.Typer(
 )
 ledger = typer.Typer(help="The signed, hash-chained ledgers of your connections.", no_args_is_help=True)
 
-AgentUrlOpt = Annotated[
-    str | None,
-    typer.Option(
-        "--agent-url",
-        help="The public URL of your `vrm serve` (vendors push to it); default $OPENVRM_PUBLIC_URL or "
-        "http://127.0.0.1:8765.",
-    ),
+ConnectionArg = Annotated[
+    str, typer.Argument(help="The connection's id, as `vrm connections list` shows it.")
 ]
+GrantArg = Annotated[str, typer.Argument(help="The grant's id, as `vrm grants list` shows it.")]
+GrantUntilOpt = Annotated[
+    str | None, typer.Option("--until", help="Last day of the grant (YYYY-MM-DD); default: no end.")
+]
+EntryArg = Annotated[str, typer.Argument(help="The request's entry id, as `vrm requests list` shows it.")]
 
 
 def register(app: typer.Typer) -> None:
@@ -108,7 +108,7 @@ def list_cmd(ctx: typer.Context, as_json: JsonOpt = False) -> None:
 
 
 @connections.command("show")
-def show_cmd(ctx: typer.Context, connection_id: str, as_json: JsonOpt = False) -> None:
+def show_cmd(ctx: typer.Context, connection_id: ConnectionArg, as_json: JsonOpt = False) -> None:
     """A connection, its ledger and its grants."""
     with unlocked(ctx) as uv:
         agent = _agent(ctx, uv)
@@ -138,7 +138,7 @@ def show_cmd(ctx: typer.Context, connection_id: str, as_json: JsonOpt = False) -
 @connections.command("end")
 def end_cmd(
     ctx: typer.Context,
-    connection_id: str,
+    connection_id: ConnectionArg,
     reason: Annotated[str, typer.Option("--reason", help="Told to the vendor.")] = "ended by the person",
     as_json: JsonOpt = False,
 ) -> None:
@@ -150,7 +150,10 @@ def end_cmd(
 
 @connections.command("block")
 def block_cmd(
-    ctx: typer.Context, connection_id: str, unblock: bool = False, as_json: JsonOpt = False
+    ctx: typer.Context,
+    connection_id: ConnectionArg,
+    unblock: Annotated[bool, typer.Option("--unblock", help="Unblock it instead.")] = False,
+    as_json: JsonOpt = False,
 ) -> None:
     """Block a vendor (it gets nothing and can push nothing), or --unblock it."""
     with unlocked(ctx) as uv:
@@ -161,7 +164,7 @@ def block_cmd(
 @connections.command("gdpr")
 def gdpr_cmd(
     ctx: typer.Context,
-    connection_id: str,
+    connection_id: ConnectionArg,
     right: Annotated[
         str,
         typer.Option(
@@ -169,7 +172,7 @@ def gdpr_cmd(
         ),
     ],
     scope: Annotated[
-        str, typer.Option("--scope")
+        str, typer.Option("--scope", help="What the request covers, in your words (up to 500 characters).")
     ] = "all personal data you hold about me under this relationship",
     as_json: JsonOpt = False,
 ) -> None:
@@ -193,10 +196,10 @@ def sync_cmd(ctx: typer.Context, as_json: JsonOpt = False) -> None:
 @grants.command("add")
 def grant_add_cmd(
     ctx: typer.Context,
-    connection_id: str,
+    connection_id: ConnectionArg,
     field: Annotated[list[str], typer.Option("--field", help="A profile field to grant (repeat).")],
     purpose: Annotated[str, typer.Option("--purpose", help="A DPV purpose IRI.")] = DEFAULT_PURPOSE,
-    until: Annotated[str | None, typer.Option("--until", help="Last day of the grant (YYYY-MM-DD).")] = None,
+    until: GrantUntilOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Grant profile fields to a connection; the values are sealed to the vendor's key."""
@@ -207,7 +210,13 @@ def grant_add_cmd(
 
 
 @grants.command("list")
-def grant_list_cmd(ctx: typer.Context, connection: str | None = None, as_json: JsonOpt = False) -> None:
+def grant_list_cmd(
+    ctx: typer.Context,
+    connection: Annotated[
+        str | None, typer.Option("--connection", help="Only this connection's grants (its id).")
+    ] = None,
+    as_json: JsonOpt = False,
+) -> None:
     """Every grant, active or not."""
     with unlocked(ctx) as uv:
         items = _agent(ctx, uv).grants(connection)
@@ -223,7 +232,7 @@ def grant_list_cmd(ctx: typer.Context, connection: str | None = None, as_json: J
 
 
 @grants.command("revoke")
-def grant_revoke_cmd(ctx: typer.Context, grant_id: str, as_json: JsonOpt = False) -> None:
+def grant_revoke_cmd(ctx: typer.Context, grant_id: GrantArg, as_json: JsonOpt = False) -> None:
     """Revoke a grant: the vendor can no longer fetch it, and is told."""
     with unlocked(ctx) as uv:
         g = _agent(ctx, uv).revoke(grant_id)
@@ -231,7 +240,7 @@ def grant_revoke_cmd(ctx: typer.Context, grant_id: str, as_json: JsonOpt = False
 
 
 @grants.command("receipt")
-def grant_receipt_cmd(ctx: typer.Context, grant_id: str) -> None:
+def grant_receipt_cmd(ctx: typer.Context, grant_id: GrantArg) -> None:
     """Print the grant as a Kantara Consent Receipt v1.1 (JSON)."""
     with unlocked(ctx) as uv:
         receipt = _agent(ctx, uv).kantara_receipt(grant_id)
@@ -241,7 +250,8 @@ def grant_receipt_cmd(ctx: typer.Context, grant_id: str) -> None:
 def holders_cmd(
     ctx: typer.Context,
     field: Annotated[
-        str | None, typer.Argument(help="A profile field, e.g. email or postal_address.")
+        str | None,
+        typer.Argument(help="A profile field, e.g. email or address.home; every field when omitted."),
     ] = None,
     as_json: JsonOpt = False,
 ) -> None:
@@ -277,8 +287,8 @@ def requests_list_cmd(ctx: typer.Context, as_json: JsonOpt = False) -> None:
 @requests.command("approve")
 def requests_approve_cmd(
     ctx: typer.Context,
-    entry_id: str,
-    until: Annotated[str | None, typer.Option("--until", help="Grant only until this day.")] = None,
+    entry_id: EntryArg,
+    until: GrantUntilOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Approve a data request: the fields are granted (maybe until a date) and the vendor told."""
@@ -289,7 +299,7 @@ def requests_approve_cmd(
 
 
 @requests.command("deny")
-def requests_deny_cmd(ctx: typer.Context, entry_id: str, as_json: JsonOpt = False) -> None:
+def requests_deny_cmd(ctx: typer.Context, entry_id: EntryArg, as_json: JsonOpt = False) -> None:
     """Deny a data request; the vendor is told."""
     with unlocked(ctx) as uv:
         entry = _agent(ctx, uv).answer_data_request(entry_id, approve=False)
@@ -299,7 +309,10 @@ def requests_deny_cmd(ctx: typer.Context, entry_id: str, as_json: JsonOpt = Fals
 @ledger.command("verify")
 def verify_cmd(
     ctx: typer.Context,
-    connection_id: Annotated[str | None, typer.Argument()] = None,
+    connection_id: Annotated[
+        str | None,
+        typer.Argument(help="One connection's id (`vrm connections list`); every connection when omitted."),
+    ] = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Check every agreement, hash link, signature and acknowledgement; name the first broken link.

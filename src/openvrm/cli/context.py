@@ -28,6 +28,37 @@ err = Console(stderr=True, highlight=False, soft_wrap=True, markup=False, emoji=
 
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print machine-readable JSON instead of text.")]
 
+# The parts of a postal address, for an address field (`vrm profile set`, `vrm move`): an address needs at
+# least a street, a city and a country.
+StreetOpt = Annotated[
+    str | None,
+    typer.Option(help="Street and number, e.g. '1 rue de la Paix'; an address needs it.", show_default=False),
+]
+ExtraOpt = Annotated[
+    str | None, typer.Option(help="A second line: building, floor, c/o.", show_default=False)
+]
+PostalCodeOpt = Annotated[
+    str | None, typer.Option(help="Postal or ZIP code, e.g. 75002.", show_default=False)
+]
+CityOpt = Annotated[str | None, typer.Option(help="Town or city; an address needs it.", show_default=False)]
+RegionOpt = Annotated[
+    str | None,
+    typer.Option(help="State, province or county, where the country uses one.", show_default=False),
+]
+CountryOpt = Annotated[
+    str | None,
+    typer.Option(help="Two-letter ISO 3166 code, e.g. FR; an address needs it.", show_default=False),
+]
+
+AgentUrlOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--agent-url",
+        help="The public URL of your `vrm serve` (vendors push to it); default $OPENVRM_PUBLIC_URL or "
+        "http://127.0.0.1:8765.",
+    ),
+]
+
 
 @dataclass
 class State:

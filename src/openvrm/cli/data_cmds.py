@@ -31,6 +31,11 @@ tokens = typer.Typer(
 )
 
 
+TokenArg = Annotated[
+    str, typer.Argument(help="The token's or session's id, as `vrm tokens list` shows it (not the token).")
+]
+
+
 def register(app: typer.Typer) -> None:
     app.add_typer(tokens, name="tokens")
     app.command("export")(export)
@@ -43,7 +48,9 @@ def register(app: typer.Typer) -> None:
 @tokens.command("create")
 def tokens_create(
     ctx: typer.Context,
-    name: str,
+    name: Annotated[
+        str, typer.Argument(help="A name to tell it apart in `vrm tokens list`, e.g. backup-script.")
+    ],
     kind: Annotated[
         str, typer.Option(help="api (full API access) or feed (only the calendar feed /feeds/calendar.ics).")
     ] = "api",
@@ -79,7 +86,7 @@ def tokens_list(ctx: typer.Context, as_json: JsonOpt = False) -> None:
 
 
 @tokens.command("revoke")
-def tokens_revoke(ctx: typer.Context, token_id: str, as_json: JsonOpt = False) -> None:
+def tokens_revoke(ctx: typer.Context, token_id: TokenArg, as_json: JsonOpt = False) -> None:
     """Revoke a token or session by id; it stops working at once."""
     vault = open_vault(state(ctx))
     try:
@@ -198,7 +205,7 @@ def backup(
 def serve(
     ctx: typer.Context,
     host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
-    port: Annotated[int, typer.Option(min=1, max=65535)] = 8765,
+    port: Annotated[int, typer.Option(min=1, max=65535, help="Port to listen on.")] = 8765,
     demo_vendors: Annotated[
         bool,
         typer.Option(

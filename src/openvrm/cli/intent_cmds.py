@@ -14,7 +14,7 @@ import typer
 from rich.table import Table
 from rich.text import Text
 
-from openvrm.cli.context import JsonOpt, emit, id_table, out, state, unlocked
+from openvrm.cli.context import AgentUrlOpt, JsonOpt, emit, id_table, out, state, unlocked
 from openvrm.intents.service import IntentRecord, IntentService, parse_features
 from openvrm.intents.taxonomy import categories
 from openvrm.net import policy_for
@@ -83,14 +83,23 @@ FeatureOpt = Annotated[
 RequiredOpt = Annotated[
     list[str] | None, typer.Option("--required", help="A feature NAME offers must have (repeatable).")
 ]
-QuantityOpt = Annotated[int | None, typer.Option("--quantity", min=1)]
+QuantityOpt = Annotated[int | None, typer.Option("--quantity", min=1, help="How many you want.")]
 MonthsOpt = Annotated[
     int | None, typer.Option("--contract-months-max", min=0, help="Longest contract; 0: no minimum term.")
 ]
 CountryOpt = Annotated[str | None, typer.Option("--country", help="Two-letter country code, e.g. FR.")]
-RegionOpt = Annotated[str | None, typer.Option("--region")]
-PostalOpt = Annotated[str | None, typer.Option("--postal-code")]
-RadiusOpt = Annotated[int | None, typer.Option("--radius-km", min=1, max=1000)]
+RegionOpt = Annotated[
+    str | None,
+    typer.Option("--region", help="A region of --country, as an ISO 3166-2 code: ARA or FR-ARA."),
+]
+PostalOpt = Annotated[
+    str | None, typer.Option("--postal-code", help="Where you want it: a postal code, e.g. 69003.")
+]
+RadiusOpt = Annotated[
+    int | None,
+    typer.Option("--radius-km", min=1, max=1000, help="How far from the postal code, in kilometres."),
+]
+IntentArg = Annotated[str, typer.Argument(help="The intent's id, as `vrm intents list` shows it.")]
 ExpiresOpt = Annotated[int | None, typer.Option("--expires-in", help="Days until it expires once published.")]
 TermOpt = Annotated[
     list[str] | None, typer.Option("--term", help="A roster term to carry (default intent-only; repeatable).")
@@ -161,7 +170,7 @@ def new_cmd(
 @intents.command("edit")
 def edit_cmd(
     ctx: typer.Context,
-    intent_id: str,
+    intent_id: IntentArg,
     category_id: CategoryOpt = None,
     text: TextOpt = None,
     max_price: MaxPriceOpt = None,
@@ -200,7 +209,9 @@ def edit_cmd(
 
 
 @intents.command("publish")
-def publish_cmd(ctx: typer.Context, intent_id: str, relay: RelayOpt = None, as_json: JsonOpt = False) -> None:
+def publish_cmd(
+    ctx: typer.Context, intent_id: IntentArg, relay: RelayOpt = None, as_json: JsonOpt = False
+) -> None:
     """Sign the draft with its own fresh key and post it to the relay."""
     with unlocked(ctx) as uv:
         record = _service(ctx, uv, relay).publish(intent_id)
@@ -228,7 +239,7 @@ def list_cmd(ctx: typer.Context, as_json: JsonOpt = False) -> None:
 
 
 @intents.command("show")
-def show_cmd(ctx: typer.Context, intent_id: str, as_json: JsonOpt = False) -> None:
+def show_cmd(ctx: typer.Context, intent_id: IntentArg, as_json: JsonOpt = False) -> None:
     """An intent and its offers side by side, best first, with scores and savings."""
     with unlocked(ctx) as uv:
         comparison = _service(ctx, uv).compare(intent_id)
@@ -268,7 +279,7 @@ def show_cmd(ctx: typer.Context, intent_id: str, as_json: JsonOpt = False) -> No
 
 
 @intents.command("offers")
-def offers_cmd(ctx: typer.Context, intent_id: str, as_json: JsonOpt = False) -> None:
+def offers_cmd(ctx: typer.Context, intent_id: IntentArg, as_json: JsonOpt = False) -> None:
     """Fetch new offers from the relay (signed with the intent's key)."""
     with unlocked(ctx) as uv:
         new = _service(ctx, uv).fetch(intent_id)
@@ -278,15 +289,12 @@ def offers_cmd(ctx: typer.Context, intent_id: str, as_json: JsonOpt = False) -> 
 @intents.command("accept")
 def accept_cmd(
     ctx: typer.Context,
-    intent_id: str,
+    intent_id: IntentArg,
     offer: Annotated[str, typer.Argument(help="The offer id (from `vrm intents show`).")],
     field: Annotated[
         list[str] | None, typer.Option("--field", help="A profile field to grant the vendor (repeatable).")
     ] = None,
-    agent_url: Annotated[
-        str | None,
-        typer.Option("--agent-url", help="Your server's public URL; default $OPENVRM_PUBLIC_URL."),
-    ] = None,
+    agent_url: AgentUrlOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Accept an offer: the relay is told, you connect to the vendor and grant only the fields you name."""
@@ -301,7 +309,7 @@ def accept_cmd(
 
 
 @intents.command("withdraw")
-def withdraw_cmd(ctx: typer.Context, intent_id: str, as_json: JsonOpt = False) -> None:
+def withdraw_cmd(ctx: typer.Context, intent_id: IntentArg, as_json: JsonOpt = False) -> None:
     """Withdraw an intent (a signed decision tells the relay and the vendors)."""
     with unlocked(ctx) as uv:
         record = _service(ctx, uv).withdraw(intent_id)
@@ -309,7 +317,7 @@ def withdraw_cmd(ctx: typer.Context, intent_id: str, as_json: JsonOpt = False) -
 
 
 @intents.command("mute")
-def mute_cmd(ctx: typer.Context, intent_id: str, as_json: JsonOpt = False) -> None:
+def mute_cmd(ctx: typer.Context, intent_id: IntentArg, as_json: JsonOpt = False) -> None:
     """Mute a standing interest: it is not polled and its offers are hidden."""
     with unlocked(ctx) as uv:
         record = _service(ctx, uv).set_muted(intent_id, True)
@@ -317,7 +325,7 @@ def mute_cmd(ctx: typer.Context, intent_id: str, as_json: JsonOpt = False) -> No
 
 
 @intents.command("unmute")
-def unmute_cmd(ctx: typer.Context, intent_id: str, as_json: JsonOpt = False) -> None:
+def unmute_cmd(ctx: typer.Context, intent_id: IntentArg, as_json: JsonOpt = False) -> None:
     """Hear a muted interest again."""
     with unlocked(ctx) as uv:
         record = _service(ctx, uv).set_muted(intent_id, False)

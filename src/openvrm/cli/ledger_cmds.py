@@ -50,6 +50,7 @@ def _today(value: str | None) -> date:
 TodayOpt = Annotated[
     str | None, typer.Option("--today", help="Compute as of this date (YYYY-MM-DD).", hidden=True)
 ]
+ContractArg = Annotated[str, typer.Argument(help="The contract's id, as `vrm contracts list` shows it.")]
 
 
 @contracts.command("add")
@@ -150,7 +151,7 @@ def contracts_list(
 @contracts.command("show")
 def contracts_show(
     ctx: typer.Context,
-    contract_id: str,
+    contract_id: ContractArg,
     months: Annotated[int, typer.Option(min=1, max=60, help="Expected payments this many months ahead.")] = 3,
     today: TodayOpt = None,
     as_json: JsonOpt = False,
@@ -184,12 +185,14 @@ def contracts_show(
 @contracts.command("pay")
 def contracts_pay(
     ctx: typer.Context,
-    contract_id: str,
+    contract_id: ContractArg,
     due: Annotated[
-        str | None, typer.Option(help="The due date this pays (default: the oldest unpaid).")
+        str | None, typer.Option(help="The due date this pays, YYYY-MM-DD (default: the oldest unpaid).")
     ] = None,
-    amount: Annotated[str | None, typer.Option(help="Amount paid (default: the expected amount).")] = None,
-    on: Annotated[str | None, typer.Option(help="Payment date (default: today).")] = None,
+    amount: Annotated[
+        str | None, typer.Option(help="Amount paid, e.g. 42.17 (default: the expected amount).")
+    ] = None,
+    on: Annotated[str | None, typer.Option(help="Payment date, YYYY-MM-DD (default: today).")] = None,
     today: TodayOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
@@ -202,9 +205,11 @@ def contracts_pay(
 @contracts.command("price")
 def contracts_price(
     ctx: typer.Context,
-    contract_id: str,
-    price: str,
-    effective: Annotated[str, typer.Option("--from", help="Date the new price applies from.")],
+    contract_id: ContractArg,
+    price: Annotated[
+        str, typer.Argument(help="The new price per billing cycle, in the contract's currency, e.g. 16.99.")
+    ],
+    effective: Annotated[str, typer.Option("--from", help="Date the new price applies from, YYYY-MM-DD.")],
     as_json: JsonOpt = False,
 ) -> None:
     """Record a price change (kept in the price history)."""
@@ -216,9 +221,9 @@ def contracts_price(
 @contracts.command("cancel")
 def contracts_cancel(
     ctx: typer.Context,
-    contract_id: str,
+    contract_id: ContractArg,
     end: Annotated[
-        str | None, typer.Option(help="End date agreed (default: the earliest notice allows).")
+        str | None, typer.Option(help="End date agreed, YYYY-MM-DD (default: the earliest notice allows).")
     ] = None,
     today: TodayOpt = None,
     as_json: JsonOpt = False,
@@ -296,8 +301,8 @@ upcoming_cmd.__name__ = "upcoming"
 def spend(
     ctx: typer.Context,
     by: Annotated[str, typer.Option(help="Group by vendor, category or month.")] = "vendor",
-    since: Annotated[str | None, typer.Option(help="From this date.")] = None,
-    until: Annotated[str | None, typer.Option(help="Up to this date.")] = None,
+    since: Annotated[str | None, typer.Option(help="From this date on, YYYY-MM-DD.")] = None,
+    until: Annotated[str | None, typer.Option(help="Up to this date, YYYY-MM-DD.")] = None,
     csv: Annotated[bool, typer.Option("--csv", help="Print CSV.")] = False,
     as_json: JsonOpt = False,
 ) -> None:

@@ -35,6 +35,9 @@ alias_cmd = typer.Typer(
 mail.add_typer(gateway, name="gateway")
 mail.add_typer(alias_cmd, name="alias")
 
+AliasArg = Annotated[str, typer.Argument(help="The alias's id, as `vrm mail alias list` shows it.")]
+MessageArg = Annotated[str, typer.Argument(help="The message's id, as `vrm mail messages` shows it.")]
+
 
 def register(app: typer.Typer) -> None:  # noqa: ARG001 - the commands hang off the `vrm mail` group
     return None
@@ -266,19 +269,19 @@ def _toggle(ctx: typer.Context, alias_id: str, enabled: bool, as_json: bool) -> 
 
 
 @alias_cmd.command("disable")
-def alias_disable(ctx: typer.Context, alias_id: str, as_json: JsonOpt = False) -> None:
+def alias_disable(ctx: typer.Context, alias_id: AliasArg, as_json: JsonOpt = False) -> None:
     """Refuse mail to an alias (the sender gets a bounce); enable it again at any time."""
     _toggle(ctx, alias_id, False, as_json)
 
 
 @alias_cmd.command("enable")
-def alias_enable(ctx: typer.Context, alias_id: str, as_json: JsonOpt = False) -> None:
+def alias_enable(ctx: typer.Context, alias_id: AliasArg, as_json: JsonOpt = False) -> None:
     """Accept mail to a disabled alias again."""
     _toggle(ctx, alias_id, True, as_json)
 
 
 @alias_cmd.command("delete")
-def alias_delete(ctx: typer.Context, alias_id: str, as_json: JsonOpt = False) -> None:
+def alias_delete(ctx: typer.Context, alias_id: AliasArg, as_json: JsonOpt = False) -> None:
     """Delete an alias and its reply addresses (filed messages stay)."""
     with unlocked(ctx) as uv:
         MailService(uv).delete_alias(alias_id)
@@ -348,7 +351,7 @@ def mail_messages(
 @mail.command("message")
 def mail_message(
     ctx: typer.Context,
-    message_id: str,
+    message_id: MessageArg,
     raw: Annotated[bool, typer.Option("--raw", help="Print the whole message as received.")] = False,
     as_json: JsonOpt = False,
 ) -> None:
@@ -380,7 +383,7 @@ def mail_message(
 
 
 @mail.command("not-a-leak")
-def mail_not_a_leak(ctx: typer.Context, message_id: str, as_json: JsonOpt = False) -> None:
+def mail_not_a_leak(ctx: typer.Context, message_id: MessageArg, as_json: JsonOpt = False) -> None:
     """Say a flagged sender is the vendor after all: its domain joins the vendor's domains."""
     with unlocked(ctx) as uv:
         m = MailService(uv).clear_leak(message_id)

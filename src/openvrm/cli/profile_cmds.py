@@ -7,7 +7,18 @@ from typing import Annotated, Any
 import typer
 from rich.table import Table
 
-from openvrm.cli.context import JsonOpt, emit, out, unlocked
+from openvrm.cli.context import (
+    CityOpt,
+    CountryOpt,
+    ExtraOpt,
+    JsonOpt,
+    PostalCodeOpt,
+    RegionOpt,
+    StreetOpt,
+    emit,
+    out,
+    unlocked,
+)
 from openvrm.errors import InvalidValue
 from openvrm.profile.fields import ADDRESS_PARTS, FIELD_TYPES, display
 from openvrm.profile.service import ProfileService
@@ -23,9 +34,6 @@ def register(app: typer.Typer) -> None:
     app.add_typer(profile, name="profile")
 
 
-Opt = Annotated[str | None, typer.Option(show_default=False)]
-
-
 @profile.command("set")
 def set_field(
     ctx: typer.Context,
@@ -33,14 +41,12 @@ def set_field(
         str, typer.Argument(help="Field name: TYPE or TYPE.LABEL, e.g. email.work (see `vrm profile types`).")
     ],
     value: Annotated[str | None, typer.Argument(help="The value (for an address, use the options).")] = None,
-    street: Opt = None,
-    extra: Opt = None,
-    postal_code: Opt = None,
-    city: Opt = None,
-    region: Opt = None,
-    country: Annotated[
-        str | None, typer.Option(help="Two-letter ISO 3166 code, e.g. FR.", show_default=False)
-    ] = None,
+    street: StreetOpt = None,
+    extra: ExtraOpt = None,
+    postal_code: PostalCodeOpt = None,
+    city: CityOpt = None,
+    region: RegionOpt = None,
+    country: CountryOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Set a profile field. The old value stays in the history.
@@ -104,7 +110,13 @@ def get_field(
 
 
 @profile.command("unset")
-def unset_field(ctx: typer.Context, field: str, as_json: JsonOpt = False) -> None:
+def unset_field(
+    ctx: typer.Context,
+    field: Annotated[
+        str, typer.Argument(help="The field to remove, e.g. email.work (see `vrm profile get`).")
+    ],
+    as_json: JsonOpt = False,
+) -> None:
     """Remove a field from the current profile (its history is kept)."""
     with unlocked(ctx) as uv:
         change = ProfileService(uv).unset(field)

@@ -15,12 +15,25 @@ import typer
 from rich.table import Table
 from rich.text import Text
 
-from openvrm.cli.context import JsonOpt, emit, err, id_table, out, unlocked
+from openvrm.cli.context import (
+    CityOpt,
+    CountryOpt,
+    ExtraOpt,
+    JsonOpt,
+    PostalCodeOpt,
+    RegionOpt,
+    StreetOpt,
+    emit,
+    err,
+    id_table,
+    out,
+    unlocked,
+)
 from openvrm.cli.data_cmds import progress_bar
 from openvrm.errors import InvalidValue
 from openvrm.ledger.contracts import today_local
 from openvrm.ledger.money import parse_date
-from openvrm.moves.service import MovePlan, MoveRecord, MoveService
+from openvrm.moves.service import MOVABLE, MovePlan, MoveRecord, MoveService
 from openvrm.outbox.service import DeliveryReport, Outbox
 from openvrm.outbox.settings import TLS_MODES, clean_mail_settings, load_mail_settings, save_mail_settings
 from openvrm.outbox.transport import SmtpTransport
@@ -60,6 +73,10 @@ TodayOpt = Annotated[
     str | None, typer.Option("--today", help="Act as of this date (YYYY-MM-DD).", hidden=True)
 ]
 NoteOpt = Annotated[str, typer.Option("--note", help="A note kept in the history.")]
+RequestArg = Annotated[str, typer.Argument(help="The request's id, as `vrm rights list` shows it.")]
+MoveArg = Annotated[str, typer.Argument(help="The move's id, as `vrm moves list` shows it.")]
+MoveVendorArg = Annotated[str, typer.Argument(help="The vendor's id, as `vrm moves show MOVE_ID` lists it.")]
+MessageArg = Annotated[str, typer.Argument(help="The message's id, as `vrm outbox list` shows it.")]
 
 
 def _today(value: str | None) -> Any:
@@ -254,7 +271,7 @@ def _show_sent(
 @rights.command("send")
 def rights_send(
     ctx: typer.Context,
-    request_id: Annotated[str, typer.Argument(help="The request's id.")],
+    request_id: RequestArg,
     yes: YesOpt = False,
     pdf: Annotated[Path | None, typer.Option("--pdf", help="Write the letter as a PDF here.")] = None,
     today: TodayOpt = None,
@@ -304,7 +321,7 @@ def rights_list(
 @rights.command("show")
 def rights_show(
     ctx: typer.Context,
-    request_id: Annotated[str, typer.Argument(help="The request's id.")],
+    request_id: RequestArg,
     pdf: Annotated[Path | None, typer.Option("--pdf", help="Write the letter as a PDF here.")] = None,
     today: TodayOpt = None,
     as_json: JsonOpt = False,
@@ -343,7 +360,7 @@ def _simple(ctx: typer.Context, action: str, request_id: str, note: str, as_json
 @rights.command("ack")
 def rights_ack(
     ctx: typer.Context,
-    request_id: Annotated[str, typer.Argument()],
+    request_id: RequestArg,
     note: NoteOpt = "",
     as_json: JsonOpt = False,
 ) -> None:
@@ -354,7 +371,7 @@ def rights_ack(
 @rights.command("extend")
 def rights_extend(
     ctx: typer.Context,
-    request_id: Annotated[str, typer.Argument()],
+    request_id: RequestArg,
     note: NoteOpt = "",
     as_json: JsonOpt = False,
 ) -> None:
@@ -365,7 +382,7 @@ def rights_extend(
 @rights.command("close")
 def rights_close(
     ctx: typer.Context,
-    request_id: Annotated[str, typer.Argument()],
+    request_id: RequestArg,
     note: NoteOpt = "",
     as_json: JsonOpt = False,
 ) -> None:
@@ -376,7 +393,7 @@ def rights_close(
 @rights.command("discard")
 def rights_discard(
     ctx: typer.Context,
-    request_id: Annotated[str, typer.Argument(help="The draft's id.")],
+    request_id: Annotated[str, typer.Argument(help="The draft's id, as `vrm rights list` shows it.")],
     as_json: JsonOpt = False,
 ) -> None:
     """Delete a draft request that was never sent."""
@@ -388,7 +405,7 @@ def rights_discard(
 @rights.command("answer")
 def rights_answer(
     ctx: typer.Context,
-    request_id: Annotated[str, typer.Argument(help="The request's id.")],
+    request_id: RequestArg,
     files: Annotated[
         list[Path], typer.Argument(help="The vendor's answer and data: ZIP, CSV, JSON, PDF, e-mail.")
     ],
@@ -411,7 +428,7 @@ def rights_answer(
 @rights.command("escalate")
 def rights_escalate(
     ctx: typer.Context,
-    request_id: Annotated[str, typer.Argument(help="The request's id.")],
+    request_id: RequestArg,
     authority: Annotated[str | None, typer.Option(help="Authority slug (default: your country's).")] = None,
     via: Annotated[str | None, typer.Option("--via", help="email, post or webform.")] = None,
     pdf: Annotated[
@@ -446,21 +463,21 @@ def rights_escalate(
 
 # -- vrm move / vrm moves ---------------------------------------------------------------------------------
 
-Opt = Annotated[str | None, typer.Option(show_default=False)]
-
 
 def move_cmd(
     ctx: typer.Context,
-    field: Annotated[str, typer.Argument(help="address, email, phone, name or iban (or a labelled one).")],
+    field: Annotated[
+        str, typer.Argument(help=f"One of {', '.join(MOVABLE)}, or a labelled one such as address.home.")
+    ],
     value: Annotated[
         str | None, typer.Argument(help="The new value (for an address, use the options).")
     ] = None,
-    street: Opt = None,
-    extra: Opt = None,
-    postal_code: Opt = None,
-    city: Opt = None,
-    region: Opt = None,
-    country: Opt = None,
+    street: StreetOpt = None,
+    extra: ExtraOpt = None,
+    postal_code: PostalCodeOpt = None,
+    city: CityOpt = None,
+    region: RegionOpt = None,
+    country: CountryOpt = None,
     exclude: Annotated[
         list[str] | None, typer.Option("--exclude", help="Do not notify this vendor id.")
     ] = None,
@@ -585,7 +602,7 @@ def moves_list(ctx: typer.Context, as_json: JsonOpt = False) -> None:
 @moves.command("show")
 def moves_show(
     ctx: typer.Context,
-    move_id: Annotated[str, typer.Argument(help="The move's id.")],
+    move_id: MoveArg,
     letters: Annotated[
         Path | None, typer.Option("--letters", help="Write the letters to post into this folder.")
     ] = None,
@@ -602,8 +619,8 @@ def moves_show(
 @moves.command("ack")
 def moves_ack(
     ctx: typer.Context,
-    move_id: Annotated[str, typer.Argument()],
-    vendor_id: Annotated[str, typer.Argument()],
+    move_id: MoveArg,
+    vendor_id: MoveVendorArg,
     as_json: JsonOpt = False,
 ) -> None:
     """The vendor confirmed the change."""
@@ -615,8 +632,8 @@ def moves_ack(
 @moves.command("posted")
 def moves_posted(
     ctx: typer.Context,
-    move_id: Annotated[str, typer.Argument()],
-    vendor_id: Annotated[str, typer.Argument()],
+    move_id: MoveArg,
+    vendor_id: MoveVendorArg,
     as_json: JsonOpt = False,
 ) -> None:
     """You posted the letter to this vendor."""
@@ -628,7 +645,7 @@ def moves_posted(
 @moves.command("retry")
 def moves_retry(
     ctx: typer.Context,
-    move_id: Annotated[str, typer.Argument()],
+    move_id: MoveArg,
     yes: YesOpt = False,
     as_json: JsonOpt = False,
 ) -> None:
@@ -693,9 +710,7 @@ def outbox_send(
 
 
 @outbox.command("retry")
-def outbox_retry(
-    ctx: typer.Context, message_id: Annotated[str, typer.Argument()], as_json: JsonOpt = False
-) -> None:
+def outbox_retry(ctx: typer.Context, message_id: MessageArg, as_json: JsonOpt = False) -> None:
     """Queue a failed or unconfirmed message again (it may then arrive twice: your choice)."""
     with unlocked(ctx) as uv:
         m = Outbox(uv).retry(message_id)
@@ -703,9 +718,7 @@ def outbox_retry(
 
 
 @outbox.command("confirm")
-def outbox_confirm(
-    ctx: typer.Context, message_id: Annotated[str, typer.Argument()], as_json: JsonOpt = False
-) -> None:
+def outbox_confirm(ctx: typer.Context, message_id: MessageArg, as_json: JsonOpt = False) -> None:
     """An unconfirmed message did arrive: mark it sent."""
     with unlocked(ctx) as uv:
         m = Outbox(uv).confirm(message_id)
@@ -713,9 +726,7 @@ def outbox_confirm(
 
 
 @outbox.command("cancel")
-def outbox_cancel(
-    ctx: typer.Context, message_id: Annotated[str, typer.Argument()], as_json: JsonOpt = False
-) -> None:
+def outbox_cancel(ctx: typer.Context, message_id: MessageArg, as_json: JsonOpt = False) -> None:
     """Do not send a queued, failed or unconfirmed message."""
     with unlocked(ctx) as uv:
         m = Outbox(uv).cancel(message_id)

@@ -36,6 +36,16 @@ def register(app: typer.Typer) -> None:
 
 
 ListOpt = Annotated[list[str] | None, typer.Option(show_default=False)]
+VendorArg = Annotated[str, typer.Argument(help="The vendor's id, as `vrm vendors list` shows it.")]
+RelationshipArg = Annotated[
+    str, typer.Argument(help="The relationship's id, as `vrm vendors show VENDOR_ID` shows it.")
+]
+DocumentArg = Annotated[str, typer.Argument(help="The document's id, as `vrm docs list` shows it.")]
+ShareArg = Annotated[str, typer.Argument(help="The share's id, as `vrm shares list` shows it.")]
+DocVendorOpt = Annotated[
+    str | None,
+    typer.Option("--vendor", help="Only this vendor's documents (its id, from `vrm vendors list`)."),
+]
 
 
 @vendors.command("add")
@@ -51,7 +61,9 @@ def vendors_add(
     ] = None,
     country: Annotated[str | None, typer.Option(help="Two-letter country code.")] = None,
     category: Annotated[list[str] | None, typer.Option("--category", help="A category (repeatable).")] = None,
-    website: Annotated[str | None, typer.Option()] = None,
+    website: Annotated[
+        str | None, typer.Option(help="The vendor's website, e.g. https://example.com.")
+    ] = None,
     vat_id: Annotated[
         list[str] | None, typer.Option("--vat-id", help="An EU VAT number (repeatable).")
     ] = None,
@@ -108,7 +120,7 @@ def vendors_search(
     mine: Annotated[
         bool, typer.Option("--mine", help="Search your own vendors instead of the directory.")
     ] = False,
-    limit: Annotated[int, typer.Option(min=1, max=200)] = 10,
+    limit: Annotated[int, typer.Option(min=1, max=200, help="Show at most this many vendors.")] = 10,
     as_json: JsonOpt = False,
 ) -> None:
     """Search the bundled directory of 3,069 organisations (or, with --mine, your vendors)."""
@@ -173,7 +185,7 @@ def vendors_list(ctx: typer.Context, as_json: JsonOpt = False) -> None:
 
 
 @vendors.command("show")
-def vendors_show(ctx: typer.Context, vendor_id: str, as_json: JsonOpt = False) -> None:
+def vendors_show(ctx: typer.Context, vendor_id: VendorArg, as_json: JsonOpt = False) -> None:
     """Show one vendor with its relationships and documents."""
     with unlocked(ctx) as uv:
         svc = VendorService(uv)
@@ -202,9 +214,7 @@ def vendors_show(ctx: typer.Context, vendor_id: str, as_json: JsonOpt = False) -
 @vendors.command("card")
 def vendors_card(
     ctx: typer.Context,
-    relationship_id: Annotated[
-        str, typer.Argument(help="The relationship (see `vrm vendors show VENDOR_ID`).")
-    ],
+    relationship_id: RelationshipArg,
     output: Annotated[
         Path | None, typer.Option("-o", "--output", help="Write the card (JSON) to this file.")
     ] = None,
@@ -249,8 +259,10 @@ def vendors_card(
 @vendors.command("relate")
 def vendors_relate(
     ctx: typer.Context,
-    vendor_id: str,
-    customer_number: Annotated[str | None, typer.Option()] = None,
+    vendor_id: VendorArg,
+    customer_number: Annotated[
+        str | None, typer.Option(help="Your customer number at the vendor, as on its bills.")
+    ] = None,
     account: Annotated[str | None, typer.Option(help="Login or account name at the vendor.")] = None,
     since: Annotated[str | None, typer.Option(help="Customer since, YYYY-MM-DD.")] = None,
     stance: Annotated[str, typer.Option(help="trusted, neutral or blocked.")] = "neutral",
@@ -430,13 +442,13 @@ def docs_search(
     query: Annotated[
         str, typer.Argument(help="Words to find in titles, fields and text (all must match).")
     ] = "",
-    vendor: Annotated[str | None, typer.Option("--vendor", help="Only this vendor's documents.")] = None,
+    vendor: DocVendorOpt = None,
     kind: Annotated[str | None, typer.Option(help=f"Only this kind: {', '.join(KINDS)}.")] = None,
     since: Annotated[str | None, typer.Option(help="Issued on or after (YYYY-MM-DD).")] = None,
     until: Annotated[str | None, typer.Option(help="Issued on or before (YYYY-MM-DD).")] = None,
     min_total: Annotated[str | None, typer.Option("--min", help="Total at least.")] = None,
     max_total: Annotated[str | None, typer.Option("--max", help="Total at most.")] = None,
-    limit: Annotated[int, typer.Option(min=1, max=1000)] = 20,
+    limit: Annotated[int, typer.Option(min=1, max=1000, help="Show at most this many documents.")] = 20,
     as_json: JsonOpt = False,
 ) -> None:
     """Search documents. The index is built in memory after unlock; nothing searchable is stored in clear."""
@@ -472,15 +484,17 @@ def docs_search(
 @docs.command("edit")
 def docs_edit(
     ctx: typer.Context,
-    document_id: str,
-    title: Annotated[str | None, typer.Option()] = None,
+    document_id: DocumentArg,
+    title: Annotated[str | None, typer.Option(help="A new title.")] = None,
     kind: Annotated[str | None, typer.Option(help=f"One of: {', '.join(KINDS)}.")] = None,
     vendor: Annotated[str | None, typer.Option("--vendor", help="Link to this vendor id.")] = None,
     contract: Annotated[str | None, typer.Option("--contract", help="Link to this contract id.")] = None,
     warranty_until: Annotated[
         str | None, typer.Option(help="Warranty end date (YYYY-MM-DD); '' clears it.")
     ] = None,
-    notes: Annotated[str | None, typer.Option()] = None,
+    notes: Annotated[
+        str | None, typer.Option(help="Your notes, in place of the current ones; '' clears them.")
+    ] = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Change a document's title, kind, vendor, contract, warranty end or notes."""
@@ -507,7 +521,7 @@ def docs_edit(
 @docs.command("list")
 def docs_list(
     ctx: typer.Context,
-    vendor: Annotated[str | None, typer.Option("--vendor")] = None,
+    vendor: DocVendorOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
     """List documents."""
@@ -526,7 +540,7 @@ def docs_list(
 
 
 @docs.command("show")
-def docs_show(ctx: typer.Context, document_id: str, as_json: JsonOpt = False) -> None:
+def docs_show(ctx: typer.Context, document_id: DocumentArg, as_json: JsonOpt = False) -> None:
     """Show a document's details."""
     with unlocked(ctx) as uv:
         d = DocumentService(uv).get(document_id)
@@ -541,7 +555,7 @@ def docs_show(ctx: typer.Context, document_id: str, as_json: JsonOpt = False) ->
 @docs.command("get")
 def docs_get(
     ctx: typer.Context,
-    document_id: str,
+    document_id: DocumentArg,
     output: Annotated[Path, typer.Option("-o", "--output", help="Where to write the file.")],
     force: Annotated[bool, typer.Option(help="Overwrite an existing file.")] = False,
     as_json: JsonOpt = False,
@@ -560,8 +574,11 @@ def docs_get(
 @shares.command("add")
 def shares_add(
     ctx: typer.Context,
-    relationship_id: str,
-    field: str,
+    relationship_id: RelationshipArg,
+    field: Annotated[
+        str,
+        typer.Argument(help="The profile field it holds: TYPE or TYPE.LABEL, e.g. email or address.home."),
+    ],
     purpose: Annotated[str, typer.Option(help="Why the vendor holds it, e.g. 'delivery'.")],
     until: Annotated[str | None, typer.Option(help="Until this date, YYYY-MM-DD.")] = None,
     as_json: JsonOpt = False,
@@ -588,7 +605,7 @@ def shares_list(ctx: typer.Context, as_json: JsonOpt = False) -> None:
 
 
 @shares.command("revoke")
-def shares_revoke(ctx: typer.Context, share_id: str, as_json: JsonOpt = False) -> None:
+def shares_revoke(ctx: typer.Context, share_id: ShareArg, as_json: JsonOpt = False) -> None:
     """Mark a share as revoked."""
     with unlocked(ctx) as uv:
         rec = SharingService(uv).revoke(share_id)
@@ -596,7 +613,14 @@ def shares_revoke(ctx: typer.Context, share_id: str, as_json: JsonOpt = False) -
 
 
 @shares.command("holders")
-def shares_holders(ctx: typer.Context, field: str, as_json: JsonOpt = False) -> None:
+def shares_holders(
+    ctx: typer.Context,
+    field: Annotated[
+        str,
+        typer.Argument(help="A profile field, e.g. email; address covers address.home and the other labels."),
+    ],
+    as_json: JsonOpt = False,
+) -> None:
     """Who holds my ...? The relationships that currently hold FIELD."""
     with unlocked(ctx) as uv:
         recs = SharingService(uv).holders(field)
