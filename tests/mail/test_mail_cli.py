@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from openvrm.cli import context as cli_context
 from tests.cli.test_cli import Vrm
 from tests.mail.support import REAL, body_of, message, send, wait_for, zone_for
 from tests.outbox.support import free_port, smtp_sink
@@ -27,7 +28,17 @@ def vrm(tmp_path: Path) -> Vrm:
     return v
 
 
-def test_alias_life_from_the_cli(vrm: Vrm) -> None:
+def _table(text: str) -> list[list[str]]:
+    """The cells of each row of a Rich table (the header first), as printed."""
+    return [
+        [c.strip() for c in line.strip("┃│").split("┃" if "┃" in line else "│")]
+        for line in text.splitlines()
+        if line.startswith(("┃", "│"))
+    ]
+
+
+def test_alias_life_from_the_cli(vrm: Vrm, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(cli_context.out, "_width", 300)  # wide: each row on one line
     shop = vrm.json("vendors", "add", "Shop & Co", "--domain", "shop.example")
     assert "gateway is not set up" in vrm("mail", "alias", "create", shop["id"], code=1).stderr
     cfg = vrm.json("mail", "gateway", "setup", "--domain", "mail.example", "--forward-to", REAL)
@@ -74,6 +85,14 @@ def test_alias_life_from_the_cli(vrm: Vrm) -> None:
     assert "no server to deliver through" in vrm("mail", "deliver", code=1).stderr
     key = vrm("mail", "key").stdout.strip()
     assert key.startswith("vrm-mail-") and len(key) > 40
+    # As text: each value under its own header (the id column was once given twice, shifting them all)
+    aliases = _table(vrm("mail", "alias", "list", "--vendor", shop["id"]).stdout)
+    assert aliases[0] == ["id", "address", "vendor", "state", "rules", "delivery"]
+    assert aliases[1][:5] == [a["id"], a["address"], "Shop & Co", "active", "transactional_only"]
+    assert aliases[1][5]
+    queue = _table(vrm("mail", "queue").stdout)
+    assert queue[0] == ["id", "state", "attempts", "next attempt", "to", "last error"]
+    assert queue[1][0] == sent["id"] and queue[1][4] == "help@shop.example"
 
 
 def test_mail_serve_runs_as_a_real_process(vrm: Vrm, tmp_path: Path) -> None:

@@ -49,7 +49,7 @@ def _alias_row(a: Alias) -> tuple[str, ...]:
 
 
 def _print_aliases(aliases: list[Alias]) -> None:
-    table = id_table("id", "address", "vendor", "state", "rules", "delivery")
+    table = id_table("address", "vendor", "state", "rules", "delivery")
     for a in aliases:
         table.add_row(*_alias_row(a))
     out.print(table)
@@ -426,7 +426,7 @@ def mail_queue(ctx: typer.Context, as_json: JsonOpt = False) -> None:
         entries = MailService(uv).spool().entries()
 
     def text() -> None:
-        table = id_table("id", "state", "attempts", "next attempt", "to", "last error")
+        table = id_table("state", "attempts", "next attempt", "to", "last error")
         for e in entries:
             table.add_row(
                 e.id,
