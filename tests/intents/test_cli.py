@@ -46,8 +46,18 @@ def test_intents_from_the_command_line(tmp_path: Path) -> None:
     )
     assert new["state"] == "draft" and new["constraints"]["price_max"]["amount"] == "15"
     assert new["constraints"]["features"] == [{"name": "data_gb", "value": "50", "required": True}]
+    # an edit changes only what it is given: a new amount keeps the ceiling's currency and period
+    yearly = vrm.json(
+        "intents", "edit", new["id"], "--max-price", "150", "--currency", "USD", "--per", "year"
+    )
+    assert yearly["constraints"]["price_max"] == {"amount": "150", "currency": "USD", "per": "year"}
+    cheaper = vrm.json("intents", "edit", new["id"], "--max-price", "120")
+    assert cheaper["constraints"]["price_max"] == {"amount": "120", "currency": "USD", "per": "year"}
+    monthly = vrm.json("intents", "edit", new["id"], "--per", "month")
+    assert monthly["constraints"]["price_max"] == {"amount": "120", "currency": "USD", "per": "month"}
     edited = vrm.json("intents", "edit", new["id"], "--text", "60 GB SIM", "--no-max-price")
     assert edited["text"] == "60 GB SIM" and "price_max" not in edited["constraints"]
+    assert "give --max-price" in vrm("intents", "edit", new["id"], "--currency", "GBP", code=1).stderr
     interest = vrm.json("intents", "new", "--category", "mobility.bike", "--text", "e-bikes", "--interest")
     assert interest["kind"] == "interest" and interest["expires_in_days"] == 366
     assert vrm.json("intents", "mute", interest["id"])["muted"] is True

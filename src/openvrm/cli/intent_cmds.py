@@ -15,6 +15,7 @@ from rich.table import Table
 from rich.text import Text
 
 from openvrm.cli.context import AgentUrlOpt, JsonOpt, emit, id_table, out, state, unlocked
+from openvrm.errors import InvalidValue
 from openvrm.intents.service import IntentRecord, IntentService, parse_features
 from openvrm.intents.taxonomy import categories
 from openvrm.net import policy_for
@@ -174,8 +175,12 @@ def edit_cmd(
     category_id: CategoryOpt = None,
     text: TextOpt = None,
     max_price: MaxPriceOpt = None,
-    currency: CurrencyOpt = "EUR",
-    per: PerOpt = "month",
+    currency: Annotated[
+        str | None, typer.Option("--currency", help="The ceiling's currency (default: as it was, else EUR).")
+    ] = None,
+    per: Annotated[
+        str | None, typer.Option("--per", help="month, year or once (default: as it was, else month).")
+    ] = None,
     no_max_price: Annotated[bool, typer.Option("--no-max-price", help="Remove the price ceiling.")] = False,
     feature: FeatureOpt = None,
     required: RequiredOpt = None,
@@ -192,11 +197,22 @@ def edit_cmd(
     """Change a draft (a published intent cannot change: withdraw it and write another)."""
     where = _where(country, region, postal_code, radius_km)
     with unlocked(ctx) as uv:
-        record = _service(ctx, uv).edit(
+        service = _service(ctx, uv)
+        price = None
+        if max_price is not None or currency is not None or per is not None:
+            # Only what is given changes: a new amount keeps the ceiling's currency and period.
+            before = service.get(intent_id).constraints.get("price_max") or {}
+            amount = max_price if max_price is not None else before.get("amount")
+            if amount is None:
+                raise InvalidValue("the intent has no price ceiling yet: give --max-price with it")
+            price = _price(
+                str(amount), currency or before.get("currency", "EUR"), per or before.get("per", "month")
+            )
+        record = service.edit(
             intent_id,
             category_id=category_id,
             text=text,
-            price=_price(max_price, currency, per),
+            price=price,
             clear_price=no_max_price,
             features=parse_features(feature or [], required or []) if (feature or required) else None,
             quantity=quantity,
