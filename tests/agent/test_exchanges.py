@@ -83,6 +83,9 @@ def test_grant_fetch_revoke_at_once(world: World) -> None:
     assert fetched["fields"] == {"email": "ada@example.org"}
     assert fetched["grant_id"] == grant.id and fetched["term"] == "service-delivery-only@1.0.0"
     assert [h.vendor_name for h in world.agent.holders("email")] == ["Example Telco"]
+    assert world.agent.holders(" Email ") == world.agent.holders("email")  # typed as people type it
+    with pytest.raises(InvalidValue, match="unknown field type"):
+        world.agent.holders("emial")
     world.agent.revoke(grant.id)
     assert kit.fetch_grants(aid) == []
     assert world.agent.holders("email") == []

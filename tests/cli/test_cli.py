@@ -197,6 +197,9 @@ def test_vendors_docs_shares(vrm: Vrm, tmp_path: Path) -> None:
     vrm("profile", "set", "email", "me@example.org")
     share = vrm.json("shares", "add", rel_id, "email", "--purpose", "billing")
     assert [h["vendor"] for h in vrm.json("shares", "holders", "email")] == ["Acme"]
+    assert vrm.json("shares", "holders", "Email") == vrm.json("shares", "holders", "email")
+    assert vrm.json("shares", "holders", "address") == []  # every address field, whatever its label
+    assert "unknown field type" in vrm("shares", "holders", "emial", code=1).stderr
     vrm("shares", "revoke", share["id"])
     assert vrm.json("shares", "holders", "email") == []
 

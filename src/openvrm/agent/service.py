@@ -39,6 +39,7 @@ from sqlalchemy.orm import Session
 
 from openvrm.errors import Conflict, InvalidValue, NotFound, OpenVRMError
 from openvrm.net import UrlPolicy, check_url, guarded_client, policy_for
+from openvrm.profile.fields import query_key
 from openvrm.protocol import messages as m
 from openvrm.protocol.errors import SignatureError
 from openvrm.protocol.httpsig import sign_request
@@ -783,6 +784,8 @@ class AgentService:
 
     def holders(self, field_key: str | None = None) -> list[Holder]:
         """Who holds my ...? Every active grant, per field (or for one field)."""
+        if field_key is not None:
+            field_key = query_key(field_key)
         names = {c.id: c.vendor_name for c in self.connections()}
         out = []
         for g in self.grants():

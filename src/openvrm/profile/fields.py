@@ -168,6 +168,16 @@ def normalise_key(key: str) -> str:
     return f"{ftype.name}.{label}" if label else ftype.name
 
 
+def query_key(key: str) -> str:
+    """A field key as a question about fields ("who holds my ..."): normalised like a key, but a type
+    that needs a label may come without one, to mean every field of that type (``address``)."""
+    type_name = key.strip().lower().partition(".")[0] if isinstance(key, str) else ""
+    ftype = FIELD_TYPES.get(type_name)
+    if ftype is not None and ftype.needs_label and key.strip().lower() == type_name:
+        return type_name
+    return normalise_key(key)
+
+
 def validate(key: str, value: Any) -> tuple[str, FieldValue]:
     """Check a key and value; return the normalised key and value."""
     ftype, label = parse_key(key)

@@ -14,7 +14,7 @@ from typing import Any
 from sqlalchemy import select
 
 from openvrm.errors import InvalidValue
-from openvrm.profile.fields import _text, normalise_key
+from openvrm.profile.fields import _text, normalise_key, query_key
 from openvrm.records import get_row, insert, payload_of, update
 from openvrm.storage.models import ProfileShare, Relationship, utcnow
 from openvrm.vault.core import UnlockedVault
@@ -93,5 +93,5 @@ class SharingService:
 
     def holders(self, field: str) -> builtins.list[ShareRecord]:
         """Active shares of ``field`` (and of its labelled variants): who holds my ...?"""
-        key = normalise_key(field)
+        key = query_key(field)
         return [r for r in self.list(active_only=True) if r.field == key or r.field.startswith(key + ".")]
