@@ -35,7 +35,6 @@ def register(app: typer.Typer) -> None:
     app.add_typer(shares, name="shares")
 
 
-ListOpt = Annotated[list[str] | None, typer.Option(show_default=False)]
 VendorArg = Annotated[str, typer.Argument(help="The vendor's id, as `vrm vendors list` shows it.")]
 RelationshipArg = Annotated[
     str, typer.Argument(help="The relationship's id, as `vrm vendors show VENDOR_ID` shows it.")
