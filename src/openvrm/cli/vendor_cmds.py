@@ -12,7 +12,7 @@ from rich.table import Table
 from rich.text import Text
 
 from openvrm.cli.context import JsonOpt, emit, err, id_table, out, unlocked
-from openvrm.documents.service import KINDS, DocumentService
+from openvrm.documents.service import KINDS, DocumentRecord, DocumentService
 from openvrm.errors import InvalidValue, NotFound, OpenVRMError
 from openvrm.sharing.service import SharingService
 from openvrm.vendors.service import VendorRecord, VendorService
@@ -470,11 +470,9 @@ def docs_search(
         if not hits:
             out.print("No document matches.")
             return
-        table = id_table("title", "date", "total")
+        table = _document_table(with_kind=False)
         for h in hits:
-            f = h.document.fields
-            total_s = f"{f.get('gross_total')} {f.get('currency')}" if f.get("gross_total") else ""
-            table.add_row(h.document.id, h.document.title, str(f.get("issue_date") or ""), total_s)
+            table.add_row(*_document_row(h.document, with_kind=False))
         out.print(table)
 
     emit(as_json, [h.to_json() for h in hits], text)
@@ -517,6 +515,24 @@ def docs_edit(
     emit(as_json, d.to_json(), f"Updated {d.title}.")
 
 
+def _document_table(*, with_kind: bool) -> Table:
+    """Documents as the web page lists them: the date is the bill's issue date, else the day it was
+    added; the date and the total never wrap, the title takes what room is left."""
+    table = id_table("title")
+    if with_kind:
+        table.add_column("kind", no_wrap=True)
+    table.add_column("date", no_wrap=True)
+    table.add_column("total", no_wrap=True, justify="right")
+    return table
+
+
+def _document_row(d: DocumentRecord, *, with_kind: bool) -> list[str]:
+    f = d.fields
+    day = str(f.get("issue_date") or (f"{d.created_at:%Y-%m-%d}" if d.created_at else ""))
+    total = f"{f['gross_total']} {f.get('currency') or ''}".strip() if f.get("gross_total") else ""
+    return [d.id, d.title, *([d.kind] if with_kind else []), day, total]
+
+
 @docs.command("list")
 def docs_list(
     ctx: typer.Context,
@@ -528,11 +544,10 @@ def docs_list(
         items = DocumentService(uv).list(vendor_id=vendor)
 
     def text() -> None:
-        table = id_table("title", "kind", "size", "added")
+        wide = out.width >= 100  # below that, the kind would leave the title no room
+        table = _document_table(with_kind=wide)
         for d in items:
-            table.add_row(
-                d.id, d.title, d.kind, str(d.size), f"{d.created_at:%Y-%m-%d}" if d.created_at else ""
-            )
+            table.add_row(*_document_row(d, with_kind=wide))
         out.print(table)
 
     emit(as_json, [d.to_json() for d in items], text)
