@@ -62,6 +62,8 @@ READERS = 2
 # Folder imports of at least this many files are parsed in worker processes (see parse_workers).
 PROCESS_MIN_FILES = 8
 MAX_PARSE_PROCESSES = 8
+# At most this many files a task for a parse process (fewer when a folder holds few files a worker).
+CHUNK_FILES = 4
 # Threads writing the sealed files of one group.
 BLOB_WRITERS = 4
 _KIND = {"invoice": "invoice", "credit_note": "invoice", "receipt": "receipt", "email": "letter"}
@@ -690,6 +692,14 @@ def _prepare_in_worker(path: Path) -> _Prepared:
     return _prepare(path, _worker_sealer)
 
 
+def _prepare_many(paths: tuple[Path, ...], sealer: FileSealer | None) -> list[_Prepared]:
+    return [_prepare(path, sealer) for path in paths]
+
+
+def _prepare_many_in_worker(paths: tuple[Path, ...]) -> list[_Prepared]:
+    return [_prepare(path, _worker_sealer) for path in paths]
+
+
 def parse_only(paths: Iterable[Path]) -> Iterator[tuple[Path, ParsedDocument | None]]:
     """Read and parse files as a folder import does (same order, same workers), storing nothing.
 
@@ -716,18 +726,19 @@ def _read_ahead(files: list[Path], sealer: FileSealer | None = None) -> Iterator
         try:
             while queued < len(files) or pending:
                 while queued < len(files) and (not pending or held < READ_AHEAD_BYTES):
-                    path = files[queued]
-                    try:
-                        size = path.stat().st_size
-                    except OSError:
-                        size = 0
-                    size = min(size, MAX_FILE_BYTES)
-                    pending.append((parsers.submit(path), size))
+                    paths = tuple(files[queued : queued + parsers.chunk])
+                    size = 0
+                    for path in paths:
+                        try:
+                            size += min(path.stat().st_size, MAX_FILE_BYTES)
+                        except OSError:
+                            pass
+                    pending.append((parsers.submit(paths), size))
                     held += size
-                    queued += 1
+                    queued += len(paths)
                 job, size = pending.popleft()
                 held -= size
-                yield parsers.result(job)
+                yield from parsers.result(job)
         finally:
             for job, _ in pending:
                 parsers.cancel(job)
@@ -767,6 +778,9 @@ class _Parsers:
     def __init__(self, n_files: int, sealer: FileSealer | None = None) -> None:
         self.processes = parse_workers(n_files)
         self.sealer = sealer
+        # Files handed to a worker process at a time: fewer round trips through the pool (each costs the
+        # importing process ≈ 0.4 ms of CPU), while every worker still gets several tasks.
+        self.chunk = max(1, min(CHUNK_FILES, n_files // (4 * self.processes))) if self.processes else 1
         self._pool: Executor | None = None
         self._generation = 0  # bumped each time the pool is replaced
 
@@ -786,35 +800,37 @@ class _Parsers:
                 self._pool = ThreadPoolExecutor(max_workers=READERS, thread_name_prefix="openvrm-import")
         return self._pool
 
-    def submit(self, path: Path) -> _Job:
+    def submit(self, paths: tuple[Path, ...]) -> _Job:
+        """Hand out a few files (at most :attr:`chunk`) as one task."""
         if not self.processes:
-            return _Job(path, self._executor().submit(_prepare, path, self.sealer), self._generation)
+            future = self._executor().submit(_prepare_many, paths, self.sealer)
+            return _Job(paths, future, self._generation)
         for _ in range(2):
             pool = self._executor()
             with pdf_lock():  # a fork may happen inside submit (the pool starts its workers on first use)
                 try:
-                    return _Job(path, pool.submit(_prepare_in_worker, path), self._generation)
+                    return _Job(paths, pool.submit(_prepare_many_in_worker, paths), self._generation)
                 except BrokenExecutor:
                     pass
             self._restart()
-        return _Job(path, None, self._generation)  # two pools broke in a row: parse it alone
+        return _Job(paths, None, self._generation)  # two pools broke in a row: parse them alone
 
-    def result(self, job: _Job) -> _Prepared:
+    def result(self, job: _Job) -> list[_Prepared]:
         if job.future is None:
-            return _parse_alone(job.path, self.sealer)
+            return [_parse_alone(path, self.sealer) for path in job.paths]
         try:
             return job.future.result()
         except BrokenExecutor:
-            # A worker died, and the pool with it; this file may or may not be the cause. Files sent to
-            # that pool are parsed again alone; files sent since went to a new one, which stays.
+            # A worker died, and the pool with it; these files may or may not be the cause. Files sent to
+            # that pool are parsed again, each alone; files sent since went to a new one, which stays.
             if job.generation == self._generation:
                 self._restart()
-            return _parse_alone(job.path, self.sealer)
+            return [_parse_alone(path, self.sealer) for path in job.paths]
         except Exception as exc:
-            # The worker parsed the file but its result could not come back (a plug-in's result that
-            # does not pickle, say): the file is parsed here instead, as the thread fallback would.
+            # The worker parsed the files but its result could not come back (a plug-in's result that
+            # does not pickle, say): they are parsed here instead, as the thread fallback would.
             log.warning("a parser worker's result was lost (%s); parsing in process", type(exc).__name__)
-            return _prepare(job.path, self.sealer)
+            return _prepare_many(job.paths, self.sealer)
 
     def cancel(self, job: _Job) -> None:
         if job.future is not None:
@@ -829,8 +845,8 @@ class _Parsers:
 
 @dataclass(frozen=True)
 class _Job:
-    path: Path
-    future: Future[_Prepared] | None
+    paths: tuple[Path, ...]
+    future: Future[list[_Prepared]] | None
     generation: int
 
 
