@@ -37,7 +37,7 @@ from openvrm.directory.catalog import domain_of
 from openvrm.documents.parsers import parse
 from openvrm.documents.parsers.model import ParsedDocument
 from openvrm.documents.parsers.pdf import pdf_lock
-from openvrm.documents.parsers.registry import sniff_format
+from openvrm.documents.parsers.registry import default_registry, sniff_format
 from openvrm.documents.service import EXTRA_KEYS, KINDS, DocumentRecord, DocumentService, _record
 from openvrm.errors import InvalidValue, NotFound, OpenVRMError
 from openvrm.ledger.contracts import ContractService
@@ -795,6 +795,9 @@ class _Parsers:
     def _executor(self) -> Executor:
         if self._pool is None:
             if self.processes:
+                # Built once here rather than in every worker: the registry (entry points, plug-ins) is
+                # inherited by the fork.
+                default_registry()
                 self._pool = _fork_pool(self.processes, self.sealer)
             else:
                 self._pool = ThreadPoolExecutor(max_workers=READERS, thread_name_prefix="openvrm-import")
