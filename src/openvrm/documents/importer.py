@@ -46,7 +46,7 @@ from openvrm.profile.fields import _text
 from openvrm.records import row_values
 from openvrm.storage.models import Document, DocumentText, Relationship, Vendor
 from openvrm.vault.core import MAX_FILE_BYTES, FileSealer, UnlockedVault
-from openvrm.vendors.service import VendorRecord, VendorService
+from openvrm.vendors.service import VendorRecord, VendorService, clean_vendor
 
 log = logging.getLogger(__name__)
 
@@ -162,6 +162,8 @@ class ImportService:
         # Vendors this import created: they have no contract and no relationship yet, so a folder import
         # does not ask the store for them.
         self._created: set[str] = set()
+        # Rows of vendors created for the group being stored, inserted with its documents.
+        self._pending_vendors: list[dict[str, Any]] = []
 
     # -- linking -----------------------------------------------------------------------------------
 
@@ -170,7 +172,12 @@ class ImportService:
             self._vendor_cache = self.vendors.list()
         return self._vendor_cache
 
-    def _link_vendor(self, parsed: ParsedDocument) -> VendorRecord | None:
+    def _link_vendor(self, parsed: ParsedDocument, *, defer: bool = False) -> VendorRecord | None:
+        """The vendor of a bill, created from its seller when none matches.
+
+        With ``defer`` (a folder import's group) a new vendor's row is only prepared, and inserted in the
+        group's write transaction, before the documents that link to it (see :meth:`_write_rows`).
+        """
         domain = parsed.seller_domain or parsed.seller_website or parsed.seller_email or parsed.email_from
         found = self.vendors.match(
             vat_id=parsed.seller_vat_id, domain=domain, name=parsed.seller, vendors=self._known_vendors()
@@ -187,7 +194,13 @@ class ImportService:
                 vat_ids = []
         d = domain_of(domain) if domain else None
         try:
-            created = self.vendors.add(parsed.seller, domains=[d] if d else [], vat_ids=vat_ids)
+            if defer:
+                payload = clean_vendor(parsed.seller, domains=[d] if d else [], vat_ids=vat_ids)
+                values = row_values(self.vault, Vendor, payload)
+                created = VendorRecord(id=values["id"], created_at=values["created_at"], **payload)
+                self._pending_vendors.append(values)
+            else:
+                created = self.vendors.add(parsed.seller, domains=[d] if d else [], vat_ids=vat_ids)
         except InvalidValue:
             return None
         self._known_vendors().append(created)
@@ -397,6 +410,18 @@ class ImportService:
 
     def _store_batch(self, batch: list[_Prepared]) -> list[list[ImportOutcome]]:
         """Store parsed files (no attachments) as one group; one outcome list per file, in order."""
+        try:
+            return self._store_group(batch)
+        finally:
+            if self._pending_vendors:
+                # Their transaction never committed: forget them, so no later file links to them.
+                lost = {values["id"] for values in self._pending_vendors}
+                self._pending_vendors.clear()
+                self._created -= lost
+                if self._vendor_cache is not None:
+                    self._vendor_cache = [v for v in self._vendor_cache if v.id not in lost]
+
+    def _store_group(self, batch: list[_Prepared]) -> list[list[ImportOutcome]]:
         results: list[list[ImportOutcome] | None] = [None] * len(batch)
         # A worker that sealed a file gives its address; the others are addressed here.
         addresses = [p.address or self.vault.address_of(p.data) for p in batch]
@@ -531,22 +556,33 @@ class ImportService:
         fail, it is rolled back whole and the rows are inserted again each file in its own savepoint, so
         only the files at fault are reported ``rejected``.
         """
-        if not plans:
+        vendors = self._pending_vendors
+        if not plans and not vendors:
             return {}
         try:
+            ids: dict[int, str] = {}
             with self.vault.db.write() as s:
-                links = self._links(s, plans)
-                values = [self._row_values(plan, links) for plan in plans]
                 conn = s.connection()
-                conn.execute(sa_insert(Document), [doc for doc, _ in values])
-                texts = [text for _, text in values if text is not None]
-                if texts:
-                    conn.execute(sa_insert(DocumentText), texts)
-            return {plan.index: doc["id"] for plan, (doc, _) in zip(plans, values, strict=True)}
+                if vendors:  # vendors new in this group first: its documents link to them
+                    conn.execute(sa_insert(Vendor), vendors)
+                if plans:
+                    links = self._links(s, plans)
+                    values = [self._row_values(plan, links) for plan in plans]
+                    conn.execute(sa_insert(Document), [doc for doc, _ in values])
+                    texts = [text for _, text in values if text is not None]
+                    if texts:
+                        conn.execute(sa_insert(DocumentText), texts)
+                    ids = {plan.index: doc["id"] for plan, (doc, _) in zip(plans, values, strict=True)}
+            vendors.clear()
+            return ids
         except (OpenVRMError, SQLAlchemyError):
-            pass  # nothing of the group was written: each file is tried on its own below
-        ids: dict[int, str] = {}
+            if not plans:
+                raise
+            # nothing of the group was written: each file is tried on its own below
+        ids = {}
         with self.vault.db.write() as s:
+            if vendors:
+                s.connection().execute(sa_insert(Vendor), vendors)
             links = self._links(s, plans)
             for plan in plans:
                 try:
@@ -560,6 +596,7 @@ class ImportService:
                 except (OpenVRMError, SQLAlchemyError) as exc:
                     reason = str(exc) if isinstance(exc, OpenVRMError) else _db_refusal(exc)
                     results[plan.index] = [ImportOutcome(str(plan.prep.path), "rejected", reason)]
+        vendors.clear()
         return ids
 
     def _plan(
@@ -572,7 +609,7 @@ class ImportService:
     ) -> _Plan:
         """Link and describe one file of a group, checking all that can be checked before writing."""
         parsed = prep.parsed
-        vendor = self._link_vendor(parsed) if parsed.status != "unparsed" else None
+        vendor = self._link_vendor(parsed, defer=True) if parsed.status != "unparsed" else None
         vendor_id = vendor.id if vendor else None
         if vendor_id is not None and vendor_id in self._created:
             contracts.setdefault(vendor_id, None)
