@@ -386,6 +386,8 @@ class ImportService:
             elif prep.parsed.attachments:
                 flush()
                 try:
+                    if prep.address is not None:  # sealed by a worker: its name made durable first
+                        self.vault.sync_files([prep.address])
                     result = self._import_parsed(
                         prep.data,
                         prep.parsed,
@@ -459,10 +461,11 @@ class ImportService:
                 continue
             first_of[address] = i
             plans.append(plan)
-        # Every blob is durable (written, fsync'd, renamed) before the rows that point at it are committed.
-        # Files sealed by a worker process already are; the others are written here, side by side (the
-        # fsyncs wait on the disk, not on Python), all before the write transaction opens (a SQL blob
-        # store writes in its own).
+        # Every blob is durable (written, fsync'd, renamed, its folder fsync'd) before the rows that point
+        # at it are committed. Files sealed by a read-ahead worker are written and fsync'd already (their
+        # folders are synced below); the others are written here, side by side (the fsyncs wait on the
+        # disk, not on Python), all before the write transaction opens (a SQL blob store writes in its
+        # own).
         written = [plan for plan in plans if plan.prep.address is not None]
         unsealed = [plan for plan in plans if plan.prep.address is None]
         if unsealed:
@@ -476,6 +479,9 @@ class ImportService:
                         continue
                     written.append(plan)
             written.sort(key=lambda plan: plan.index)
+        # The workers fsync'd each file before renaming it into place; the folders holding the new names
+        # are fsync'd here, once each for the group, before the commit.
+        self.vault.sync_files(plan.address for plan in written if plan.prep.address is not None)
         ids = self._write_rows(written, results)
         for plan in written:
             doc_id = ids.get(plan.index)

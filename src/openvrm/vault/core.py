@@ -8,7 +8,7 @@ and is what every service takes to read or write personal data.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -283,6 +283,12 @@ class UnlockedVault:
         self._check()
         return _put_file(self._files, self._address_key, self.vault.blobs, data)
 
+    def sync_files(self, addresses: Iterable[str]) -> None:
+        """Make durable the names of files a :class:`FileSealer` stored (nothing to do for a SQL store)."""
+        self._check()
+        if isinstance(self.vault.blobs, FileBlobStore):
+            self.vault.blobs.sync_folders(addresses)
+
     def file_sealer(self) -> FileSealer | None:
         """What a worker process needs to seal and store files as :meth:`put_file` does, and no more.
 
@@ -363,8 +369,17 @@ class FileSealer:
         raise TypeError("a FileSealer holds keys and is never pickled")
 
     def put(self, data: bytes) -> tuple[str, bool]:
-        """Seal and store a file (durable on return); its address and whether it was new."""
-        return _put_file(self._files, self._address_key, self._blobs, data)
+        """Seal and store a file; its address and whether it was new.
+
+        The blob's bytes are durable on return, its name only once :meth:`UnlockedVault.sync_files`
+        has run for its address: the importing process does that for a group, before its commit.
+        """
+        if len(data) > MAX_FILE_BYTES:
+            raise InvalidValue(f"the file is larger than the {MAX_FILE_BYTES // (1024 * 1024)} MiB limit")
+        address = keyed_hash(self._address_key, data)
+        if self._blobs.exists(address):
+            return address, False
+        return address, self._blobs.put(address, self._files.seal(data, address.encode()), sync_folder=False)
 
 
 def _put_file(files: Sealer, address_key: bytes, blobs: BlobStore, data: bytes) -> tuple[str, bool]:
