@@ -71,14 +71,14 @@ class FileBlobStore:
         path = self._path(address)
         if path.exists():
             return False
-        new_folder = not path.parent.is_dir()
-        if new_folder:
+        if not path.parent.is_dir():
             new_root = not self.root.is_dir()
             self.root.mkdir(parents=True, exist_ok=True, mode=0o700)
             path.parent.mkdir(exist_ok=True, mode=0o700)
             if new_root:
                 _fsync_dir(self.root.parent)
-            _fsync_dir(self.root)
+            if sync_folder:  # else sync_folders does it
+                _fsync_dir(self.root)
         tmp = path.with_name(f".{address}.{os.getpid()}.tmp")
         fd = os.open(tmp, os.O_CREAT | os.O_WRONLY | os.O_TRUNC, 0o600)
         try:
@@ -95,10 +95,13 @@ class FileBlobStore:
         return True
 
     def sync_folders(self, addresses: Iterable[str]) -> None:
-        """Make the names of blobs written with ``sync_folder=False`` durable: one fsync per folder."""
-        for folder in sorted({self._path(a).parent for a in addresses}):
-            if folder.is_dir():
-                _fsync_dir(folder)
+        """Make the names of blobs written with ``sync_folder=False`` durable: one fsync per folder
+        holding one of them, then one of the root (which holds the names of new folders)."""
+        folders = sorted({self._path(a).parent for a in addresses})
+        for folder in folders:
+            _fsync_dir(folder)
+        if folders:
+            _fsync_dir(self.root)
 
     def get(self, address: str) -> bytes:
         try:
