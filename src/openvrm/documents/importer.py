@@ -353,12 +353,14 @@ class ImportService:
     ) -> list[ImportOutcome]:
         """Import files and folders (recursively, hidden files skipped), in a stable order.
 
-        Files are read and parsed one step ahead in a worker thread while the ones before them are
-        stored, and stored in groups (:data:`BATCH_FILES` files or :data:`BATCH_SECONDS`): every sealed
-        file of a group is written and fsync'd, then their rows are inserted in one transaction, each in
-        its own savepoint, so a file that fails is reported ``rejected`` without losing the others. A file
-        is reported (and ``progress`` called for it) only once its blob is on disk and its row committed.
-        E-mails, whose attachments are imported in turn, are stored one by one.
+        Files are read, sealed into the blob store (with a folder blob store) and parsed ahead by workers
+        (see :class:`_Parsers`) while the ones before them are stored, and stored in groups
+        (:data:`BATCH_FILES` files or :data:`BATCH_SECONDS`): every sealed file of a group is durable
+        (the workers fsync each file, the folders holding them are fsync'd here once a group) before their
+        rows, and the rows of vendors new in the group, are inserted in one transaction; should it fail,
+        each file's rows go in its own savepoint, so a file that fails is reported ``rejected`` without
+        losing the others. A file is reported (and ``progress`` called for it) only once its blob is on
+        disk and its row committed. E-mails, whose attachments are imported in turn, are stored one by one.
         """
         files = list(expand_paths(paths))
         outcomes: list[ImportOutcome] = []
@@ -815,7 +817,9 @@ class _Parsers:
     reason, and the import goes on with a new pool. Workers are forked while the parent holds PDFium's
     lock, so no PDFium call is ever half-done in a child; the locks the parsers keep are replaced in
     the child (``os.register_at_fork``). A worker holds the unlocked vault's memory as the parent does,
-    and ends with the import.
+    and ends with the import; it is given the import's :class:`FileSealer` (by fork inheritance, as an
+    initializer argument, which ``fork`` does not pickle), seals and stores each file it reads, and
+    never uses the database. Each task carries up to :data:`CHUNK_FILES` files.
     """
 
     def __init__(self, n_files: int, sealer: FileSealer | None = None) -> None:
