@@ -10,6 +10,7 @@ import pickle
 import shutil
 import signal
 import sys
+import threading
 from pathlib import Path
 
 import pytest
@@ -173,3 +174,33 @@ def test_vendors_new_in_a_refused_group_are_stored_with_the_files_that_stay(
     (later / "c-other-again.pdf").write_bytes(OTHER_SELLER.read_bytes() + b"\n% another bill\n")
     again = ImportService(unlocked).import_paths([later])
     assert again[0].status == "imported" and again[0].vendor_id == created.id
+
+
+def test_two_threads_storing_the_same_file_at_once_both_succeed(unlocked: UnlockedVault) -> None:
+    """Read-ahead threads (no worker processes) may seal two copies of one file at the same moment."""
+    sealer = _sealer(unlocked)
+    results: list[tuple[str, bool]] = []
+    errors: list[BaseException] = []
+
+    def store(data: bytes, barrier: threading.Barrier) -> None:
+        barrier.wait()
+        try:
+            results.append(sealer.put(data))
+        except BaseException as exc:  # reported below, in the test's thread
+            errors.append(exc)
+
+    for n in range(20):
+        data = b"the same bill, twice %d" % n
+        barrier = threading.Barrier(2)
+        results.clear()
+        threads = [threading.Thread(target=store, args=(data, barrier)) for _ in range(2)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert errors == []
+        assert {address for address, _ in results} == {unlocked.address_of(data)}
+        unlocked.sync_files([results[0][0]])
+        assert unlocked.get_file(results[0][0]) == data
+    leftovers = [p for p in unlocked.vault.settings.blob_dir.rglob(".*") if p.is_file()]
+    assert leftovers == []

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import os
 import re
+import secrets
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Protocol
@@ -79,8 +80,10 @@ class FileBlobStore:
                 _fsync_dir(self.root.parent)
             if sync_folder:  # else sync_folders does it
                 _fsync_dir(self.root)
-        tmp = path.with_name(f".{address}.{os.getpid()}.tmp")
-        fd = os.open(tmp, os.O_CREAT | os.O_WRONLY | os.O_TRUNC, 0o600)
+        # A name of its own per write: an import's read-ahead threads may store two copies of one file
+        # (the same address) at once in one process.
+        tmp = path.with_name(f".{address}.{os.getpid()}.{secrets.token_hex(6)}.tmp")
+        fd = os.open(tmp, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600)
         try:
             with os.fdopen(fd, "wb") as fh:
                 fh.write(sealed)
