@@ -45,3 +45,17 @@ def test_file_store_leaves_no_temp_files(vault: Vault) -> None:
     files = [p.name for p in vault.settings.blob_dir.rglob("*") if p.is_file()]
     assert files == [ADDR]
     assert (vault.settings.blob_dir / ADDR[:2] / ADDR).stat().st_mode & 0o777 == 0o600
+
+
+def test_file_store_can_leave_folder_syncs_to_one_call_for_a_group(vault: Vault) -> None:
+    """What an import's workers do: each file fsync'd and renamed, the folders fsync'd once, later."""
+    store = FileBlobStore(vault.settings.blob_dir)
+    store.sync_folders([])  # nothing written: nothing to sync, and no folder created for it
+    assert not vault.settings.blob_dir.exists()
+    assert store.put(ADDR, b"one", sync_folder=False)
+    assert store.put(OTHER, b"two", sync_folder=False)
+    assert not store.put(ADDR, b"again", sync_folder=False)
+    store.sync_folders([ADDR, OTHER, ADDR])
+    assert (store.get(ADDR), store.get(OTHER)) == (b"one", b"two")
+    files = sorted(p.name for p in vault.settings.blob_dir.rglob("*") if p.is_file())
+    assert files == [ADDR, OTHER]

@@ -28,6 +28,7 @@ from datetime import date
 from pathlib import Path
 from typing import Any
 
+from sqlalchemy import insert as sa_insert
 from sqlalchemy import select
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
@@ -36,16 +37,16 @@ from openvrm.directory.catalog import domain_of
 from openvrm.documents.parsers import parse
 from openvrm.documents.parsers.model import ParsedDocument
 from openvrm.documents.parsers.pdf import pdf_lock
-from openvrm.documents.parsers.registry import sniff_format
+from openvrm.documents.parsers.registry import default_registry, sniff_format
 from openvrm.documents.service import EXTRA_KEYS, KINDS, DocumentRecord, DocumentService, _record
 from openvrm.errors import InvalidValue, NotFound, OpenVRMError
 from openvrm.ledger.contracts import ContractService
 from openvrm.ledger.terms import deadlines
 from openvrm.profile.fields import _text
-from openvrm.records import insert
+from openvrm.records import row_values
 from openvrm.storage.models import Document, DocumentText, Relationship, Vendor
-from openvrm.vault.core import MAX_FILE_BYTES, UnlockedVault
-from openvrm.vendors.service import VendorRecord, VendorService
+from openvrm.vault.core import MAX_FILE_BYTES, FileSealer, UnlockedVault
+from openvrm.vendors.service import VendorRecord, VendorService, clean_vendor
 
 log = logging.getLogger(__name__)
 
@@ -61,6 +62,8 @@ READERS = 2
 # Folder imports of at least this many files are parsed in worker processes (see parse_workers).
 PROCESS_MIN_FILES = 8
 MAX_PARSE_PROCESSES = 8
+# At most this many files a task for a parse process (fewer when a folder holds few files a worker).
+CHUNK_FILES = 4
 # Threads writing the sealed files of one group.
 BLOB_WRITERS = 4
 _KIND = {"invoice": "invoice", "credit_note": "invoice", "receipt": "receipt", "email": "letter"}
@@ -159,6 +162,8 @@ class ImportService:
         # Vendors this import created: they have no contract and no relationship yet, so a folder import
         # does not ask the store for them.
         self._created: set[str] = set()
+        # Rows of vendors created for the group being stored, inserted with its documents.
+        self._pending_vendors: list[dict[str, Any]] = []
 
     # -- linking -----------------------------------------------------------------------------------
 
@@ -167,7 +172,12 @@ class ImportService:
             self._vendor_cache = self.vendors.list()
         return self._vendor_cache
 
-    def _link_vendor(self, parsed: ParsedDocument) -> VendorRecord | None:
+    def _link_vendor(self, parsed: ParsedDocument, *, defer: bool = False) -> VendorRecord | None:
+        """The vendor of a bill, created from its seller when none matches.
+
+        With ``defer`` (a folder import's group) a new vendor's row is only prepared, and inserted in the
+        group's write transaction, before the documents that link to it (see :meth:`_write_rows`).
+        """
         domain = parsed.seller_domain or parsed.seller_website or parsed.seller_email or parsed.email_from
         found = self.vendors.match(
             vat_id=parsed.seller_vat_id, domain=domain, name=parsed.seller, vendors=self._known_vendors()
@@ -184,7 +194,13 @@ class ImportService:
                 vat_ids = []
         d = domain_of(domain) if domain else None
         try:
-            created = self.vendors.add(parsed.seller, domains=[d] if d else [], vat_ids=vat_ids)
+            if defer:
+                payload = clean_vendor(parsed.seller, domains=[d] if d else [], vat_ids=vat_ids)
+                values = row_values(self.vault, Vendor, payload)
+                created = VendorRecord(id=values["id"], created_at=values["created_at"], **payload)
+                self._pending_vendors.append(values)
+            else:
+                created = self.vendors.add(parsed.seller, domains=[d] if d else [], vat_ids=vat_ids)
         except InvalidValue:
             return None
         self._known_vendors().append(created)
@@ -337,12 +353,14 @@ class ImportService:
     ) -> list[ImportOutcome]:
         """Import files and folders (recursively, hidden files skipped), in a stable order.
 
-        Files are read and parsed one step ahead in a worker thread while the ones before them are
-        stored, and stored in groups (:data:`BATCH_FILES` files or :data:`BATCH_SECONDS`): every sealed
-        file of a group is written and fsync'd, then their rows are inserted in one transaction, each in
-        its own savepoint, so a file that fails is reported ``rejected`` without losing the others. A file
-        is reported (and ``progress`` called for it) only once its blob is on disk and its row committed.
-        E-mails, whose attachments are imported in turn, are stored one by one.
+        Files are read, sealed into the blob store (with a folder blob store) and parsed ahead by workers
+        (see :class:`_Parsers`) while the ones before them are stored, and stored in groups
+        (:data:`BATCH_FILES` files or :data:`BATCH_SECONDS`): every sealed file of a group is durable
+        (the workers fsync each file, the folders holding them are fsync'd here once a group) before their
+        rows, and the rows of vendors new in the group, are inserted in one transaction; should it fail,
+        each file's rows go in its own savepoint, so a file that fails is reported ``rejected`` without
+        losing the others. A file is reported (and ``progress`` called for it) only once its blob is on
+        disk and its row committed. E-mails, whose attachments are imported in turn, are stored one by one.
         """
         files = list(expand_paths(paths))
         outcomes: list[ImportOutcome] = []
@@ -363,13 +381,15 @@ class ImportService:
                 report(self._store_batch(batch))
                 batch.clear()
 
-        for prep in _read_ahead(files):
+        for prep in _read_ahead(files, self.vault.file_sealer()):
             if prep.early is not None:
                 flush()
                 report([[prep.early]])
             elif prep.parsed.attachments:
                 flush()
                 try:
+                    if prep.address is not None:  # sealed by a worker: its name made durable first
+                        self.vault.sync_files([prep.address])
                     result = self._import_parsed(
                         prep.data,
                         prep.parsed,
@@ -394,10 +414,32 @@ class ImportService:
 
     def _store_batch(self, batch: list[_Prepared]) -> list[list[ImportOutcome]]:
         """Store parsed files (no attachments) as one group; one outcome list per file, in order."""
+        try:
+            return self._store_group(batch)
+        finally:
+            if self._pending_vendors:
+                # Their transaction never committed: forget them, so no later file links to them.
+                lost = {values["id"] for values in self._pending_vendors}
+                self._pending_vendors.clear()
+                self._created -= lost
+                if self._vendor_cache is not None:
+                    self._vendor_cache = [v for v in self._vendor_cache if v.id not in lost]
+
+    def _store_group(self, batch: list[_Prepared]) -> list[list[ImportOutcome]]:
         results: list[list[ImportOutcome] | None] = [None] * len(batch)
-        addresses = [self.vault.address_of(p.data) for p in batch]
+        # A worker that sealed a file gives its address; the others are addressed here.
+        addresses = [p.address or self.vault.address_of(p.data) for p in batch]
         with self.vault.db.read() as s:
-            rows = s.scalars(select(Document).where(Document.blob_address.in_(set(addresses)))).all()
+            rows = s.execute(
+                select(
+                    Document.id,
+                    Document.blob_address,
+                    Document.vendor_id,
+                    Document.relationship_id,
+                    Document.created_at,
+                    Document.sealed,
+                ).where(Document.blob_address.in_(set(addresses)))
+            ).all()
         stored: dict[str, DocumentRecord] = {}
         for row in sorted(rows, key=lambda r: r.id):
             if row.blob_address not in stored:
@@ -421,23 +463,31 @@ class ImportService:
                 continue
             first_of[address] = i
             plans.append(plan)
-        # Every blob is on disk (each fsync'd) before the rows that point at it are committed. The blobs
-        # of a group are written side by side (the fsyncs wait on the disk, not on Python), and all of
-        # them are done before the write transaction opens (a SQL blob store writes in its own).
-        written: list[_Plan] = []
-        with ThreadPoolExecutor(max_workers=BLOB_WRITERS, thread_name_prefix="openvrm-blobs") as pool:
-            puts = [(plan, pool.submit(self.vault.put_file, plan.prep.data)) for plan in plans]
-            for plan, put in puts:
-                try:
-                    put.result()
-                except OpenVRMError as exc:
-                    results[plan.index] = [ImportOutcome(str(plan.prep.path), "rejected", str(exc))]
-                    continue
-                written.append(plan)
-        records = self._write_rows(written, results)
+        # Every blob is durable (written, fsync'd, renamed, its folder fsync'd) before the rows that point
+        # at it are committed. Files sealed by a read-ahead worker are written and fsync'd already (their
+        # folders are synced below); the others are written here, side by side (the fsyncs wait on the
+        # disk, not on Python), all before the write transaction opens (a SQL blob store writes in its
+        # own).
+        written = [plan for plan in plans if plan.prep.address is not None]
+        unsealed = [plan for plan in plans if plan.prep.address is None]
+        if unsealed:
+            with ThreadPoolExecutor(max_workers=BLOB_WRITERS, thread_name_prefix="openvrm-blobs") as pool:
+                puts = [(plan, pool.submit(self.vault.put_file, plan.prep.data)) for plan in unsealed]
+                for plan, put in puts:
+                    try:
+                        put.result()
+                    except OpenVRMError as exc:
+                        results[plan.index] = [ImportOutcome(str(plan.prep.path), "rejected", str(exc))]
+                        continue
+                    written.append(plan)
+            written.sort(key=lambda plan: plan.index)
+        # The workers fsync'd each file before renaming it into place; the folders holding the new names
+        # are fsync'd here, once each for the group, before the commit.
+        self.vault.sync_files(plan.address for plan in written if plan.prep.address is not None)
+        ids = self._write_rows(written, results)
         for plan in written:
-            doc = records.get(plan.index)
-            if doc is None:
+            doc_id = ids.get(plan.index)
+            if doc_id is None:
                 continue
             parsed = plan.prep.parsed
             status = "unparsed" if parsed.status == "unparsed" else "imported"
@@ -447,8 +497,8 @@ class ImportService:
                     status,
                     parsed.reason,
                     parsed.format,
-                    doc.id,
-                    doc.vendor_id,
+                    doc_id,
+                    plan.vendor_id,
                     plan.contract_id,
                     None,
                     plan.fields,
@@ -456,13 +506,21 @@ class ImportService:
             ]
         for i, (prep, address) in enumerate(zip(batch, addresses, strict=True)):
             if results[i] is None:
-                first = first_of[address]
-                if first in records:
-                    original = _record(self.vault, records[first])
-                    results[i] = [_duplicate(str(prep.path), prep.parsed, original)]
+                first = results[first_of[address]] or []
+                if first and first[0].status in ("imported", "unparsed"):
+                    # A copy of a file this group stored: described as that document is.
+                    results[i] = [
+                        replace(
+                            first[0],
+                            path=str(prep.path),
+                            status="duplicate",
+                            reason=f"same content as document {first[0].document_id}",
+                            format=prep.parsed.format,
+                        )
+                    ]
                 else:
                     # The first copy could not be stored: this one meets the same fate.
-                    results[i] = [replace(o, path=str(prep.path)) for o in results[first] or []]
+                    results[i] = [replace(o, path=str(prep.path)) for o in first]
         return [r or [] for r in results]
 
     @staticmethod
@@ -478,54 +536,76 @@ class ImportService:
         )
         return _Links(vendors, relationships)
 
-    def _insert_rows(self, s: Session, plan: _Plan, links: _Links) -> Document:
+    def _row_values(self, plan: _Plan, links: _Links) -> tuple[dict[str, Any], dict[str, Any] | None]:
+        """The sealed ``documents`` row of a file, and its ``document_texts`` row when it has text."""
         # As DocumentService.add does: the links must still hold in this transaction (a vendor deleted
         # since it was matched is refused here, not stored as a dangling id).
         if plan.vendor_id is not None and plan.vendor_id not in links.vendors:
             raise NotFound(f"no vendor with id {plan.vendor_id[:40]!r}")
         if plan.relationship_id is not None and plan.relationship_id not in links.relationships:
             raise NotFound(f"no relationship with id {plan.relationship_id[:40]!r}")
-        row = insert(
+        doc = row_values(
             self.vault,
-            s,
             Document,
             plan.payload,
             blob_address=plan.address,
             vendor_id=plan.vendor_id,
             relationship_id=plan.relationship_id,
         )
-        if plan.prep.parsed.text:
-            insert(self.vault, s, DocumentText, {"text": plan.prep.parsed.text}, record_id=row.id)
-        return row
+        text = plan.prep.parsed.text
+        if not text:
+            return doc, None
+        return doc, row_values(self.vault, DocumentText, {"text": text}, record_id=doc["id"])
 
-    def _write_rows(
-        self, plans: list[_Plan], results: list[list[ImportOutcome] | None]
-    ) -> dict[int, Document]:
-        """Insert the rows of a group in one transaction; the stored rows by file index.
+    def _write_rows(self, plans: list[_Plan], results: list[list[ImportOutcome] | None]) -> dict[int, str]:
+        """Insert the rows of a group in one transaction; the new document ids by file index.
 
-        All rows go in at once; should that transaction fail, it is rolled back whole and the rows are
-        inserted again each in its own savepoint, so only the files at fault are reported ``rejected``.
+        All rows go in at once, two multi-row statements (Core, no ORM objects); should that transaction
+        fail, it is rolled back whole and the rows are inserted again each file in its own savepoint, so
+        only the files at fault are reported ``rejected``.
         """
-        if not plans:
+        vendors = self._pending_vendors
+        if not plans and not vendors:
             return {}
         try:
+            ids: dict[int, str] = {}
             with self.vault.db.write() as s:
-                links = self._links(s, plans)
-                rows = {plan.index: self._insert_rows(s, plan, links) for plan in plans}
-            return rows
+                conn = s.connection()
+                if vendors:  # vendors new in this group first: its documents link to them
+                    conn.execute(sa_insert(Vendor), vendors)
+                if plans:
+                    links = self._links(s, plans)
+                    values = [self._row_values(plan, links) for plan in plans]
+                    conn.execute(sa_insert(Document), [doc for doc, _ in values])
+                    texts = [text for _, text in values if text is not None]
+                    if texts:
+                        conn.execute(sa_insert(DocumentText), texts)
+                    ids = {plan.index: doc["id"] for plan, (doc, _) in zip(plans, values, strict=True)}
+            vendors.clear()
+            return ids
         except (OpenVRMError, SQLAlchemyError):
-            pass  # nothing of the group was written: each file is tried on its own below
-        rows = {}
+            if not plans:
+                raise
+            # nothing of the group was written: each file is tried on its own below
+        ids = {}
         with self.vault.db.write() as s:
+            if vendors:
+                s.connection().execute(sa_insert(Vendor), vendors)
             links = self._links(s, plans)
             for plan in plans:
                 try:
                     with s.begin_nested():
-                        rows[plan.index] = self._insert_rows(s, plan, links)
+                        doc, text = self._row_values(plan, links)
+                        conn = s.connection()
+                        conn.execute(sa_insert(Document), doc)
+                        if text is not None:
+                            conn.execute(sa_insert(DocumentText), text)
+                    ids[plan.index] = doc["id"]
                 except (OpenVRMError, SQLAlchemyError) as exc:
                     reason = str(exc) if isinstance(exc, OpenVRMError) else _db_refusal(exc)
                     results[plan.index] = [ImportOutcome(str(plan.prep.path), "rejected", reason)]
-        return rows
+        vendors.clear()
+        return ids
 
     def _plan(
         self,
@@ -537,7 +617,7 @@ class ImportService:
     ) -> _Plan:
         """Link and describe one file of a group, checking all that can be checked before writing."""
         parsed = prep.parsed
-        vendor = self._link_vendor(parsed) if parsed.status != "unparsed" else None
+        vendor = self._link_vendor(parsed, defer=True) if parsed.status != "unparsed" else None
         vendor_id = vendor.id if vendor else None
         if vendor_id is not None and vendor_id in self._created:
             contracts.setdefault(vendor_id, None)
@@ -567,7 +647,7 @@ class ImportService:
         payload: dict[str, Any] = {
             "filename": filename,
             "media_type": prep.media_type or mimetypes.guess_type(filename)[0] or "application/octet-stream",
-            "size": len(prep.data),
+            "size": prep.size,
             "title": _text(title, "a title", max_len=300) if title else filename,
             "kind": kind,
         }
@@ -580,10 +660,12 @@ class _Prepared:
     """A file read and parsed ahead of storing, or the outcome that stopped it (``early``)."""
 
     path: Path
-    data: bytes = b""
+    data: bytes = b""  # b"" once the file is sealed in the blob store, unless its attachments need it
     parsed: ParsedDocument = ParsedDocument(format="unknown", status="unparsed", reason="not read")
     media_type: str | None = None
     early: ImportOutcome | None = None
+    size: int = 0
+    address: str | None = None  # set once the sealed file is durable in the blob store
 
 
 @dataclass(frozen=True)
@@ -620,15 +702,47 @@ def _read_only(path: Path) -> _Prepared:
         )
     if len(data) > MAX_FILE_BYTES:
         return _Prepared(path, early=ImportOutcome(label, "rejected", too_big))
-    return _Prepared(path, data, media_type=mimetypes.guess_type(path.name)[0])
+    return _Prepared(path, data, media_type=mimetypes.guess_type(path.name)[0], size=len(data))
 
 
-def _prepare(path: Path) -> _Prepared:
-    """Read and parse one file (in a read-ahead worker); never raises for a bad file."""
+def _prepare(path: Path, sealer: FileSealer | None = None) -> _Prepared:
+    """Read, seal and parse one file (in a read-ahead worker); never raises for a bad file.
+
+    With a ``sealer`` the file is sealed and written to the blob store here (durable on return, as
+    :meth:`UnlockedVault.put_file` writes it), before it is parsed, and its bytes are not sent back
+    unless its attachments need them: only the address travels to the importing process. A file whose
+    name no document may carry is not written (it will be rejected), nor is one the store fails to
+    take (the importing process tries again and reports what fails).
+    """
     prep = _read_only(path)
     if prep.early is not None:
         return prep
-    return replace(prep, parsed=parse(prep.data, filename=path.name, media_type=prep.media_type))
+    address = None
+    if sealer is not None:
+        try:
+            _text(path.name, "a file name", max_len=255)
+            address = sealer.put(prep.data)[0]
+        except (OpenVRMError, OSError):
+            address = None
+    parsed = parse(prep.data, filename=path.name, media_type=prep.media_type)
+    keep = address is None or bool(parsed.attachments)
+    return replace(prep, parsed=parsed, address=address, data=prep.data if keep else b"")
+
+
+# The sealer of the import a forked worker serves, set in the worker by _worker_init (fork inheritance).
+_worker_sealer: FileSealer | None = None
+
+
+def _prepare_in_worker(path: Path) -> _Prepared:
+    return _prepare(path, _worker_sealer)
+
+
+def _prepare_many(paths: tuple[Path, ...], sealer: FileSealer | None) -> list[_Prepared]:
+    return [_prepare(path, sealer) for path in paths]
+
+
+def _prepare_many_in_worker(paths: tuple[Path, ...]) -> list[_Prepared]:
+    return [_prepare(path, _worker_sealer) for path in paths]
 
 
 def parse_only(paths: Iterable[Path]) -> Iterator[tuple[Path, ParsedDocument | None]]:
@@ -641,33 +755,35 @@ def parse_only(paths: Iterable[Path]) -> Iterator[tuple[Path, ParsedDocument | N
         yield prep.path, (None if prep.early is not None else prep.parsed)
 
 
-def _read_ahead(files: list[Path]) -> Iterator[_Prepared]:
-    """The files read and parsed, in order, by workers that keep ahead of the caller.
+def _read_ahead(files: list[Path], sealer: FileSealer | None = None) -> Iterator[_Prepared]:
+    """The files read (sealed and stored, given a ``sealer``) and parsed, in order, by workers that keep
+    ahead of the caller.
 
     At most :data:`READ_AHEAD_BYTES` (and at least one file) are held ahead. Parsing overlaps with the
-    caller's sealing, fsyncs and commits; see :class:`_Parsers` for where it runs.
+    caller's linking and commits; see :class:`_Parsers` for where it runs.
     """
     if not files:
         return
     pending: deque[tuple[_Job, int]] = deque()
     held = 0
     queued = 0
-    with _Parsers(len(files)) as parsers:
+    with _Parsers(len(files), sealer) as parsers:
         try:
             while queued < len(files) or pending:
                 while queued < len(files) and (not pending or held < READ_AHEAD_BYTES):
-                    path = files[queued]
-                    try:
-                        size = path.stat().st_size
-                    except OSError:
-                        size = 0
-                    size = min(size, MAX_FILE_BYTES)
-                    pending.append((parsers.submit(path), size))
+                    paths = tuple(files[queued : queued + parsers.chunk])
+                    size = 0
+                    for path in paths:
+                        try:
+                            size += min(path.stat().st_size, MAX_FILE_BYTES)
+                        except OSError:
+                            pass
+                    pending.append((parsers.submit(paths), size))
                     held += size
-                    queued += 1
+                    queued += len(paths)
                 job, size = pending.popleft()
                 held -= size
-                yield parsers.result(job)
+                yield from parsers.result(job)
         finally:
             for job, _ in pending:
                 parsers.cancel(job)
@@ -701,11 +817,17 @@ class _Parsers:
     reason, and the import goes on with a new pool. Workers are forked while the parent holds PDFium's
     lock, so no PDFium call is ever half-done in a child; the locks the parsers keep are replaced in
     the child (``os.register_at_fork``). A worker holds the unlocked vault's memory as the parent does,
-    and ends with the import.
+    and ends with the import; it is given the import's :class:`FileSealer` (by fork inheritance, as an
+    initializer argument, which ``fork`` does not pickle), seals and stores each file it reads, and
+    never uses the database. Each task carries up to :data:`CHUNK_FILES` files.
     """
 
-    def __init__(self, n_files: int) -> None:
+    def __init__(self, n_files: int, sealer: FileSealer | None = None) -> None:
         self.processes = parse_workers(n_files)
+        self.sealer = sealer
+        # Files handed to a worker process at a time: fewer round trips through the pool (each costs the
+        # importing process ≈ 0.4 ms of CPU), while every worker still gets several tasks.
+        self.chunk = max(1, min(CHUNK_FILES, n_files // (4 * self.processes))) if self.processes else 1
         self._pool: Executor | None = None
         self._generation = 0  # bumped each time the pool is replaced
 
@@ -720,40 +842,45 @@ class _Parsers:
     def _executor(self) -> Executor:
         if self._pool is None:
             if self.processes:
-                self._pool = _fork_pool(self.processes)
+                # Built once here rather than in every worker: the registry (entry points, plug-ins) is
+                # inherited by the fork.
+                default_registry()
+                self._pool = _fork_pool(self.processes, self.sealer)
             else:
                 self._pool = ThreadPoolExecutor(max_workers=READERS, thread_name_prefix="openvrm-import")
         return self._pool
 
-    def submit(self, path: Path) -> _Job:
+    def submit(self, paths: tuple[Path, ...]) -> _Job:
+        """Hand out a few files (at most :attr:`chunk`) as one task."""
         if not self.processes:
-            return _Job(path, self._executor().submit(_prepare, path), self._generation)
+            future = self._executor().submit(_prepare_many, paths, self.sealer)
+            return _Job(paths, future, self._generation)
         for _ in range(2):
             pool = self._executor()
             with pdf_lock():  # a fork may happen inside submit (the pool starts its workers on first use)
                 try:
-                    return _Job(path, pool.submit(_prepare, path), self._generation)
+                    return _Job(paths, pool.submit(_prepare_many_in_worker, paths), self._generation)
                 except BrokenExecutor:
                     pass
             self._restart()
-        return _Job(path, None, self._generation)  # two pools broke in a row: parse it alone
+        return _Job(paths, None, self._generation)  # two pools broke in a row: parse them alone
 
-    def result(self, job: _Job) -> _Prepared:
+    def result(self, job: _Job) -> list[_Prepared]:
         if job.future is None:
-            return _parse_alone(job.path)
+            return [_parse_alone(path, self.sealer) for path in job.paths]
         try:
             return job.future.result()
         except BrokenExecutor:
-            # A worker died, and the pool with it; this file may or may not be the cause. Files sent to
-            # that pool are parsed again alone; files sent since went to a new one, which stays.
+            # A worker died, and the pool with it; these files may or may not be the cause. Files sent to
+            # that pool are parsed again, each alone; files sent since went to a new one, which stays.
             if job.generation == self._generation:
                 self._restart()
-            return _parse_alone(job.path)
+            return [_parse_alone(path, self.sealer) for path in job.paths]
         except Exception as exc:
-            # The worker parsed the file but its result could not come back (a plug-in's result that
-            # does not pickle, say): the file is parsed here instead, as the thread fallback would.
+            # The worker parsed the files but its result could not come back (a plug-in's result that
+            # does not pickle, say): they are parsed here instead, as the thread fallback would.
             log.warning("a parser worker's result was lost (%s); parsing in process", type(exc).__name__)
-            return _prepare(job.path)
+            return _prepare_many(job.paths, self.sealer)
 
     def cancel(self, job: _Job) -> None:
         if job.future is not None:
@@ -768,30 +895,37 @@ class _Parsers:
 
 @dataclass(frozen=True)
 class _Job:
-    path: Path
-    future: Future[_Prepared] | None
+    paths: tuple[Path, ...]
+    future: Future[list[_Prepared]] | None
     generation: int
 
 
-def _fork_pool(workers: int) -> ProcessPoolExecutor:
+def _fork_pool(workers: int, sealer: FileSealer | None) -> ProcessPoolExecutor:
+    # With "fork", a worker's initializer arguments are inherited in memory, never pickled: the sealer's
+    # keys do not pass through a pipe (and FileSealer refuses to be pickled, should that ever change).
     return ProcessPoolExecutor(
-        max_workers=workers, mp_context=multiprocessing.get_context("fork"), initializer=_worker_signals
+        max_workers=workers,
+        mp_context=multiprocessing.get_context("fork"),
+        initializer=_worker_init,
+        initargs=(sealer,),
     )
 
 
-def _worker_signals() -> None:
+def _worker_init(sealer: FileSealer | None) -> None:
+    global _worker_sealer
+    _worker_sealer = sealer
     # Ctrl-C reaches the whole process group. Only the importing process acts on it (it stops handing out
     # files and lets the workers finish the one they hold); a worker interrupted while it holds the
     # result queue's lock would leave the others, and the import, waiting forever.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
-def _parse_alone(path: Path) -> _Prepared:
+def _parse_alone(path: Path, sealer: FileSealer | None) -> _Prepared:
     """Parse one file in a process of its own; a file that kills it is kept ``unparsed``."""
-    pool = _fork_pool(1)
+    pool = _fork_pool(1, sealer)
     try:
         with pdf_lock():
-            future = pool.submit(_prepare, path)
+            future = pool.submit(_prepare_in_worker, path)
         return future.result()
     except BrokenExecutor:
         prep = _read_only(path)

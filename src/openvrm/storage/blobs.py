@@ -7,7 +7,7 @@ who does not hold the vault key), then hands the sealed bytes here.
 Two adapters implement the same small contract:
 
 * :class:`FileBlobStore`: one file per blob under ``<home>/blobs/ab/<address>``, written atomically
-  (temporary file, fsync, rename), mode 0600. The default with SQLite.
+  and durably (temporary file, fsync, rename, fsync of the folder), mode 0600. The default with SQLite.
 * :class:`SqlBlobStore`: a ``blobs`` table. The default with PostgreSQL, so a hosted vault is one database.
 """
 
@@ -15,7 +15,8 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import Iterator
+import secrets
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Protocol
 
@@ -59,14 +60,30 @@ class FileBlobStore:
         check_address(address)
         return self.root / address[:2] / address
 
-    def put(self, address: str, sealed: bytes) -> bool:
+    def put(self, address: str, sealed: bytes, *, sync_folder: bool = True) -> bool:
+        """Durable on return: the file's bytes are fsync'd before it is renamed into place, and the
+        folder holding its name after (so a crash cannot lose the name of a blob that a row, committed
+        next, points at). Never a partial blob under its address: a crash leaves at most a temporary
+        file.
+
+        ``sync_folder=False`` leaves the last step to the caller (:meth:`sync_folders`, once for a
+        group of files, before it commits rows pointing at them): each folder fsync commits the file
+        system's journal, so one per file costs about as much again as the file's own fsync."""
         path = self._path(address)
         if path.exists():
             return False
-        self.root.mkdir(parents=True, exist_ok=True, mode=0o700)
-        path.parent.mkdir(exist_ok=True, mode=0o700)
-        tmp = path.with_name(f".{address}.{os.getpid()}.tmp")
-        fd = os.open(tmp, os.O_CREAT | os.O_WRONLY | os.O_TRUNC, 0o600)
+        if not path.parent.is_dir():
+            new_root = not self.root.is_dir()
+            self.root.mkdir(parents=True, exist_ok=True, mode=0o700)
+            path.parent.mkdir(exist_ok=True, mode=0o700)
+            if new_root:
+                _fsync_dir(self.root.parent)
+            if sync_folder:  # else sync_folders does it
+                _fsync_dir(self.root)
+        # A name of its own per write: an import's read-ahead threads may store two copies of one file
+        # (the same address) at once in one process.
+        tmp = path.with_name(f".{address}.{os.getpid()}.{secrets.token_hex(6)}.tmp")
+        fd = os.open(tmp, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600)
         try:
             with os.fdopen(fd, "wb") as fh:
                 fh.write(sealed)
@@ -76,7 +93,18 @@ class FileBlobStore:
         except BaseException:
             tmp.unlink(missing_ok=True)
             raise
+        if sync_folder:
+            _fsync_dir(path.parent)
         return True
+
+    def sync_folders(self, addresses: Iterable[str]) -> None:
+        """Make the names of blobs written with ``sync_folder=False`` durable: one fsync per folder
+        holding one of them, then one of the root (which holds the names of new folders)."""
+        folders = sorted({self._path(a).parent for a in addresses})
+        for folder in folders:
+            _fsync_dir(folder)
+        if folders:
+            _fsync_dir(self.root)
 
     def get(self, address: str) -> bytes:
         try:
@@ -98,6 +126,14 @@ class FileBlobStore:
                 for f in sorted(sub.iterdir()):
                     if _ADDRESS.match(f.name):
                         yield f.name
+
+
+def _fsync_dir(folder: Path) -> None:
+    fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 class SqlBlobStore:

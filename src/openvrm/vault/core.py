@@ -8,7 +8,7 @@ and is what every service takes to read or write personal data.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -280,12 +280,25 @@ class UnlockedVault:
 
     def put_file(self, data: bytes) -> tuple[str, bool]:
         """Seal and store a file; return its address and whether it was new."""
-        if len(data) > MAX_FILE_BYTES:
-            raise InvalidValue(f"the file is larger than the {MAX_FILE_BYTES // (1024 * 1024)} MiB limit")
-        address = self.address_of(data)
-        if self.vault.blobs.exists(address):
-            return address, False
-        return address, self.vault.blobs.put(address, self._files.seal(data, address.encode()))
+        self._check()
+        return _put_file(self._files, self._address_key, self.vault.blobs, data)
+
+    def sync_files(self, addresses: Iterable[str]) -> None:
+        """Make durable the names of files a :class:`FileSealer` stored (nothing to do for a SQL store)."""
+        self._check()
+        if isinstance(self.vault.blobs, FileBlobStore):
+            self.vault.blobs.sync_folders(addresses)
+
+    def file_sealer(self) -> FileSealer | None:
+        """What a worker process needs to seal and store files as :meth:`put_file` does, and no more.
+
+        None when the blob store is the database: a forked process must not use the parent's
+        connections, so files then go to the store from the importing process.
+        """
+        self._check()
+        if not isinstance(self.vault.blobs, FileBlobStore):
+            return None
+        return FileSealer(self._files, self._address_key, self.vault.blobs)
 
     def get_file(self, address: str) -> bytes:
         self._check()
@@ -334,6 +347,48 @@ class UnlockedVault:
     def remove_inbox_item(self, item_id: str) -> None:
         with self.db.write() as s:
             s.execute(delete(InboxItem).where(InboxItem.id == item_id))
+
+
+class FileSealer:
+    """Seals files and writes them to a :class:`FileBlobStore`, exactly as :meth:`UnlockedVault.put_file`.
+
+    It holds the two keys derived for files (sealing and addressing; not the vault key) and the blob
+    folder, and never a database connection, so a forked import worker can store the file it parses. It
+    reaches a worker by fork inheritance only: it is never pickled, written to disk or put on a command
+    line.
+    """
+
+    __slots__ = ("_address_key", "_blobs", "_files")
+
+    def __init__(self, files: Sealer, address_key: bytes, blobs: FileBlobStore) -> None:
+        self._files = files
+        self._address_key = address_key
+        self._blobs = blobs
+
+    def __reduce__(self) -> Any:
+        raise TypeError("a FileSealer holds keys and is never pickled")
+
+    def put(self, data: bytes) -> tuple[str, bool]:
+        """Seal and store a file; its address and whether it was new.
+
+        The blob's bytes are durable on return, its name only once :meth:`UnlockedVault.sync_files`
+        has run for its address: the importing process does that for a group, before its commit.
+        """
+        if len(data) > MAX_FILE_BYTES:
+            raise InvalidValue(f"the file is larger than the {MAX_FILE_BYTES // (1024 * 1024)} MiB limit")
+        address = keyed_hash(self._address_key, data)
+        if self._blobs.exists(address):
+            return address, False
+        return address, self._blobs.put(address, self._files.seal(data, address.encode()), sync_folder=False)
+
+
+def _put_file(files: Sealer, address_key: bytes, blobs: BlobStore, data: bytes) -> tuple[str, bool]:
+    if len(data) > MAX_FILE_BYTES:
+        raise InvalidValue(f"the file is larger than the {MAX_FILE_BYTES // (1024 * 1024)} MiB limit")
+    address = keyed_hash(address_key, data)
+    if blobs.exists(address):
+        return address, False
+    return address, blobs.put(address, files.seal(data, address.encode()))
 
 
 def open_unlocked(settings: Settings, passphrase: str) -> UnlockedVault:
