@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from openvrm.documents import importer as importer_mod
-from openvrm.documents.importer import ImportService, expand_paths
+from openvrm.documents.importer import ImportOutcome, ImportService, expand_paths
 from openvrm.documents.search import DocumentIndex
 from openvrm.documents.service import DocumentService
 from openvrm.vault.check import check_vault
@@ -78,13 +78,16 @@ def test_a_file_failing_its_checks_inside_a_group_loses_no_other(
     assert check_vault(unlocked).ok  # checked before anything was written: no blob left behind
 
 
-def test_a_row_the_store_refuses_is_rejected_alone(unlocked: UnlockedVault, tmp_path: Path) -> None:
-    """The group's transaction fails and is rolled back; each file is then written in its own savepoint."""
+def import_with_a_vendor_gone(
+    unlocked: UnlockedVault, tmp_path: Path
+) -> tuple[ImportService, ImportOutcome, list[ImportOutcome]]:
+    """A folder import whose group's transaction fails: the vendor of its first file was deleted while the
+    service still held it in its cache, so the row linking to it is refused. The service, the first
+    import's outcome, and the folder's outcomes (that file rejected, one of another seller imported)."""
     svc = ImportService(unlocked)
     f = FNFE / "Facture_FR_BASICWL.pdf"
     first = svc.import_bytes(f.read_bytes(), filename=f.name)[0]
     assert first.status == "imported" and first.vendor_id
-    # The vendor goes away while this service still holds it in its cache: a row linking to it is refused.
     VendorService(unlocked).delete(first.vendor_id)
     folder = tmp_path / "in"
     folder.mkdir()
@@ -92,6 +95,12 @@ def test_a_row_the_store_refuses_is_rejected_alone(unlocked: UnlockedVault, tmp_
     shutil.copyfile(OTHER_SELLER, folder / "b-other.pdf")
     outcomes = svc.import_paths([folder])
     assert [o.status for o in outcomes] == ["rejected", "imported"]
+    return svc, first, outcomes
+
+
+def test_a_row_the_store_refuses_is_rejected_alone(unlocked: UnlockedVault, tmp_path: Path) -> None:
+    """The group's transaction fails and is rolled back; each file is then written in its own savepoint."""
+    _, first, outcomes = import_with_a_vendor_gone(unlocked, tmp_path)
     assert f"no vendor with id {first.vendor_id!r}" in str(outcomes[0].reason)
     assert outcomes[0].document_id is None
     stored = DocumentService(unlocked).get(str(outcomes[1].document_id))

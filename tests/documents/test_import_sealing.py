@@ -26,6 +26,7 @@ from openvrm.vault.check import check_vault
 from openvrm.vault.core import FileSealer, UnlockedVault
 from openvrm.vendors.service import VendorService
 from tests.documents.parsers.support import EINVOICES
+from tests.documents.test_import_batch import import_with_a_vendor_gone
 
 FNFE = EINVOICES / "ZUGFeRDv2" / "correct" / "FNFE-factur-x-examples"
 OTHER_SELLER = EINVOICES / "ZUGFeRDv1" / "correct" / "Intarsys" / "ZUGFeRD_1p0_BASIC_Einfach.pdf"
@@ -156,17 +157,7 @@ def test_vendors_new_in_a_refused_group_are_stored_with_the_files_that_stay(
 ) -> None:
     """The group's transaction fails (one row links to a vendor deleted meanwhile): the vendor created
     for another file of the group is still stored, with that file, and found by the next import."""
-    svc = ImportService(unlocked)
-    f = FNFE / "Facture_FR_BASICWL.pdf"
-    first = svc.import_bytes(f.read_bytes(), filename=f.name)[0]
-    assert first.vendor_id
-    VendorService(unlocked).delete(first.vendor_id)
-    folder = tmp_path / "in"
-    folder.mkdir()
-    (folder / "a-same-seller.pdf").write_bytes(f.read_bytes() + b"\n% new content, same seller\n")
-    shutil.copyfile(OTHER_SELLER, folder / "b-other.pdf")
-    outcomes = svc.import_paths([folder])
-    assert [o.status for o in outcomes] == ["rejected", "imported"]
+    _, _, outcomes = import_with_a_vendor_gone(unlocked, tmp_path)
     created = VendorService(unlocked).get(str(outcomes[1].vendor_id))
     assert DocumentService(unlocked).get(str(outcomes[1].document_id)).vendor_id == created.id
     later = tmp_path / "later"
