@@ -13,8 +13,10 @@ fields, answer data requests, send GDPR requests, end a relationship, verify the
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import Mapping
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import date, datetime
 from typing import Annotated, Any, cast
@@ -43,6 +45,11 @@ from openvrm.storage.models import Connection, Grant, InboxItem, ProtocolIdempot
 from openvrm.vault.core import Vault
 
 MAX_PROTOCOL_BODY = 1024 * 1024
+PUSH_THREADS = 16
+"""Threads that run pushed events' checks and transactions (writes take turns behind the write lock)."""
+# A plain executor for the push path: starlette's run_in_threadpool (anyio's worker threads, capacity
+# limiter and cancel scopes) cost ≈ 80-130 µs of CPU per call here, this ≈ 35-50 µs, on every push.
+_push_threads = ThreadPoolExecutor(max_workers=PUSH_THREADS, thread_name_prefix="openvrm-push")
 
 protocol_router = APIRouter(
     prefix="/vrm/p",
@@ -334,7 +341,9 @@ def _push(state: ServerState, handle: str, url: str, headers: dict[str, str], bo
 async def push_event(handle: str, request: Request) -> Response:
     body = await _body(request)
     headers = dict(request.headers)
-    return await run_in_threadpool(_push, state_of(request), handle, str(request.url), headers, body)
+    return await asyncio.get_running_loop().run_in_executor(
+        _push_threads, _push, state_of(request), handle, str(request.url), headers, body
+    )
 
 
 def _grants(state: ServerState, handle: str, url: str, headers: dict[str, str]) -> dict[str, Any]:
