@@ -6,6 +6,7 @@ sealing rule (associated data ``<table>:<id>``) lives in one place.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterable
 from typing import Any, TypeVar
 
@@ -15,6 +16,7 @@ from sqlalchemy.orm import Session
 
 from openvrm.errors import NotFound
 from openvrm.storage.models import Base, new_id, utcnow
+from openvrm.storage.prepared import Prepared
 from openvrm.vault.core import UnlockedVault
 
 M = TypeVar("M", bound=Base)
@@ -49,8 +51,14 @@ def insert_core(
 ) -> str:
     """:func:`insert` as one Core statement in the caller's transaction (no ORM object); the new id."""
     values = row_values(vault, model, payload, record_id=record_id, **plain)
-    s.connection().execute(sa_insert(model), values)
+    _insert_statement(model).execute(s.connection(), values)
     return str(values["id"])
+
+
+@functools.cache
+def _insert_statement(model: type[Base]) -> Prepared:
+    """One insert statement per table, compiled once per dialect and run on the driver."""
+    return Prepared(sa_insert(model))
 
 
 def row_values(

@@ -26,6 +26,7 @@ from sqlalchemy.exc import IntegrityError as SAIntegrityError
 from sqlalchemy.orm import Session
 
 from openvrm.errors import Conflict
+from openvrm.storage.prepared import Prepared
 
 IDEMPOTENCY_TTL = timedelta(hours=24)
 PURGE_PROBABILITY = 0.01
@@ -96,8 +97,8 @@ def _lookup_statement(model: Any) -> Any:
 
 
 @functools.cache
-def _insert_statement(model: Any) -> Any:
-    return model.__table__.insert()
+def _insert_statement(model: Any) -> Prepared:
+    return Prepared(model.__table__.insert())
 
 
 @dataclass
@@ -158,8 +159,8 @@ class SqlIdempotencyStore:
     ) -> None:
         """Insert the record of a first response in the caller's transaction (one Core statement); a key
         already stored raises SQLAlchemy's IntegrityError there and then."""
-        s.connection().execute(
-            _insert_statement(self.model), self._values(keyid, key, fingerprint, response, now)
+        _insert_statement(self.model).execute(
+            s.connection(), self._values(keyid, key, fingerprint, response, now)
         )
 
     def row(self, keyid: str, key: str, fingerprint: str, response: StoredResponse, now: datetime) -> Any:

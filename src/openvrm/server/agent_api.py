@@ -42,6 +42,7 @@ from openvrm.server.problems import ProblemError, problem_responses
 from openvrm.server.security import Principal, owner
 from openvrm.server.state import ServerState, state_of
 from openvrm.storage.models import Connection, Grant, InboxItem, ProtocolIdempotency, ProtocolNonce, utcnow
+from openvrm.storage.prepared import Prepared
 from openvrm.vault.core import Vault
 
 MAX_PROTOCOL_BODY = 1024 * 1024
@@ -106,21 +107,24 @@ class _Peer:
 # and flush for rows that are only read once or inserted once).
 _CONNECTIONS = cast(Table, Connection.__table__)
 _NONCES = cast(Table, ProtocolNonce.__table__)
-_PEER_BY_HANDLE = select(
-    _CONNECTIONS.c.id, _CONNECTIONS.c.vendor_did, _CONNECTIONS.c.status, _CONNECTIONS.c.sealed
-).where(_CONNECTIONS.c.handle == bindparam("handle"))
+_PEER_BY_HANDLE = Prepared(
+    select(_CONNECTIONS.c.id, _CONNECTIONS.c.vendor_did, _CONNECTIONS.c.status, _CONNECTIONS.c.sealed).where(
+        _CONNECTIONS.c.handle == bindparam("handle")
+    )
+)
 _NONCE_EXPIRY = select(_NONCES.c.expires_at).where(
     _NONCES.c.keyid == bindparam("keyid"), _NONCES.c.nonce == bindparam("nonce")
 )
-_INSERT_NONCE = insert(_NONCES)
-_INSERT_INBOX_ITEM = insert(cast(Table, InboxItem.__table__))
+_INSERT_NONCE = Prepared(insert(_NONCES))
+_INSERT_INBOX_ITEM = Prepared(insert(cast(Table, InboxItem.__table__)))
 
 
 def _peer_in(s: Session, handle: str) -> _Peer:
-    row = s.connection().execute(_PEER_BY_HANDLE, {"handle": handle}).first()
+    row = _PEER_BY_HANDLE.first(s.connection(), {"handle": handle})
     if row is None:
         raise NotFound("no relationship at this address")
-    return _Peer(row.id, row.vendor_did, row.status, bytes(row.sealed))
+    conn_id, vendor_did, status, sealed = row
+    return _Peer(conn_id, vendor_did, status, bytes(sealed))
 
 
 def _connection(vault: Vault, handle: str) -> _Peer:
@@ -130,11 +134,8 @@ def _connection(vault: Vault, handle: str) -> _Peer:
 
 def _insert_nonces(s: Session, nonces: _DeferredNonces) -> None:
     """Insert the request's nonces; the primary key refuses a replay (IntegrityError)."""
-    if nonces.seen:
-        s.connection().execute(
-            _INSERT_NONCE,
-            [{"keyid": k, "nonce": n, "expires_at": until} for k, n, until in nonces.seen],
-        )
+    for keyid, nonce, until in nonces.seen:
+        _INSERT_NONCE.execute(s.connection(), {"keyid": keyid, "nonce": nonce, "expires_at": until})
 
 
 def _verify(
@@ -317,7 +318,7 @@ def _push(state: ServerState, handle: str, url: str, headers: dict[str, str], bo
                 return Response(stored.body, stored.status_code, media_type=stored.media_type)
             _check_author(conn, record)
             item = vault.inbox_values({"kind": INBOX_KIND, "connection_id": conn.id, "record": record})
-            s.connection().execute(_INSERT_INBOX_ITEM, item)
+            _INSERT_INBOX_ITEM.execute(s.connection(), item)
             # Inserted, not looked up first: a retry (rare) clashes on the key, and everything here is
             # rolled back, its nonce too (spent below, once the stored first answer is found).
             store.insert_in(s, keyid, idem_key, fingerprint, response, now)
