@@ -76,3 +76,29 @@ def test_an_event_that_claims_a_filed_id_but_follows_the_head_is_checked_and_ref
     with pytest.raises(m.ProtocolViolation, match="event_id"):
         agent.receive(cid, forged)
     assert len([e for e in agent.ledger(cid) if e.author == "vendor"]) == 1
+
+
+def test_the_opened_connection_is_kept_for_its_exact_sealed_bytes_until_the_lock(
+    unlocked: UnlockedVault,
+) -> None:
+    """Filing opens a connection's sealed part once per unlock; sealed anew, it is opened anew."""
+    from sqlalchemy import select
+
+    from openvrm.records import payload_of, update
+    from openvrm.storage.models import Connection
+
+    agent, vendor, cid, aid = _connected(unlocked)
+    first = _receipt(vendor, aid, 1, None)
+    agent.receive(cid, first)
+    agent.receive(cid, _receipt(vendor, aid, 2, first["event_id"]))
+    memo = unlocked.caches["opened-connections"]
+    assert [c for c, _sealed in memo] == [cid]
+    with unlocked.db.write() as s:
+        row = s.scalars(select(Connection).where(Connection.id == cid)).one()
+        update(unlocked, row, payload_of(unlocked, row))  # the same values under a new ciphertext
+    head = agent.ledger(cid)[-1].event["event_id"]
+    ack = agent.receive(cid, _receipt(vendor, aid, 3, head))
+    assert ack["status"] == "accepted"
+    assert [c for c, _sealed in memo] == [cid, cid]
+    unlocked.lock()
+    assert "opened-connections" not in unlocked.caches

@@ -106,3 +106,20 @@ def test_a_statement_that_needs_a_default_or_a_missing_value_is_refused(vault: V
             Prepared(select(NONCES.c.nonce).where(NONCES.c.nonce == bindparam("nonce"))).first(
                 s.connection(), {}
             )
+
+
+def test_selected_values_go_through_their_column_types(vault: Vault) -> None:
+    """A datetime comes back aware and in UTC on both backends (SQLite stores it as text), as from
+    SQLAlchemy's own rows; bytes come back as bytes."""
+    with vault.db.write() as s:
+        Prepared(insert(NONCES)).execute(s.connection(), {"keyid": "k", "nonce": "n", "expires_at": WHEN})
+    query = Prepared(
+        select(NONCES.c.expires_at, NONCES.c.nonce).where(
+            NONCES.c.keyid == bindparam("keyid"), NONCES.c.nonce == bindparam("nonce")
+        )
+    )
+    with vault.db.read() as s:
+        row = query.first(s.connection(), {"keyid": "k", "nonce": "n"})
+        reference = s.connection().execute(query.statement, {"keyid": "k", "nonce": "n"}).one()
+    assert row == tuple(reference) == (WHEN, "n")
+    assert row is not None and row[0].tzinfo is not None

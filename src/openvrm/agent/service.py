@@ -56,6 +56,8 @@ DEFAULT_PURPOSE = DPV + "ServiceProvision"
 MAX_PUSHED_FILE_BYTES = 700 * 1024
 INBOX_KIND = "protocol-event"
 ACK_SENDERS = 8  # acknowledgements in flight at once while the inbox is filed
+_OPENED_CONNECTIONS = "opened-connections"  # UnlockedVault.caches: dropped when the vault locks
+_OPENED_CONNECTIONS_KEPT = 256
 
 _EVENTS = ConnectionEvent.__table__.c
 # The author's chain head and the ledger's last position, one statement (two scalar subqueries, each an
@@ -956,8 +958,7 @@ class AgentService:
         if found_conn is None:
             raise NotFound(f"no connection with id {connection_id[:40]!r}")
         conn = found_conn  # status and vendor_did, read in this transaction; the rest is sealed
-        p = self.vault.open(table_of(Connection), connection_id, found_conn.sealed)
-        key = KeyPair.from_private_bytes(base64.b64decode(p["person_seed"]))
+        p, key = self._opened_connection(connection_id, bytes(found_conn.sealed))
         previous, position = self._head(s, connection_id, "vendor")
         # A resent event (already filed) gets its acknowledgement again. It cannot follow the head we hold:
         # its event_id hashes its previous_id, and filing it moved the head past that. So the ledger is only
@@ -994,6 +995,25 @@ class AgentService:
             state=state,
         )
         return ack
+
+    def _opened_connection(self, connection_id: str, sealed: bytes) -> tuple[dict[str, Any], KeyPair]:
+        """The sealed part of a connection row (agreement, our pairwise key) as just read, opened.
+
+        Opening it (decryption, JSON, deriving the key pair) is kept for the length of the unlock, keyed by
+        the connection and its exact sealed bytes: the row itself is read in every transaction (a block
+        or an end applies at once) and a changed sealed part is opened again. Read-only for the caller.
+        """
+        memo: dict[tuple[str, bytes], tuple[dict[str, Any], KeyPair]]
+        memo = self.vault.caches.setdefault(_OPENED_CONNECTIONS, {})
+        slot = (connection_id, sealed)
+        hit = memo.get(slot)
+        if hit is None:
+            p = self.vault.open(table_of(Connection), connection_id, sealed)
+            hit = (p, KeyPair.from_private_bytes(base64.b64decode(p["person_seed"])))
+            if len(memo) >= _OPENED_CONNECTIONS_KEPT:
+                memo.clear()
+            memo[slot] = hit
+        return hit
 
     def _file(self, s: Session, event: dict[str, Any]) -> dict[str, Any]:
         """What receiving an event does besides recording it; returns a note kept with the entry."""

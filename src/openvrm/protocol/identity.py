@@ -16,6 +16,7 @@ import base58
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+from joserfc.jwk import OKPKey
 from nacl.exceptions import BadSignatureError
 from nacl.signing import VerifyKey
 
@@ -125,6 +126,11 @@ class KeyPair:
     def did(self) -> str:
         """The key's ``did:key``, computed once per key pair (a signed record names it more than once)."""
         return did_from_public_key(self.public_key)
+
+    @functools.cached_property
+    def jws_key(self) -> OKPKey:
+        """The key as joserfc's JWK, made once per key pair (joserfc derives its JWK form to check it)."""
+        return OKPKey.import_key(self.private_key)
 
     def sign(self, data: bytes) -> bytes:
         """A raw 64-byte Ed25519 signature over ``data``."""

@@ -271,9 +271,7 @@ def signature_over(record: Mapping[str, Any], key: KeyPair) -> dict[str, str]:
     """A ``{"kid", "jws"}`` signature of ``record`` (without its signatures) by ``key``."""
     kid = kid_of(key.did)
     header = {"alg": JWS_ALG, "kid": kid}
-    token = jws.serialize_compact(
-        header, canonical_json(unsigned(record)), OKPKey.import_key(key.private_key), registry=_REGISTRY
-    )
+    token = jws.serialize_compact(header, canonical_json(unsigned(record)), key.jws_key, registry=_REGISTRY)
     head, _payload, sig = token.split(".")
     return {"kid": kid, "jws": f"{head}..{sig}"}
 

@@ -89,10 +89,12 @@ def request_fingerprint(method: str, path: str, body: bytes) -> str:
 
 
 @functools.cache
-def _lookup_statement(model: Any) -> Any:
+def _lookup_statement(model: Any) -> Prepared:
     t = model.__table__
-    return select(t.c.request_hash, t.c.status_code, t.c.media_type, t.c.response, t.c.expires_at).where(
-        t.c.keyid == bindparam("keyid"), t.c.key == bindparam("key")
+    return Prepared(
+        select(t.c.request_hash, t.c.status_code, t.c.media_type, t.c.response, t.c.expires_at).where(
+            t.c.keyid == bindparam("keyid"), t.c.key == bindparam("key")
+        )
     )
 
 
@@ -124,13 +126,16 @@ class SqlIdempotencyStore:
             return self.lookup_in(s, keyid, key, fingerprint)
 
     def lookup_in(self, s: Session, keyid: str, key: str, fingerprint: str) -> StoredResponse | None:
-        """:meth:`lookup` inside the caller's transaction (one Core statement, no ORM object)."""
-        row = s.connection().execute(_lookup_statement(self.model), {"keyid": keyid, "key": key}).first()
-        if row is None or row.expires_at <= self._now():
+        """:meth:`lookup` inside the caller's transaction (one prepared statement, no ORM object)."""
+        row = _lookup_statement(self.model).first(s.connection(), {"keyid": keyid, "key": key})
+        if row is None:
             return None
-        if row.request_hash != fingerprint:
+        request_hash, status_code, media_type, response, expires_at = row
+        if expires_at <= self._now():
+            return None
+        if request_hash != fingerprint:
             raise Conflict("this Idempotency-Key was already used for a different request")
-        return StoredResponse(row.status_code, row.media_type, bytes(row.response))
+        return StoredResponse(status_code, media_type, bytes(response))
 
     def save(self, keyid: str, key: str, fingerprint: str, response: StoredResponse) -> None:
         now = self._now()

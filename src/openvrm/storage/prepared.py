@@ -8,8 +8,9 @@ straight to the driver, inside the caller's transaction on the caller's SQLAlche
 ``BEGIN`` / ``COMMIT`` / rollback and the connection pool stay SQLAlchemy's.
 
 Only for statements whose parameters are all given (a column default is not applied here: a statement
-that would need one is refused when it is compiled) and whose results are plain values (strings, numbers,
-bytes: no result processing is applied). A driver error is raised as SQLAlchemy's own exception
+that would need one is refused when it is compiled); a selected value goes through its column type's
+result processing, as SQLAlchemy's rows do (a datetime SQLite stores as text comes back a datetime). A
+driver error is raised as SQLAlchemy's own exception
 (``IntegrityError`` for a clashing key), as ``Connection.execute`` would raise it.
 """
 
@@ -38,6 +39,8 @@ class _Form:
     """The bind processor of each parameter the caller gives (from its column type), or None."""
     fixed: Mapping[str, Any]
     """The values of the statement's own parameters (a LIMIT), already processed."""
+    results: tuple[Callable[[Any], Any] | None, ...]
+    """The result processor of each selected column (from its type), or None."""
 
 
 class Prepared:
@@ -73,12 +76,14 @@ class Prepared:
         for name in set(order) - keys:
             process = processor(name)
             fixed[name] = process(values[name]) if process is not None else values[name]
-        form = _Form(str(compiled), positional, order, processors, fixed)
+        columns = getattr(self.statement, "selected_columns", ())
+        results = tuple(c.type.dialect_impl(dialect).result_processor(dialect, None) for c in columns)
+        form = _Form(str(compiled), positional, order, processors, fixed, results)
         with self._lock:
             self._forms[slot] = form
         return form
 
-    def _run(self, conn: Connection, params: Mapping[str, Any]) -> Any:
+    def _run(self, conn: Connection, params: Mapping[str, Any]) -> tuple[Any, _Form]:
         dialect = conn.dialect
         form = self._form(dialect, frozenset(params))
         values = dict(form.fixed)
@@ -94,17 +99,22 @@ class Prepared:
         except dialect.loaded_dbapi.Error as exc:
             cursor.close()
             raise DBAPIError.instance(form.sql, args, exc, dialect.loaded_dbapi.Error) from exc
-        return cursor
+        return cursor, form
 
     def execute(self, conn: Connection, params: Mapping[str, Any]) -> None:
         """Run a statement that returns no rows (an insert, an update)."""
-        self._run(conn, params).close()
+        self._run(conn, params)[0].close()
 
     def first(self, conn: Connection, params: Mapping[str, Any]) -> tuple[Any, ...] | None:
-        """The first row of a query, as a tuple of the driver's values (or ``None``)."""
-        cursor = self._run(conn, params)
+        """The first row of a query (each value through its column type's result processing), or None."""
+        cursor, form = self._run(conn, params)
         try:
             row = cursor.fetchone()
         finally:
             cursor.close()
-        return tuple(row) if row is not None else None
+        if row is None:
+            return None
+        return tuple(
+            value if process is None or value is None else process(value)
+            for value, process in zip(row, form.results, strict=True)
+        )
