@@ -10,13 +10,13 @@ import functools
 from collections.abc import Iterable
 from typing import Any, TypeVar
 
+from sqlalchemy import Connection, select
 from sqlalchemy import insert as sa_insert
-from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from openvrm.errors import NotFound
 from openvrm.storage.models import Base, new_id, utcnow
-from openvrm.storage.prepared import Prepared
+from openvrm.storage.prepared import Prepared, core
 from openvrm.vault.core import UnlockedVault
 
 M = TypeVar("M", bound=Base)
@@ -42,7 +42,7 @@ def insert(
 
 def insert_core(
     vault: UnlockedVault,
-    s: Session,
+    s: Session | Connection,
     model: type[Base],
     payload: dict[str, Any],
     *,
@@ -51,7 +51,7 @@ def insert_core(
 ) -> str:
     """:func:`insert` as one Core statement in the caller's transaction (no ORM object); the new id."""
     values = row_values(vault, model, payload, record_id=record_id, **plain)
-    _insert_statement(model).execute(s.connection(), values)
+    _insert_statement(model).execute(core(s), values)
     return str(values["id"])
 
 

@@ -123,3 +123,18 @@ def test_selected_values_go_through_their_column_types(vault: Vault) -> None:
         reference = s.connection().execute(query.statement, {"keyid": "k", "nonce": "n"}).one()
     assert row == tuple(reference) == (WHEN, "n")
     assert row is not None and row[0].tzinfo is not None
+
+
+def test_a_write_connection_commits_rolls_back_and_translates_clashes(vault: Vault) -> None:
+    """Database.write_connection: the write transaction without an ORM session, same rules as write()."""
+    nonce = Prepared(insert(NONCES))
+    with vault.db.write_connection() as c:
+        nonce.execute(c, {"keyid": "k", "nonce": "kept", "expires_at": WHEN})
+    with pytest.raises(RuntimeError), vault.db.write_connection() as c:
+        nonce.execute(c, {"keyid": "k", "nonce": "dropped", "expires_at": WHEN})
+        raise RuntimeError("fails after the insert")
+    with pytest.raises(Conflict), vault.db.write_connection() as c:
+        nonce.execute(c, {"keyid": "k", "nonce": "also-dropped", "expires_at": WHEN})
+        nonce.execute(c, {"keyid": "k", "nonce": "kept", "expires_at": WHEN})
+    with vault.db.read() as s:
+        assert [n.nonce for n in s.scalars(select(ProtocolNonce))] == ["kept"]

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import contextlib
 import hashlib
 import json
 import secrets
@@ -34,6 +35,7 @@ from typing import Any, Protocol
 from urllib.parse import urlsplit, urlunsplit
 
 import httpx
+from sqlalchemy import Connection as SAConnection
 from sqlalchemy import bindparam, func, select
 from sqlalchemy.orm import Session
 
@@ -48,7 +50,7 @@ from openvrm.protocol.sealing import seal_json_for
 from openvrm.protocol.terms import DPV, Term, term
 from openvrm.records import get_row, insert, insert_core, payload_of, table_of, update
 from openvrm.storage.models import Connection, ConnectionEvent, Grant, Vendor, utcnow
-from openvrm.storage.prepared import Prepared
+from openvrm.storage.prepared import Prepared, core
 from openvrm.vault.core import UnlockedVault
 
 DEFAULT_TERMS = ("service-delivery-only", "service-delivery-plus-portability")
@@ -502,10 +504,10 @@ class AgentService:
 
     # -- writing events --------------------------------------------------------------------------------
 
-    def _head(self, s: Session, connection_id: str, author: str) -> tuple[str | None, int]:
+    def _head(self, s: Session | SAConnection, connection_id: str, author: str) -> tuple[str | None, int]:
         """The author's chain head and the next position: two index walks, however long the ledger."""
         # A plain Core statement, built once (column reads, no ORM objects).
-        row = _HEAD_AND_LAST.first(s.connection(), {"connection_id": connection_id, "author": author})
+        row = _HEAD_AND_LAST.first(core(s), {"connection_id": connection_id, "author": author})
         head, last = row or (None, None)
         return head, int(last or 0) + 1
 
@@ -937,7 +939,7 @@ class AgentService:
 
     def receive_in(
         self,
-        s: Session,
+        s: Session | SAConnection,
         connection_id: str,
         event: dict[str, Any],
         *,
@@ -950,27 +952,28 @@ class AgentService:
         the connection's vendor (as the push endpoint does before anything else), so
         :func:`~openvrm.protocol.messages.check_event` does the rest (agreement, author, subtype, chain head)
         without doing those three again. ``connection`` is the connection's row as the caller has just read
-        it in this same transaction (status, vendor_did, sealed), so it is not read twice.
+        it in this same transaction (status, vendor_did, sealed), so it is not read twice. ``s`` may be the
+        transaction's ORM session or its Core connection.
         """
+        c = core(s)
         found_conn = connection
         if found_conn is None:
-            found_conn = s.connection().execute(_CONNECTION_FOR_FILING, {"id": connection_id}).first()
+            found_conn = c.execute(_CONNECTION_FOR_FILING, {"id": connection_id}).first()
         if found_conn is None:
             raise NotFound(f"no connection with id {connection_id[:40]!r}")
         conn = found_conn  # status and vendor_did, read in this transaction; the rest is sealed
         p, key = self._opened_connection(connection_id, bytes(found_conn.sealed))
-        previous, position = self._head(s, connection_id, "vendor")
+        previous, position = self._head(c, connection_id, "vendor")
         # A resent event (already filed) gets its acknowledgement again. It cannot follow the head we hold:
         # its event_id hashes its previous_id, and filing it moved the head past that. So the ledger is only
         # searched for it when an event does not follow the head (one statement fewer on every new event).
         if event.get("previous_id") != previous:
-            found = (
-                s.connection()
-                .execute(_EVENT_BY_ID, {"connection_id": connection_id, "event_id": event.get("event_id")})
-                .first()
-            )
+            found = c.execute(
+                _EVENT_BY_ID, {"connection_id": connection_id, "event_id": event.get("event_id")}
+            ).first()
             if found is not None:  # load the entry (a rare case) to give its ack again
-                ep = payload_of(self.vault, get_row(s, ConnectionEvent, found.id, "ledger entry"))
+                with contextlib.nullcontext(s) if isinstance(s, Session) else Session(bind=c) as orm:
+                    ep = payload_of(self.vault, get_row(orm, ConnectionEvent, found.id, "ledger entry"))
                 if ep.get("ack"):
                     return dict(ep["ack"])
         if conn.status == "blocked":
@@ -1015,7 +1018,7 @@ class AgentService:
             memo[slot] = hit
         return hit
 
-    def _file(self, s: Session, event: dict[str, Any]) -> dict[str, Any]:
+    def _file(self, s: Session | SAConnection, event: dict[str, Any]) -> dict[str, Any]:
         """What receiving an event does besides recording it; returns a note kept with the entry."""
         payload = event["payload"]
         note: dict[str, Any] = {}

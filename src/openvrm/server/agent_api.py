@@ -24,6 +24,7 @@ from typing import Annotated, Any, cast
 from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
+from sqlalchemy import Connection as SAConnection
 from sqlalchemy import Table, bindparam, insert, select
 from sqlalchemy.exc import IntegrityError as SAIntegrityError
 from sqlalchemy.orm import Session
@@ -42,7 +43,7 @@ from openvrm.server.problems import ProblemError, problem_responses
 from openvrm.server.security import Principal, owner
 from openvrm.server.state import ServerState, state_of
 from openvrm.storage.models import Connection, Grant, InboxItem, ProtocolIdempotency, ProtocolNonce, utcnow
-from openvrm.storage.prepared import Prepared
+from openvrm.storage.prepared import Prepared, core
 from openvrm.vault.core import Vault
 
 MAX_PROTOCOL_BODY = 1024 * 1024
@@ -119,8 +120,8 @@ _INSERT_NONCE = Prepared(insert(_NONCES))
 _INSERT_INBOX_ITEM = Prepared(insert(cast(Table, InboxItem.__table__)))
 
 
-def _peer_in(s: Session, handle: str) -> _Peer:
-    row = _PEER_BY_HANDLE.first(s.connection(), {"handle": handle})
+def _peer_in(s: Session | SAConnection, handle: str) -> _Peer:
+    row = _PEER_BY_HANDLE.first(core(s), {"handle": handle})
     if row is None:
         raise NotFound("no relationship at this address")
     conn_id, vendor_did, status, sealed = row
@@ -132,10 +133,10 @@ def _connection(vault: Vault, handle: str) -> _Peer:
         return _peer_in(s, handle)
 
 
-def _insert_nonces(s: Session, nonces: _DeferredNonces) -> None:
+def _insert_nonces(s: Session | SAConnection, nonces: _DeferredNonces) -> None:
     """Insert the request's nonces; the primary key refuses a replay (IntegrityError)."""
     for keyid, nonce, until in nonces.seen:
-        _INSERT_NONCE.execute(s.connection(), {"keyid": keyid, "nonce": nonce, "expires_at": until})
+        _INSERT_NONCE.execute(core(s), {"keyid": keyid, "nonce": nonce, "expires_at": until})
 
 
 def _verify(
@@ -171,7 +172,7 @@ class _KeyTaken(Exception):
     """The idempotency record's key was taken (by a concurrent retry, or by an expired record)."""
 
 
-def _pushing_peer(s: Session, handle: str, keyid: str) -> _Peer:
+def _pushing_peer(s: Session | SAConnection, handle: str, keyid: str) -> _Peer:
     """The relationship a push is for, read in the push's own write transaction: it must exist, its vendor
     must be the request's signer, and it must not be blocked (a block applies to the very next request)."""
     conn = _peer_in(s, handle)
@@ -182,7 +183,7 @@ def _pushing_peer(s: Session, handle: str, keyid: str) -> _Peer:
     return conn
 
 
-def _spend_nonce_in(s: Session, nonces: _DeferredNonces) -> None:
+def _spend_nonce_in(s: Session | SAConnection, nonces: _DeferredNonces) -> None:
     """Insert the request's nonce first thing in its write transaction: a replay is refused there, before
     anything else (even a stored first answer), and adds nothing."""
     try:
@@ -225,7 +226,7 @@ def _file_now(
     keyid, idem_key, fingerprint = key
     filing = False
     try:
-        with vault.db.write() as s:
+        with vault.db.write_connection() as s:
             conn = _pushing_peer(s, handle, keyid)
             _spend_nonce_in(s, nonces)
             stored = store.lookup_in(s, keyid, idem_key, fingerprint)
@@ -235,8 +236,9 @@ def _file_now(
             if _ended_for(conn, record):
                 raise ProblemError(403, "ended", "this relationship has ended")
             filing = True
+            # Core statements only: the entry's own clashes are raised here, and count as a refused
+            # filing, not as a taken key.
             ack = agent.receive_in(s, conn.id, record, prechecked=True, connection=conn)
-            s.flush()  # the entry's own clashes count as a refused filing, not as a taken key
             filing = False
             response = StoredResponse(200, "application/json", json.dumps(ack).encode())
             try:
@@ -307,7 +309,7 @@ def _push(state: ServerState, handle: str, url: str, headers: dict[str, str], bo
     queued = {"status": "queued", "event_id": record["event_id"]}
     response = StoredResponse(202, "application/json", json.dumps(queued).encode())
     try:
-        with vault.db.write() as s:
+        with vault.db.write_connection() as s:
             conn = _pushing_peer(s, handle, keyid)
             _spend_nonce_in(s, nonces)
             if _ended_for(conn, record):
@@ -318,7 +320,7 @@ def _push(state: ServerState, handle: str, url: str, headers: dict[str, str], bo
                 return Response(stored.body, stored.status_code, media_type=stored.media_type)
             _check_author(conn, record)
             item = vault.inbox_values({"kind": INBOX_KIND, "connection_id": conn.id, "record": record})
-            _INSERT_INBOX_ITEM.execute(s.connection(), item)
+            _INSERT_INBOX_ITEM.execute(s, item)
             # Inserted, not looked up first: a retry (rare) clashes on the key, and everything here is
             # rolled back, its nonce too (spent below, once the stored first answer is found).
             store.insert_in(s, keyid, idem_key, fingerprint, response, now)

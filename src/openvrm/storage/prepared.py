@@ -24,9 +24,15 @@ from typing import Any, cast
 from sqlalchemy import Connection
 from sqlalchemy.engine import Dialect
 from sqlalchemy.exc import DBAPIError
+from sqlalchemy.orm import Session
 from sqlalchemy.sql import ClauseElement
 from sqlalchemy.sql.compiler import SQLCompiler
 from sqlalchemy.sql.dml import Insert
+
+
+def core(s: Session | Connection) -> Connection:
+    """The Core connection of a transaction given as an ORM session or as the connection itself."""
+    return s if isinstance(s, Connection) else s.connection()
 
 
 @dataclass(frozen=True)
