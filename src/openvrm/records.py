@@ -6,15 +6,17 @@ sealing rule (associated data ``<table>:<id>``) lives in one place.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterable
 from typing import Any, TypeVar
 
+from sqlalchemy import Connection, select
 from sqlalchemy import insert as sa_insert
-from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from openvrm.errors import NotFound
 from openvrm.storage.models import Base, new_id, utcnow
+from openvrm.storage.prepared import Prepared, core
 from openvrm.vault.core import UnlockedVault
 
 M = TypeVar("M", bound=Base)
@@ -40,7 +42,7 @@ def insert(
 
 def insert_core(
     vault: UnlockedVault,
-    s: Session,
+    s: Session | Connection,
     model: type[Base],
     payload: dict[str, Any],
     *,
@@ -49,8 +51,14 @@ def insert_core(
 ) -> str:
     """:func:`insert` as one Core statement in the caller's transaction (no ORM object); the new id."""
     values = row_values(vault, model, payload, record_id=record_id, **plain)
-    s.connection().execute(sa_insert(model), values)
+    _insert_statement(model).execute(core(s), values)
     return str(values["id"])
+
+
+@functools.cache
+def _insert_statement(model: type[Base]) -> Prepared:
+    """One insert statement per table, compiled once per dialect and run on the driver."""
+    return Prepared(sa_insert(model))
 
 
 def row_values(

@@ -264,6 +264,23 @@ def test_with_a_session_a_replay_and_a_retry_file_the_event_once(world: World) -
     assert _idempotency_records(world) == 1
 
 
+def test_with_a_session_an_event_resent_under_a_new_key_gets_its_first_acknowledgement(world: World) -> None:
+    """The same event pushed again with a new Idempotency-Key (not a retry): filed once, the same ack."""
+    aid, ledger_url, _, key = _setup(world)
+    cid = world.agent.connections()[0].id
+    record = _notice(aid, key)
+    with httpx.Client(base_url=world.url) as client:
+        assert client.post("/api/v1/session", json={"passphrase": PASSPHRASE}).status_code == 200
+        first = _signed_post(ledger_url, record, key)
+        assert first.status_code == 200, first.text
+        later = m.make_event(key, aid, "notice", {"notice": "other", "summary": "later"}, record["event_id"])
+        assert _signed_post(ledger_url, later, key).status_code == 200
+        again = _signed_post(ledger_url, record, key)  # a new Idempotency-Key, once the head moved on
+        assert (again.status_code, again.json()) == (200, first.json())
+    assert len(world.agent.ledger(cid)) == 2 and _traces(world) == (2, 0)
+    assert _idempotency_records(world) == 3
+
+
 def test_with_a_session_a_refused_filing_adds_nothing_but_spends_its_nonce(world: World) -> None:
     aid, ledger_url, _, key = _setup(world)
     cid = world.agent.connections()[0].id

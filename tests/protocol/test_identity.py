@@ -1,8 +1,15 @@
 import base58
 import pytest
+from cryptography.exceptions import InvalidSignature
 
 from openvrm.errors import InvalidValue
-from openvrm.protocol.identity import KeyPair, did_from_public_key, public_key_from_did, raw_public_bytes
+from openvrm.protocol.identity import (
+    KeyPair,
+    did_from_public_key,
+    public_key_from_did,
+    raw_public_bytes,
+    verify_ed25519,
+)
 
 # The Ed25519 example of the W3C did:key method specification (its DID document lists this publicKeyBase58).
 SPEC_DID = "did:key:z6MkpTHR8VNsBxYAAWHut2Geadd9jSwuBV8xRoAnwWsdvktH"
@@ -72,3 +79,30 @@ def test_decoded_did_keys_are_kept_and_refused_ones_are_refused_every_time() -> 
         with pytest.raises(InvalidValue, match="base58btc"):
             public_key_from_did(bad)
     assert identity._decode_did_key.cache_info().maxsize == 4096
+
+
+def test_ed25519_verification_agrees_with_cryptography() -> None:
+    """verify_ed25519 (libsodium) takes what cryptography's own check takes and refuses what it refuses."""
+    pair, other = KeyPair.generate(), KeyPair.generate()
+    data = b"the signed bytes"
+    good = pair.sign(data)
+    verify_ed25519(pair.public_key, good, data)
+    pair.public_key.verify(good, data)
+    flipped = bytes([good[0] ^ 1]) + good[1:]
+    # S + L: the same signature, its scalar no longer canonical (RFC 8032 5.1.7 requires S < L).
+    order = 2**252 + 27742317777372353535851937790883648493
+    s_plus_l = good[:32] + (int.from_bytes(good[32:], "little") + order).to_bytes(32, "little")
+    refused = [
+        (pair.public_key, good, data + b"!"),
+        (pair.public_key, flipped, data),
+        (pair.public_key, good[:63], data),
+        (pair.public_key, good + b"\0", data),
+        (pair.public_key, b"", data),
+        (pair.public_key, s_plus_l, data),
+        (other.public_key, good, data),
+    ]
+    for key, signature, message in refused:
+        with pytest.raises(InvalidSignature):
+            verify_ed25519(key, signature, message)
+        with pytest.raises(InvalidSignature):
+            key.verify(signature, message)

@@ -61,6 +61,26 @@ def test_signatures_are_detached_ed25519_jws(parties: tuple[KeyPair, KeyPair]) -
     assert json.loads(base64.urlsafe_b64decode(head + "==")) == {"alg": "Ed25519", "kid": sig["kid"]}
 
 
+def test_signatures_interoperate_with_joserfcs_own_ed25519(parties: tuple[KeyPair, KeyPair]) -> None:
+    """The registry checks signatures with libsodium; a token is the same as joserfc's own, both ways."""
+    from joserfc import jws
+    from joserfc.errors import BadSignatureError
+    from joserfc.jwk import OKPKey
+
+    person, _ = parties
+    key = OKPKey.import_key(person.private_key)
+    token = jws.serialize_compact({"alg": "Ed25519"}, b"payload", key, algorithms=["Ed25519"])
+    assert jws.deserialize_compact(token, key, registry=m._REGISTRY).payload == b"payload"
+    ours = jws.serialize_compact({"alg": "Ed25519"}, b"payload", key, registry=m._REGISTRY)
+    assert ours == token  # Ed25519 signatures are deterministic
+    assert jws.deserialize_compact(ours, key, algorithms=["Ed25519"]).payload == b"payload"
+    head, payload, sig = token.split(".")
+    tampered = f"{head}.{payload}.{'A' if sig[0] != 'A' else 'B'}{sig[1:]}"
+    with pytest.raises(BadSignatureError):
+        jws.deserialize_compact(tampered, key, registry=m._REGISTRY)
+    assert isinstance(m._REGISTRY.get_alg("Ed25519"), m._Ed25519)
+
+
 @pytest.mark.parametrize(
     ("path", "value"),
     [

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import contextlib
 import hashlib
 import json
 import secrets
@@ -34,6 +35,7 @@ from typing import Any, Protocol
 from urllib.parse import urlsplit, urlunsplit
 
 import httpx
+from sqlalchemy import Connection as SAConnection
 from sqlalchemy import bindparam, func, select
 from sqlalchemy.orm import Session
 
@@ -49,6 +51,7 @@ from openvrm.protocol.sealing import seal_json_for
 from openvrm.protocol.terms import DPV, Term, term
 from openvrm.records import get_row, insert, insert_core, payload_of, table_of, update
 from openvrm.storage.models import Connection, ConnectionEvent, Grant, Vendor, utcnow
+from openvrm.storage.prepared import Prepared, core
 from openvrm.vault.core import UnlockedVault
 
 DEFAULT_TERMS = ("service-delivery-only", "service-delivery-plus-portability")
@@ -56,14 +59,25 @@ DEFAULT_PURPOSE = DPV + "ServiceProvision"
 MAX_PUSHED_FILE_BYTES = 700 * 1024
 INBOX_KIND = "protocol-event"
 ACK_SENDERS = 8  # acknowledgements in flight at once while the inbox is filed
+_OPENED_CONNECTIONS = "opened-connections"  # UnlockedVault.caches: dropped when the vault locks
+_OPENED_CONNECTIONS_KEPT = 256
 
 _EVENTS = ConnectionEvent.__table__.c
-_LAST_POSITION = select(func.max(_EVENTS.position)).where(_EVENTS.connection_id == bindparam("connection_id"))
-_AUTHOR_HEAD = (
-    select(_EVENTS.event_id)
-    .where(_EVENTS.connection_id == bindparam("connection_id"), _EVENTS.author == bindparam("author"))
-    .order_by(_EVENTS.position.desc())
-    .limit(1)
+# The author's chain head and the ledger's last position, one statement (two scalar subqueries, each an
+# index walk however long the ledger).
+_HEAD_AND_LAST = Prepared(
+    select(
+        select(_EVENTS.event_id)
+        .where(_EVENTS.connection_id == bindparam("connection_id"), _EVENTS.author == bindparam("author"))
+        .order_by(_EVENTS.position.desc())
+        .limit(1)
+        .scalar_subquery()
+        .label("head"),
+        select(func.max(_EVENTS.position))
+        .where(_EVENTS.connection_id == bindparam("connection_id"))
+        .scalar_subquery()
+        .label("last"),
+    )
 )
 _CONNECTIONS = Connection.__table__.c
 _CONNECTION_FOR_FILING = select(_CONNECTIONS.status, _CONNECTIONS.vendor_did, _CONNECTIONS.sealed).where(
@@ -491,11 +505,11 @@ class AgentService:
 
     # -- writing events --------------------------------------------------------------------------------
 
-    def _head(self, s: Session, connection_id: str, author: str) -> tuple[str | None, int]:
+    def _head(self, s: Session | SAConnection, connection_id: str, author: str) -> tuple[str | None, int]:
         """The author's chain head and the next position: two index walks, however long the ledger."""
-        c = s.connection()  # plain Core statements, built once (column reads, no ORM objects)
-        last = c.execute(_LAST_POSITION, {"connection_id": connection_id}).scalar()
-        head = c.execute(_AUTHOR_HEAD, {"connection_id": connection_id, "author": author}).scalar()
+        # A plain Core statement, built once (column reads, no ORM objects).
+        row = _HEAD_AND_LAST.first(core(s), {"connection_id": connection_id, "author": author})
+        head, last = row or (None, None)
         return head, int(last or 0) + 1
 
     def _append(
@@ -928,7 +942,7 @@ class AgentService:
 
     def receive_in(
         self,
-        s: Session,
+        s: Session | SAConnection,
         connection_id: str,
         event: dict[str, Any],
         *,
@@ -941,33 +955,34 @@ class AgentService:
         the connection's vendor (as the push endpoint does before anything else), so
         :func:`~openvrm.protocol.messages.check_event` does the rest (agreement, author, subtype, chain head)
         without doing those three again. ``connection`` is the connection's row as the caller has just read
-        it in this same transaction (status, vendor_did, sealed), so it is not read twice.
+        it in this same transaction (status, vendor_did, sealed), so it is not read twice. ``s`` may be the
+        transaction's ORM session or its Core connection.
         """
+        c = core(s)
         found_conn = connection
         if found_conn is None:
-            found_conn = s.connection().execute(_CONNECTION_FOR_FILING, {"id": connection_id}).first()
+            found_conn = c.execute(_CONNECTION_FOR_FILING, {"id": connection_id}).first()
         if found_conn is None:
             raise NotFound(f"no connection with id {connection_id[:40]!r}")
         conn = found_conn  # status and vendor_did, read in this transaction; the rest is sealed
-        p = self.vault.open(table_of(Connection), connection_id, found_conn.sealed)
-        key = KeyPair.from_private_bytes(base64.b64decode(p["person_seed"]))
-        existing = None
-        found = (
-            s.connection()
-            .execute(_EVENT_BY_ID, {"connection_id": connection_id, "event_id": event.get("event_id")})
-            .first()
-        )
-        if found is not None:  # a resent event: load the entry (a rare case) to give its ack again
-            existing = get_row(s, ConnectionEvent, found.id, "ledger entry")
-        if existing is not None:
-            ep = payload_of(self.vault, existing)
-            if ep.get("ack"):
-                return dict(ep["ack"])
+        p, key = self._opened_connection(connection_id, bytes(found_conn.sealed))
+        previous, position = self._head(c, connection_id, "vendor")
+        # A resent event (already filed) gets its acknowledgement again. It cannot follow the head we hold:
+        # its event_id hashes its previous_id, and filing it moved the head past that. So the ledger is only
+        # searched for it when an event does not follow the head (one statement fewer on every new event).
+        if event.get("previous_id") != previous:
+            found = c.execute(
+                _EVENT_BY_ID, {"connection_id": connection_id, "event_id": event.get("event_id")}
+            ).first()
+            if found is not None:  # load the entry (a rare case) to give its ack again
+                with contextlib.nullcontext(s) if isinstance(s, Session) else Session(bind=c) as orm:
+                    ep = payload_of(self.vault, get_row(orm, ConnectionEvent, found.id, "ledger entry"))
+                if ep.get("ack"):
+                    return dict(ep["ack"])
         if conn.status == "blocked":
             raise SignatureError("this vendor is blocked")
         if conn.status == "ended" and event.get("subtype") not in m.AFTER_END:
             raise Conflict("this connection has ended")
-        previous, position = self._head(s, connection_id, "vendor")
         m.check_event(
             event, p["agreement"], author=conn.vendor_did, previous_id=previous, prechecked=prechecked
         )
@@ -987,7 +1002,26 @@ class AgentService:
         )
         return ack
 
-    def _file(self, s: Session, event: dict[str, Any]) -> dict[str, Any]:
+    def _opened_connection(self, connection_id: str, sealed: bytes) -> tuple[dict[str, Any], KeyPair]:
+        """The sealed part of a connection row (agreement, our pairwise key) as just read, opened.
+
+        Opening it (decryption, JSON, deriving the key pair) is kept for the length of the unlock, keyed by
+        the connection and its exact sealed bytes: the row itself is read in every transaction (a block
+        or an end applies at once) and a changed sealed part is opened again. Read-only for the caller.
+        """
+        memo: dict[tuple[str, bytes], tuple[dict[str, Any], KeyPair]]
+        memo = self.vault.caches.setdefault(_OPENED_CONNECTIONS, {})
+        slot = (connection_id, sealed)
+        hit = memo.get(slot)
+        if hit is None:
+            p = self.vault.open(table_of(Connection), connection_id, sealed)
+            hit = (p, KeyPair.from_private_bytes(base64.b64decode(p["person_seed"])))
+            if len(memo) >= _OPENED_CONNECTIONS_KEPT:
+                memo.clear()
+            memo[slot] = hit
+        return hit
+
+    def _file(self, s: Session | SAConnection, event: dict[str, Any]) -> dict[str, Any]:
         """What receiving an event does besides recording it; returns a note kept with the entry."""
         payload = event["payload"]
         note: dict[str, Any] = {}

