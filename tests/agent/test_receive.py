@@ -2,45 +2,19 @@
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
-import httpx
 import pytest
+from tests.exchange.support import connect_in_memory
 
-from openvrm.agent.service import DEFAULT_TERMS, AgentService
+from openvrm.agent.service import AgentService
 from openvrm.protocol import messages as m
 from openvrm.protocol.identity import KeyPair
-from openvrm.protocol.terms import term
 from openvrm.vault.core import UnlockedVault
-
-BASE = "https://shop.example"
 
 
 def _connected(vault: UnlockedVault) -> tuple[AgentService, KeyPair, str, str]:
-    vendor = KeyPair.generate()
-    doc = {
-        "vrm_versions": [m.VRM_VERSION],
-        "name": "Shop",
-        "vendor": vendor.did,
-        "keys": [{"kid": m.kid_of(vendor.did), "use": "sign"}],
-        "endpoints": {"relationship": f"{BASE}/vrm/relationship", "ledger": f"{BASE}/vrm/ledger"},
-        "terms": [m.term_ref(term(t)) for t in DEFAULT_TERMS],
-    }
-
-    def vendor_side(request: httpx.Request) -> httpx.Response:
-        if request.method == "GET":
-            return httpx.Response(200, json=doc)
-        body = json.loads(request.content)
-        if body.get("type") == "proffer":
-            chosen = m.roster_term(body["terms"][0])
-            return httpx.Response(200, json=m.make_answer(vendor, body, "accept", chosen=chosen))
-        return httpx.Response(200, json=m.countersign(vendor, body))
-
-    agent = AgentService(
-        vault, client_factory=lambda: httpx.Client(transport=httpx.MockTransport(vendor_side))
-    )
-    connected = agent.connect(BASE, agent_base_url="https://agent.example")
+    agent, vendor, connected = connect_in_memory(vault, name="Shop")
     assert connected.connection is not None
     return agent, vendor, connected.connection.id, str(connected.connection.agreement_id)
 

@@ -18,7 +18,7 @@ import httpx
 import sqlalchemy as sa
 from sqlalchemy import select
 
-from openvrm.agent.service import DEFAULT_PURPOSE, DEFAULT_TERMS, AgentService
+from openvrm.agent.service import DEFAULT_PURPOSE, DEFAULT_TERMS, AgentService, ConnectResult
 from openvrm.config import Settings
 from openvrm.documents.service import DocumentService
 from openvrm.exchange.format import MAIL_MESSAGE_DEFAULTS
@@ -469,12 +469,12 @@ def rewrite(
     return buf.getvalue()
 
 
-def add_connection(vault: UnlockedVault, vendor_id: str | None = None, *, name: str = "Protocol Shop") -> str:
-    """A protocol connection made through AgentService against a vendor simulated in memory: an agreement,
-    grants (one revoked), a delivered and an undelivered event, and vendor events received and decided.
-
-    The profile needs a name, an e-mail address and a phone number to grant. Returns the connection id.
-    """
+def connect_in_memory(
+    vault: UnlockedVault, vendor_id: str | None = None, *, name: str = "Protocol Shop"
+) -> tuple[AgentService, KeyPair, ConnectResult]:
+    """A connection made through AgentService with a vendor simulated in memory, which signs with a key of
+    its own: it accepts the first term proffered, countersigns, acknowledges events (not GDPR requests,
+    which stay pending). The agent, the vendor's key pair and what connecting gave."""
     vendor = KeyPair.generate()
     base = f"https://{name.lower().replace(' ', '-')}.example"
     doc = {
@@ -503,6 +503,17 @@ def add_connection(vault: UnlockedVault, vendor_id: str | None = None, *, name: 
         vault, client_factory=lambda: httpx.Client(transport=httpx.MockTransport(vendor_side))
     )
     connected = agent.connect(base, agent_base_url="https://agent.example", vendor_id=vendor_id)
+    assert connected.connection is not None
+    return agent, vendor, connected
+
+
+def add_connection(vault: UnlockedVault, vendor_id: str | None = None, *, name: str = "Protocol Shop") -> str:
+    """A protocol connection made through AgentService against a vendor simulated in memory: an agreement,
+    grants (one revoked), a delivered and an undelivered event, and vendor events received and decided.
+
+    The profile needs a name, an e-mail address and a phone number to grant. Returns the connection id.
+    """
+    agent, vendor, connected = connect_in_memory(vault, vendor_id, name=name)
     assert connected.connection is not None
     cid = connected.connection.id
     agent.revoke(agent.grant(cid, ["email", "name"]).id)
