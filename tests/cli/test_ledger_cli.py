@@ -99,6 +99,8 @@ def test_contract_life(vrm: Vrm) -> None:
         (["--notice", "soon"], "notice period"),
         (["--cycle", "daily"], "billing cycle"),
         (["--start", "2024/01/01"], "YYYY-MM-DD"),
+        # was stored, then `contracts add`, `contracts list` and `upcoming` crashed (year 10000)
+        (["--start", "9999-12-31"], "between 1900-01-01 and 2999-12-31"),
     ],
 )
 def test_contract_bad_input(vrm: Vrm, args: list[str], message: str) -> None:

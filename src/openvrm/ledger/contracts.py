@@ -153,6 +153,18 @@ class ContractRecord:
         return d
 
 
+# Terms and payments are computed for years after the start; a start near the end of the calendar
+# (9999-12-31) would overflow date arithmetic, one long ago would list thousands of past payments.
+_EARLIEST_START, _LATEST_START = date(1900, 1, 1), date(2999, 12, 31)
+
+
+def _start_date(value: object) -> date:
+    start = parse_date(value, "the start date")
+    if not _EARLIEST_START <= start <= _LATEST_START:
+        raise InvalidValue(f"the start date must be between {_EARLIEST_START} and {_LATEST_START}, not {start}")
+    return start
+
+
 def _iso(d: date | None) -> str | None:
     return d.isoformat() if d else None
 
@@ -273,7 +285,7 @@ class ContractService:
             price=parse_amount(price, "the price"),
             currency=parse_currency(currency),
             billing_cycle=billing_cycle,
-            start=parse_date(start, "the start date"),
+            start=_start_date(start),
             minimum_term_months=minimum_term_months,
             auto_renewal=auto_renewal,
             renewal_term_months=renewal_term_months,
