@@ -114,6 +114,15 @@ def test_contract_bad_input(vrm: Vrm, args: list[str], message: str) -> None:
     assert vrm.json("contracts", "list") == []
 
 
+def test_contract_show_prints_a_payment_of_zero(vrm: Vrm) -> None:
+    v = vrm.json("vendors", "add", "Gym")
+    c = vrm.json("contracts", "add", v["id"], "--plan", "P", "--price", "30", "--start", "2024-01-31")
+    vrm.json("contracts", "pay", c["id"], "--amount", "0", "--today", "2024-03-01")  # a free month
+    shown = vrm("contracts", "show", c["id"], "--today", "2024-03-01", "--months", "1").stdout
+    first = next(line for line in shown.splitlines() if "2024-01-31" in line)
+    assert "paid" in first and first.rstrip(" │").endswith(" 0"), first  # was an empty paid column
+
+
 def test_upcoming_and_ics(vrm: Vrm, tmp_path: Path) -> None:
     v = vrm.json("vendors", "add", "MAIF")
     vrm.json(

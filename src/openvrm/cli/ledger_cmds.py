@@ -175,7 +175,7 @@ def contracts_show(
                 e.due_date.isoformat(),
                 f"{e.expected} {e.currency}",
                 Text(e.status, style),
-                str(e.paid or ""),
+                "" if e.paid is None else str(e.paid),
             )
         out.print(table)
 
