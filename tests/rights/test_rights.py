@@ -6,6 +6,7 @@ import io
 import json
 import zipfile
 from datetime import date
+from pathlib import Path
 
 import pytest
 
@@ -19,6 +20,7 @@ from openvrm.rights.letters import LANGUAGES, pick_language, request_letter
 from openvrm.rights.service import deadline_for
 from openvrm.vault.core import UnlockedVault
 from openvrm.vendors.service import VendorService
+from tests.cli.test_cli import Vrm
 from tests.outbox.support import free_port, smtp_sink, use_sink
 
 SENT = date(2026, 1, 31)
@@ -249,3 +251,17 @@ def test_merging_vendors_carries_requests_and_deleting_is_refused(unlocked: Unlo
         vendors.delete(dup.id)
     vendors.merge(keep.id, dup.id)
     assert RightsService(unlocked).get(rec.id).vendor_id == keep.id
+
+
+def test_request_whose_pdf_cannot_be_written_leaves_no_draft(tmp_path: Path) -> None:
+    vrm = Vrm(tmp_path / "home")
+    vrm("init")
+    vrm("profile", "set", "name", "Anna Example")
+    vrm("profile", "set", "email", "anna@example.org")
+    vendor = vrm.json("vendors", "add", "Acme")["id"]
+    args = ["rights", "request", vendor, "access", "--to", "privacy@acme.example"]
+    err = vrm(*args, "--pdf", str(tmp_path / "no-such-folder" / "letter.pdf"), code=1)
+    assert "No such file or directory" in err.stderr
+    assert vrm.json("rights", "list") == []  # the failed command kept a draft; a rerun made a second
+    vrm(*args, "--pdf", str(tmp_path / "letter.pdf"))
+    assert len(vrm.json("rights", "list")) == 1 and (tmp_path / "letter.pdf").exists()

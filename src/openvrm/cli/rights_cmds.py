@@ -231,7 +231,11 @@ def rights_request(
         )
         letter = svc.letter(rec.id, today=day)
         if pdf is not None:
-            pdf.write_bytes(letter.pdf())
+            try:
+                pdf.write_bytes(letter.pdf())
+            except OSError:
+                svc.discard(rec.id)  # the command failed: leave no draft behind (a rerun made a second)
+                raise
         sent, report = _maybe_send(uv, svc, rec, yes, day, as_json)
     _show_sent(as_json, sent, letter, report, day)
 
