@@ -166,3 +166,13 @@ def test_deadline_properties(
     assert d.cancellation_deadline is not None and d.cancellation_deadline >= today
     assert d.ends_if_cancelled is not None and d.ends_if_cancelled >= d.term_end
     assert (d.ends_if_cancelled - d.cancellation_deadline).days == notice
+
+
+def test_terms_stop_at_the_end_of_the_calendar() -> None:
+    # A contract stored with a start this late (before `contracts add` refused one) made deadlines raise
+    # "year 10000 is out of range", and with it `vrm contracts list` and `vrm upcoming`.
+    late = mobile(start=date(9999, 12, 31), minimum_term_months=0, renewal_term_months=0, notice_value=0)
+    assert list(term_ends(late)) == []
+    assert deadlines(late, date(2026, 12, 3)).active is False
+    near = mobile(start=date(9998, 12, 1))
+    assert list(term_ends(near)) == [date(9999, 11, 30)]  # the next renewal would end in year 10000

@@ -120,18 +120,21 @@ def term_ends(t: ContractTerms, since: date | None = None) -> Iterator[date]:
     first = _first_term_months(t)
     if first is None:  # one-off purchase: no term
         return
-    first_end_excl = t.start + first
-    step = _renewal_step(t)
-    k = _first_k(first_end_excl, step, since) if step is not None and t.auto_renewal else 0
-    if k == 0:
-        yield first_end_excl - timedelta(days=1)
-        k = 1
-    if not t.auto_renewal or step is None:
+    try:
+        first_end_excl = t.start + first
+        step = _renewal_step(t)
+        k = _first_k(first_end_excl, step, since) if step is not None and t.auto_renewal else 0
+        if k == 0:
+            yield first_end_excl - timedelta(days=1)
+            k = 1
+        if not t.auto_renewal or step is None:
+            return
+        while True:
+            # computed from the start, not from the previous end, so month-end clipping never drifts
+            yield t.start + (first + step * k) - timedelta(days=1)
+            k += 1
+    except (ValueError, OverflowError):  # past 9999-12-31: a stored start that late has no more terms
         return
-    while True:
-        # computed from the start, not from the previous end, so month-end clipping never drifts
-        yield t.start + (first + step * k) - timedelta(days=1)
-        k += 1
 
 
 @dataclass(frozen=True)
