@@ -265,3 +265,15 @@ def test_request_whose_pdf_cannot_be_written_leaves_no_draft(tmp_path: Path) -> 
     assert vrm.json("rights", "list") == []  # the failed command kept a draft; a rerun made a second
     vrm(*args, "--pdf", str(tmp_path / "letter.pdf"))
     assert len(vrm.json("rights", "list")) == 1 and (tmp_path / "letter.pdf").exists()
+
+
+def test_list_by_status_with_no_match_does_not_say_there_are_no_requests(tmp_path: Path) -> None:
+    vrm = Vrm(tmp_path / "home")
+    vrm("init")
+    vrm("profile", "set", "name", "Anna Example")
+    vrm("profile", "set", "email", "anna@example.org")
+    vendor = vrm.json("vendors", "add", "Acme")["id"]
+    vrm("rights", "request", vendor, "access", "--to", "privacy@acme.example")
+    listed = vrm("rights", "list", "--status", "overdue").stdout
+    assert "No request is overdue." in listed and "No requests yet" not in listed  # it said "yet"
+    assert "draft" in vrm("rights", "list", "--status", "draft").stdout

@@ -310,7 +310,11 @@ def rights_list(
 
     def text() -> None:
         if not items:
-            out.print("No requests yet. Write one with `vrm rights request VENDOR access`.")
+            out.print(
+                f"No request is {status}."
+                if status
+                else "No requests yet. Write one with `vrm rights request VENDOR access`."
+            )
             return
         table = id_table("vendor", "request", "via", "status", "sent", "deadline")
         for r in items:
