@@ -123,6 +123,17 @@ def test_contract_show_prints_a_payment_of_zero(vrm: Vrm) -> None:
     assert "paid" in first and first.rstrip(" │").endswith(" 0"), first  # was an empty paid column
 
 
+def test_spend_period_checks(vrm: Vrm) -> None:
+    v = vrm.json("vendors", "add", "Gym")
+    c = vrm.json("contracts", "add", v["id"], "--plan", "P", "--price", "30", "--start", "2024-01-31")
+    vrm.json("contracts", "pay", c["id"], "--on", "2024-02-01")
+    # an inverted period was accepted and answered "No spending recorded yet."
+    err = vrm("spend", "--since", "2024-12-31", "--until", "2024-01-01", code=1).stderr
+    assert "--since 2024-12-31 is after --until 2024-01-01" in err
+    assert vrm("spend", "--since", "2025-01-01").stdout.strip() == "No spending in this period."
+    assert "30.00 EUR" in vrm("spend", "--until", "2024-02-01").stdout
+
+
 def test_upcoming_and_ics(vrm: Vrm, tmp_path: Path) -> None:
     v = vrm.json("vendors", "add", "MAIF")
     vrm.json(

@@ -307,20 +307,19 @@ def spend(
     as_json: JsonOpt = False,
 ) -> None:
     """Totals of what you spent, per vendor, category or month (payments made and bills)."""
+    first = parse_date(since, "--since") if since else None
+    last = parse_date(until, "--until") if until else None
+    if first and last and first > last:
+        raise InvalidValue(f"--since {first} is after --until {last}")
     with unlocked(ctx) as uv:
-        rows = spend_mod.totals(
-            spend_mod.entries(uv),
-            by=by,
-            since=parse_date(since, "--since") if since else None,
-            until=parse_date(until, "--until") if until else None,
-        )
+        rows = spend_mod.totals(spend_mod.entries(uv), by=by, since=first, until=last)
     if csv:
         sys.stdout.write(spend_mod.to_csv(rows, by))
         return
 
     def text() -> None:
         if not rows:
-            out.print("No spending recorded yet.")
+            out.print("No spending in this period." if first or last else "No spending recorded yet.")
             return
         table = Table(by, "total", "items")
         for r in rows:
