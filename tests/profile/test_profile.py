@@ -44,6 +44,7 @@ def test_valid_values_are_normalised(key: str, raw: object, stored: object) -> N
         ("loyalty", "x", "needs a label"),
         ("shoe", "42", "unknown field type"),
         ("email.Bad Label", "a@b.org", "label"),
+        ("email.", "a@b.org", "label"),  # an empty label was taken for no label: it set the e-mail
         ("address", {"street": "1 rue X"}, "needs city, country"),
         ("address", {"street": "1", "city": "P", "country": "France"}, "two-letter"),
         ("address", {"street": "1", "city": "P", "country": "FR", "planet": "Mars"}, "unknown address parts"),
@@ -88,3 +89,13 @@ def test_display_of_an_address() -> None:
     assert display({"street": "1 rue X", "postal_code": "75002", "city": "Paris", "country": "FR"}) == (
         "1 rue X, 75002 Paris, FR"
     )
+
+
+def test_an_empty_label_does_not_change_the_unlabelled_field(unlocked: UnlockedVault) -> None:
+    p = ProfileService(unlocked)
+    p.set("email", "ok@example.org")
+    with pytest.raises(InvalidValue, match="label"):
+        p.set("email.", "other@example.org")
+    with pytest.raises(InvalidValue, match="label"):
+        p.unset("email.")
+    assert p.current() == {"email": "ok@example.org"}

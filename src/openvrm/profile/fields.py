@@ -150,11 +150,11 @@ def parse_key(key: str) -> tuple[FieldType, str | None]:
     """Split and check a field key such as ``email.work``; return its type and label."""
     if not isinstance(key, str) or not key:
         raise InvalidValue("a field name is needed, such as email or address.home")
-    type_name, _, label = key.strip().lower().partition(".")
+    type_name, dot, label = key.strip().lower().partition(".")
     ftype = FIELD_TYPES.get(type_name)
     if ftype is None:
         raise InvalidValue(f"unknown field type {type_name!r}; known types: {', '.join(FIELD_TYPES)}")
-    if label:
+    if label or dot:  # "email." has an empty label: not the unlabelled email
         if not _LABEL.match(label):
             raise InvalidValue(f"a field label is 1-40 of a-z, 0-9, '-' or '_', not {label!r}")
         return ftype, label
