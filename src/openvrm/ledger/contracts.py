@@ -161,7 +161,9 @@ _EARLIEST_START, _LATEST_START = date(1900, 1, 1), date(2999, 12, 31)
 def _start_date(value: object) -> date:
     start = parse_date(value, "the start date")
     if not _EARLIEST_START <= start <= _LATEST_START:
-        raise InvalidValue(f"the start date must be between {_EARLIEST_START} and {_LATEST_START}, not {start}")
+        raise InvalidValue(
+            f"the start date must be between {_EARLIEST_START} and {_LATEST_START}, not {start}"
+        )
     return start
 
 
