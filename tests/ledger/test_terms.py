@@ -176,3 +176,10 @@ def test_terms_stop_at_the_end_of_the_calendar() -> None:
     assert deadlines(late, date(2026, 12, 3)).active is False
     near = mobile(start=date(9998, 12, 1))
     assert list(term_ends(near)) == [date(9999, 11, 30)]  # the next renewal would end in year 10000
+
+
+def test_a_contract_that_does_not_renew_expects_no_payment_after_its_term() -> None:
+    fixed = mobile(start=date(2025, 1, 31), auto_renewal=False)  # 12 months, ends 2026-01-30
+    dues = [due for due, _, _ in schedule(fixed, until=date(2026, 12, 31))]
+    # it went on listing payments (overdue ones) every month after the contract had ended
+    assert len(dues) == 12 and dues[0] == date(2025, 1, 31) and dues[-1] == date(2025, 12, 31)

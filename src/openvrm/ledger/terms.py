@@ -186,7 +186,10 @@ def price_at(t: ContractTerms, day: date) -> tuple[Decimal, str]:
 
 def schedule(t: ContractTerms, until: date, since: date | None = None) -> Iterator[tuple[date, Decimal, str]]:
     """Expected payments (due date, amount, currency) from the start (or ``since``) to ``until``."""
-    last = min(until, t.end_date) if t.end_date else until
+    end = t.end_date
+    if end is None and not t.auto_renewal:  # it ends by itself with its first term
+        end = next(term_ends(t), None)
+    last = min(until, end) if end else until
     if t.cycle is None:
         if t.start <= last and (since is None or t.start >= since):
             yield (t.start, *price_at(t, t.start))
