@@ -127,6 +127,20 @@ def test_price_change_and_cancel(unlocked: UnlockedVault, svc: ContractService) 
     assert svc.get(c.id).to_json(date(2025, 1, 2))["active"] is False
 
 
+def test_cancelling_a_contract_that_has_ended_by_itself_changes_nothing(
+    unlocked: UnlockedVault, svc: ContractService
+) -> None:
+    vid = _vendor(unlocked)
+    c = svc.add(vid, plan="Fixed", price="10", start="2023-01-31", minimum_term_months=12, auto_renewal=False)
+    with pytest.raises(Conflict, match="already ended on 2024-01-30"):
+        svc.cancel(c.id, today=TODAY)  # it was "cancelled" to end on TODAY: eleven more months to pay
+    assert svc.get(c.id).end_date is None and svc.get(c.id).status == "active"
+    running = svc.add(
+        vid, plan="Fixed", price="10", start="2024-06-01", minimum_term_months=12, auto_renewal=False
+    )
+    assert svc.cancel(running.id, today=TODAY).end_date == date(2025, 5, 31)
+
+
 def test_costs_by_vendor_and_category(unlocked: UnlockedVault, svc: ContractService) -> None:
     free = _vendor(unlocked, "Free", ["telecom"])
     orange = _vendor(unlocked, "Orange", ["telecom"])

@@ -28,6 +28,7 @@ from openvrm.ledger.terms import (
     deadlines,
     monthly_cost,
     schedule,
+    term_ends,
     yearly_cost,
 )
 from openvrm.profile.fields import _text
@@ -360,7 +361,11 @@ class ContractService:
         day = today or today_local()
         end_date = optional_date(end, "the end date")
         if end_date is None:
-            dl = deadlines(rec.terms(), day)
+            terms = rec.terms()
+            last = next(term_ends(terms), None) if not terms.auto_renewal else None
+            if last is not None and last < day:  # "cancelling" it would run it on until today
+                raise Conflict(f"this contract already ended on {last}: it does not renew")
+            dl = deadlines(terms, day)
             end_date = dl.ends_if_cancelled or day
         return self._save(replace(rec, status="cancelled", end_date=end_date))
 
