@@ -134,6 +134,17 @@ def test_spend_period_checks(vrm: Vrm) -> None:
     assert "30.00 EUR" in vrm("spend", "--until", "2024-02-01").stdout
 
 
+def test_upcoming_has_no_cancel_deadline_for_a_contract_that_does_not_renew(vrm: Vrm) -> None:
+    v = vrm.json("vendors", "add", "Insurer")
+    args = ["--price", "5", "--start", "2024-01-15", "--min-term", "12", "--notice", "1 month"]
+    vrm.json("contracts", "add", v["id"], "--plan", "Fixed", *args, "--no-auto-renew")
+    vrm.json("contracts", "add", v["id"], "--plan", "Renews", *args)
+    events = vrm.json("upcoming", "--today", "2024-12-01", "--days", "30")
+    deadlines = [e["title"] for e in events if e["kind"] == "cancellation-deadline"]
+    # "Last day to cancel" was listed for the fixed term too, although it ends by itself
+    assert deadlines == ["Last day to cancel Insurer: Renews"]
+
+
 def test_upcoming_and_ics(vrm: Vrm, tmp_path: Path) -> None:
     v = vrm.json("vendors", "add", "MAIF")
     vrm.json(

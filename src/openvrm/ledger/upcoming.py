@@ -81,6 +81,8 @@ def _vendor_names(uv: UnlockedVault) -> dict[str, str]:
 
 
 def _locks_in(t: ContractTerms, term_end: date | None) -> bool:
+    if not t.auto_renewal:  # it ends by itself: no deadline to miss
+        return False
     first_term_end = next(term_ends(t), None)
     if t.minimum_term_months and term_end is not None and term_end == first_term_end:
         return True
