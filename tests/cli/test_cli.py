@@ -37,6 +37,16 @@ class Vrm:
         return json.loads(self(*args, "--json", code=code).stdout)
 
 
+def person_with_vendor(home: Path, vendor: str, *, email: str = "anna@example.org") -> tuple[Vrm, str]:
+    """A new vault whose person (Anna Example) has a name and an e-mail address, and one vendor; the
+    runner and the vendor's id."""
+    vrm = Vrm(home)
+    vrm("init")
+    vrm("profile", "set", "name", "Anna Example")
+    vrm("profile", "set", "email", email)
+    return vrm, vrm.json("vendors", "add", vendor)["id"]
+
+
 @pytest.fixture
 def vrm(tmp_path: Path) -> Vrm:
     v = Vrm(tmp_path / "home")

@@ -15,7 +15,7 @@ from openvrm.profile.service import ProfileService
 from openvrm.sharing.service import SharingService
 from openvrm.vault.core import UnlockedVault
 from openvrm.vendors.service import VendorService
-from tests.cli.test_cli import Vrm
+from tests.cli.test_cli import person_with_vendor
 from tests.outbox.support import smtp_sink, use_sink
 
 OLD = {"street": "12 Rue des Lilas", "postal_code": "75011", "city": "Paris", "country": "FR"}
@@ -120,11 +120,7 @@ def test_opt_out_and_bad_input(unlocked: UnlockedVault) -> None:
 
 
 def test_move_through_the_cli_previews_then_sends(tmp_path: Path) -> None:
-    vrm = Vrm(tmp_path / "home")
-    vrm("init")
-    vrm("profile", "set", "name", "Anna Example")
-    vrm("profile", "set", "email", "old@example.org")
-    vendor = vrm.json("vendors", "add", "Bank of Tests")["id"]
+    vrm, vendor = person_with_vendor(tmp_path / "home", "Bank of Tests", email="old@example.org")
     vrm("vendors", "relate", vendor, "--customer-number", "C-9")
     with smtp_sink() as (sink, port):
         vrm(

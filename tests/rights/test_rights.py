@@ -20,7 +20,7 @@ from openvrm.rights.letters import LANGUAGES, pick_language, request_letter
 from openvrm.rights.service import deadline_for
 from openvrm.vault.core import UnlockedVault
 from openvrm.vendors.service import VendorService
-from tests.cli.test_cli import Vrm
+from tests.cli.test_cli import person_with_vendor
 from tests.outbox.support import free_port, smtp_sink, use_sink
 
 SENT = date(2026, 1, 31)
@@ -254,11 +254,7 @@ def test_merging_vendors_carries_requests_and_deleting_is_refused(unlocked: Unlo
 
 
 def test_request_whose_pdf_cannot_be_written_leaves_no_draft(tmp_path: Path) -> None:
-    vrm = Vrm(tmp_path / "home")
-    vrm("init")
-    vrm("profile", "set", "name", "Anna Example")
-    vrm("profile", "set", "email", "anna@example.org")
-    vendor = vrm.json("vendors", "add", "Acme")["id"]
+    vrm, vendor = person_with_vendor(tmp_path / "home", "Acme")
     args = ["rights", "request", vendor, "access", "--to", "privacy@acme.example"]
     err = vrm(*args, "--pdf", str(tmp_path / "no-such-folder" / "letter.pdf"), code=1)
     assert "No such file or directory" in err.stderr
@@ -268,11 +264,7 @@ def test_request_whose_pdf_cannot_be_written_leaves_no_draft(tmp_path: Path) -> 
 
 
 def test_list_by_status_with_no_match_does_not_say_there_are_no_requests(tmp_path: Path) -> None:
-    vrm = Vrm(tmp_path / "home")
-    vrm("init")
-    vrm("profile", "set", "name", "Anna Example")
-    vrm("profile", "set", "email", "anna@example.org")
-    vendor = vrm.json("vendors", "add", "Acme")["id"]
+    vrm, vendor = person_with_vendor(tmp_path / "home", "Acme")
     vrm("rights", "request", vendor, "access", "--to", "privacy@acme.example")
     listed = vrm("rights", "list", "--status", "overdue").stdout
     assert "No request is overdue." in listed and "No requests yet" not in listed  # it said "yet"
