@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from openvrm.cli import context as cli_context
 from openvrm.documents.service import DocumentService
 from openvrm.errors import Conflict, InvalidValue, NotFound
 from openvrm.ledger.upcoming import to_ics, upcoming
@@ -117,8 +118,11 @@ def test_send_by_email_tracks_deadline_and_upcoming(unlocked: UnlockedVault) -> 
         assert sent.stored_status == "sent" and sent.deadline == date(2026, 2, 28)
         msg = Outbox(unlocked).get(sent.outbox_id or "")
         assert msg.status == "pending" and msg.origin["id"] == rec.id
+        # the request is "sent" once queued; where its e-mail stands is told apart
+        assert svc.email_states(svc.list()) == {rec.id: "pending"}
         Outbox(unlocked).deliver_now(SmtpTransport(load_mail_settings(unlocked)))
         assert len(sink.messages) == 1
+        assert svc.email_states(svc.list()) == {rec.id: "sent"}
         mail = sink.messages[0]
         assert "portabilit" in str(mail["Subject"]).lower()
         body = mail.get_payload(decode=True).decode()  # type: ignore[union-attr]
@@ -261,6 +265,23 @@ def test_request_whose_pdf_cannot_be_written_leaves_no_draft(tmp_path: Path) -> 
     assert vrm.json("rights", "list") == []  # the failed command kept a draft; a rerun made a second
     vrm(*args, "--pdf", str(tmp_path / "letter.pdf"))
     assert len(vrm.json("rights", "list")) == 1 and (tmp_path / "letter.pdf").exists()
+
+
+def test_list_tells_a_request_whose_email_has_not_left(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A request is "sent" once its e-mail is queued; the list says when that e-mail has not left."""
+    monkeypatch.setattr(cli_context.out, "_width", 300)  # wide: each row on one line
+    vrm, vendor = person_with_vendor(tmp_path / "home", "Acme")
+    vrm("mail", "setup", "--from", "anna@example.org", "--host", "127.0.0.1", "--port", str(free_port()))
+    request = vrm.json("rights", "request", vendor, "access", "--to", "privacy@acme.example")
+    vrm("rights", "send", request["id"], "--yes")
+    (listed,) = vrm.json("rights", "list")
+    assert listed["status"] == "sent" and listed["email_status"] == "pending"
+    assert "email (not sent yet)" in vrm("rights", "list").stdout
+    vrm("outbox", "cancel", vrm.json("outbox", "list")[0]["id"])
+    assert vrm.json("rights", "list")[0]["email_status"] == "cancelled"
+    assert "email (not sent: cancelled)" in vrm("rights", "list").stdout
 
 
 def test_list_by_status_with_no_match_does_not_say_there_are_no_requests(tmp_path: Path) -> None:

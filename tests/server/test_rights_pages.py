@@ -10,7 +10,7 @@ from collections.abc import Iterator
 import httpx
 import pytest
 
-from tests.outbox.support import Sink, smtp_sink
+from tests.outbox.support import Sink, free_port, smtp_sink
 from tests.server.test_pages import page_login
 from tests.server.test_rights_api import NEW, OLD, person, relate_directory
 
@@ -120,7 +120,7 @@ async def test_request_preview_then_send(
     assert 'id="request-status">Sent<' in r.text and "1 sent" in r.text
     assert len(messages.messages) == 1 and messages.messages[0]["To"] == "datenschutz@7mind.de"
     listing = (await client.get("/rights")).text
-    assert "7Mind GmbH" in listing and "badge-sent" in listing
+    assert "7Mind GmbH" in listing and "badge-sent" in listing and "email-state" not in listing
 
     for action in ("acknowledge", "extend"):
         r = await client.post(f"/rights/{rid}/{action}", data={"csrf_token": token, "note": "ok"})
@@ -218,6 +218,20 @@ async def test_move_plan_opt_out_and_statuses(
     r = await client.post("/moves/plan", data={"csrf_token": token, "field": "iban", "value": "x"})
     assert r.status_code == 422
     assert (await client.post("/moves/plan", data={"field": "address", **NEW})).status_code == 403
+
+
+async def test_the_list_tells_a_request_whose_email_has_not_left(
+    client: httpx.AsyncClient, token: str
+) -> None:
+    """The request is sent once queued; while its e-mail waits (no server answers), the list says so."""
+    await person(client, hx(token))
+    await mail_form(client, token, free_port())  # nothing listens there: the e-mail waits for a retry
+    r = await client.post("/rights", data={"csrf_token": token, "vendor_slug": "7mind", "kind": "access"})
+    rid = r.headers["location"].rsplit("/", 1)[1]
+    r = await client.post(f"/rights/{rid}/send", data={"csrf_token": token, "confirm": "yes"})
+    assert 'id="request-status">Sent<' in r.text
+    listing = (await client.get("/rights")).text
+    assert "badge-sent" in listing and '<span class="reason email-state">(not sent yet)</span>' in listing
 
 
 async def test_outbox_pages(client: httpx.AsyncClient, token: str, sink: tuple[Sink, int]) -> None:

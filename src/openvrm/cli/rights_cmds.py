@@ -40,7 +40,7 @@ from openvrm.outbox.transport import SmtpTransport
 from openvrm.profile.fields import ADDRESS_PARTS
 from openvrm.rights import REQUEST_TYPES, RightsService
 from openvrm.rights.letters import Letter
-from openvrm.rights.service import RightsRequestRecord
+from openvrm.rights.service import EMAIL_NOT_LEFT, RightsRequestRecord
 from openvrm.vault.core import UnlockedVault
 
 rights = typer.Typer(
@@ -306,7 +306,9 @@ def rights_list(
     """List GDPR requests with their state and deadline."""
     day = _today(today)
     with unlocked(ctx) as uv:
-        items = RightsService(uv).list(status=status, today=day)
+        svc = RightsService(uv)
+        items = svc.list(status=status, today=day)
+        emails = svc.email_states(items)
 
     def text() -> None:
         if not items:
@@ -319,11 +321,24 @@ def rights_list(
         table = id_table("vendor", "request", "via", "status", "sent", "deadline")
         for r in items:
             table.add_row(
-                r.id, r.vendor_name, r.kind, r.channel, r.status(day), r.sent_on or "", str(r.deadline or "")
+                r.id,
+                r.vendor_name,
+                r.kind,
+                _via(r.channel, emails.get(r.id)),
+                r.status(day),
+                r.sent_on or "",
+                str(r.deadline or ""),
             )
         out.print(table)
 
-    emit(as_json, [r.to_json(day) for r in items], text)
+    emit(as_json, [r.to_json(day) | {"email_status": emails.get(r.id)} for r in items], text)
+
+
+def _via(channel: str, email: str | None) -> str:
+    """The channel, and for an e-mail that has not left yet, where it stands (a queued request is sent)."""
+    if email is None or email == "sent":
+        return channel
+    return f"{channel} ({EMAIL_NOT_LEFT.get(email, email)})"
 
 
 @rights.command("show")

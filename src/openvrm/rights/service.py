@@ -201,6 +201,16 @@ class MissingIdentity(InvalidValue):
         self.missing = list(missing)
 
 
+# How a person reads the outbox state of a request's e-mail that has not left (see `email_states`).
+EMAIL_NOT_LEFT = {
+    "pending": "not sent yet",
+    "sending": "being sent",
+    "failed": "not sent: failed",
+    "unconfirmed": "unconfirmed",
+    "cancelled": "not sent: cancelled",
+}
+
+
 class RightsService:
     def __init__(self, vault: UnlockedVault) -> None:
         self.vault = vault
@@ -305,6 +315,15 @@ class RightsService:
             rows = list(s.scalars(select(RightsRequest).order_by(RightsRequest.id)))
         out = [RightsRequestRecord.from_row(r, payload_of(self.vault, r)) for r in rows]
         return [r for r in out if status is None or r.status(today) == status]
+
+    def email_states(self, requests: Iterable[RightsRequestRecord]) -> dict[str, str]:
+        """Where the e-mail of each request sent by e-mail stands in the outbox (``pending``, ``sent``,
+        ``failed``, ``unconfirmed``, ``cancelled``...), by request id. A request is "sent" once its e-mail
+        is queued; this says whether it has left."""
+        wanted = {r.outbox_id: r.id for r in requests if r.outbox_id}
+        if not wanted:
+            return {}
+        return {wanted[m.id]: m.status for m in self.outbox.list() if m.id in wanted}
 
     def letter(self, request_id: str, *, today: date | None = None) -> Letter:
         """The letter as it reads now (a draft's deadline counts from today)."""

@@ -28,7 +28,7 @@ from openvrm.outbox.service import DeliveryReport, Outbox
 from openvrm.outbox.settings import TLS_MODES, clean_mail_settings, load_mail_settings, save_mail_settings
 from openvrm.profile.fields import ADDRESS_PARTS, parse_key
 from openvrm.rights.letters import LANGUAGES
-from openvrm.rights.service import RightsService
+from openvrm.rights.service import EMAIL_NOT_LEFT, RightsService
 from openvrm.server.forms import read_form, text_field
 from openvrm.server.ledger_api import read_import_form
 from openvrm.server.pages import render, see_other
@@ -179,9 +179,17 @@ async def mail_submit(request: Request, session: Page) -> Response:
 
 def _list_context(session: OwnerSession) -> dict[str, Any]:
     today = today_local()
-    items = RightsService(session.unlocked).list(today=today)
+    svc = RightsService(session.unlocked)
+    items = svc.list(today=today)
     items.sort(key=lambda r: (r.stored_status == "closed", r.deadline or today, r.created_at or ""))
-    return {"requests": items, "today": today, "kind_names": KIND_NAMES, "channel_names": CHANNEL_NAMES}
+    return {
+        "requests": items,
+        "today": today,
+        "kind_names": KIND_NAMES,
+        "channel_names": CHANNEL_NAMES,
+        "emails": svc.email_states(items),
+        "email_not_left": EMAIL_NOT_LEFT,
+    }
 
 
 @router.get("/rights")
