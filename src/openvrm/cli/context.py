@@ -180,3 +180,25 @@ def id_table(*headers: str) -> Table:
     for header in headers:
         table.add_column(header)
     return table
+
+
+def address_or_value(
+    field: str, value: str | None, parts: dict[str, str | None], *, no_value: str, stray_parts: str
+) -> Any:
+    """What `vrm profile set` and `vrm move` were given for ``field``: the address parts of an address
+    field (never a plain value), else the value (never address parts). ``no_value`` and ``stray_parts`` are
+    the messages for a missing value and for address parts given to another field."""
+    from openvrm.profile.fields import ADDRESS_PARTS
+
+    given = {k: v for k, v in parts.items() if v is not None}
+    if field.strip().lower().split(".")[0] == "address":
+        if value is not None:
+            raise InvalidValue(
+                f"give an address with --{', --'.join(p.replace('_', '-') for p in ADDRESS_PARTS)}"
+            )
+        return given
+    if given:
+        raise InvalidValue(stray_parts)
+    if value is None:
+        raise InvalidValue(no_value)
+    return value

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated
 
 import typer
 from rich.table import Table
@@ -15,12 +15,12 @@ from openvrm.cli.context import (
     PostalCodeOpt,
     RegionOpt,
     StreetOpt,
+    address_or_value,
     emit,
     out,
     unlocked,
 )
-from openvrm.errors import InvalidValue
-from openvrm.profile.fields import ADDRESS_PARTS, FIELD_TYPES, display
+from openvrm.profile.fields import FIELD_TYPES, display
 from openvrm.profile.service import ProfileService
 
 profile = typer.Typer(
@@ -54,29 +54,15 @@ def set_field(
     Examples: `vrm profile set email me@example.org`, `vrm profile set phone "+33 6 12 34 56 78"`,
     `vrm profile set address.home --street "1 rue de la Paix" --postal-code 75002 --city Paris --country FR`.
     """
-    parts = {
-        "street": street,
-        "extra": extra,
-        "postal_code": postal_code,
-        "city": city,
-        "region": region,
-        "country": country,
-    }
-    given = {k: v for k, v in parts.items() if v is not None}
-    is_address = field.strip().lower().split(".")[0] == "address"
-    raw: Any
-    if is_address:
-        if value is not None:
-            raise InvalidValue(
-                f"give an address with --{', --'.join(p.replace('_', '-') for p in ADDRESS_PARTS)}"
-            )
-        raw = given
-    else:
-        if given:
-            raise InvalidValue("address options are only for address fields")
-        if value is None:
-            raise InvalidValue(f"a value is needed: vrm profile set {field} VALUE")
-        raw = value
+    parts = {"street": street, "extra": extra, "postal_code": postal_code, "city": city, "region": region,
+             "country": country}  # fmt: skip
+    raw = address_or_value(
+        field,
+        value,
+        parts,
+        no_value=f"a value is needed: vrm profile set {field} VALUE",
+        stray_parts="address options are only for address fields",
+    )
     with unlocked(ctx) as uv:
         change = ProfileService(uv).set(field, raw)
     emit(as_json, change.to_json(), f"{change.field} = {display(change.value or '')}")

@@ -23,6 +23,7 @@ from openvrm.cli.context import (
     PostalCodeOpt,
     RegionOpt,
     StreetOpt,
+    address_or_value,
     emit,
     err,
     id_table,
@@ -37,7 +38,6 @@ from openvrm.moves.service import MOVABLE, MovePlan, MoveRecord, MoveService
 from openvrm.outbox.service import DeliveryReport, Outbox
 from openvrm.outbox.settings import TLS_MODES, clean_mail_settings, load_mail_settings, save_mail_settings
 from openvrm.outbox.transport import SmtpTransport
-from openvrm.profile.fields import ADDRESS_PARTS
 from openvrm.rights import REQUEST_TYPES, RightsService
 from openvrm.rights.letters import Letter
 from openvrm.rights.service import EMAIL_NOT_LEFT, RightsRequestRecord
@@ -522,18 +522,8 @@ def move_cmd(
     """
     parts = {"street": street, "extra": extra, "postal_code": postal_code, "city": city, "region": region,
              "country": country}  # fmt: skip
-    given = {k: v for k, v in parts.items() if v is not None}
-    raw: Any
-    if field.strip().lower().split(".")[0] == "address":
-        if value is not None:
-            raise InvalidValue(
-                f"give an address with --{', --'.join(p.replace('_', '-') for p in ADDRESS_PARTS)}"
-            )
-        raw = given
-    else:
-        if given or value is None:
-            raise InvalidValue(f"give the new value: vrm move {field} VALUE")
-        raw = value
+    usage = f"give the new value: vrm move {field} VALUE"
+    raw = address_or_value(field, value, parts, no_value=usage, stray_parts=usage)
     day = _today(today)
     contacts = _pairs(contact or [], "--contact")
     with unlocked(ctx) as uv:
