@@ -374,21 +374,23 @@ class FileSealer:
         The blob's bytes are durable on return, its name only once :meth:`UnlockedVault.sync_files`
         has run for its address: the importing process does that for a group, before its commit.
         """
-        if len(data) > MAX_FILE_BYTES:
-            raise InvalidValue(f"the file is larger than the {MAX_FILE_BYTES // (1024 * 1024)} MiB limit")
-        address = keyed_hash(self._address_key, data)
-        if self._blobs.exists(address):
-            return address, False
-        return address, self._blobs.put(address, self._files.seal(data, address.encode()), sync_folder=False)
+        return _put_file(self._files, self._address_key, self._blobs, data, sync_folder=False)
 
 
-def _put_file(files: Sealer, address_key: bytes, blobs: BlobStore, data: bytes) -> tuple[str, bool]:
+def _put_file(
+    files: Sealer, address_key: bytes, blobs: BlobStore, data: bytes, *, sync_folder: bool = True
+) -> tuple[str, bool]:
+    """Seal and store a file under its keyed address; ``sync_folder=False`` leaves the folder's fsync to
+    :meth:`UnlockedVault.sync_files` (a folder store only)."""
     if len(data) > MAX_FILE_BYTES:
         raise InvalidValue(f"the file is larger than the {MAX_FILE_BYTES // (1024 * 1024)} MiB limit")
     address = keyed_hash(address_key, data)
     if blobs.exists(address):
         return address, False
-    return address, blobs.put(address, files.seal(data, address.encode()))
+    sealed = files.seal(data, address.encode())
+    if isinstance(blobs, FileBlobStore):
+        return address, blobs.put(address, sealed, sync_folder=sync_folder)
+    return address, blobs.put(address, sealed)
 
 
 def open_unlocked(settings: Settings, passphrase: str) -> UnlockedVault:
