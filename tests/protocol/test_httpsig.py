@@ -176,6 +176,27 @@ def test_a_digest_covered_only_with_parameters_does_not_count() -> None:
         _verifier().verify("POST", URL, headers, BODY)
 
 
+@pytest.mark.parametrize("left_out", ALL)
+def test_a_signature_must_cover_every_required_component(left_out: str) -> None:
+    """A valid signature that leaves out any one required component is refused, whatever the order of the
+    rest; a field covered only with a parameter (``;bs``) does not count either."""
+    rest = tuple(reversed([name for name in ALL if name != left_out]))
+    _, headers = _signed_with(content_digest(BODY), rest, nonce=f"n-{left_out}")
+    with pytest.raises(SignatureError, match="not covered"):
+        _verifier().verify("POST", URL, headers, BODY)
+    if not left_out.startswith("@"):
+        with_param = (*rest, f'"{left_out}";bs')
+        _, headers = _signed_with(content_digest(BODY), with_param, nonce=f"n-{left_out}-bs")
+        with pytest.raises(SignatureError, match="not covered"):
+            _verifier().verify("POST", URL, headers, BODY)
+
+
+def test_coverage_in_any_order_with_extra_components_is_accepted() -> None:
+    covered = (*reversed(ALL), "@scheme")
+    key, headers = _signed_with(content_digest(BODY), covered, nonce="n-order")
+    assert _verifier().verify("POST", URL, headers, BODY).keyid == key.did
+
+
 def test_an_empty_body_needs_its_digest_too() -> None:
     key = KeyPair.generate()
     headers = sign_request("GET", URL, {}, b"", key, created=NOW, nonce="n-g")

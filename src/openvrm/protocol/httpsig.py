@@ -256,11 +256,17 @@ class RequestVerifier:
         message = _Message(method, url, dict(headers))
         verifier = _ClockedVerifier(self.resolver, self.clock, self.max_age, self.max_skew)
         try:
-            results = verifier.verify(
-                message, max_age=None, expect_tag=SIGNATURE_TAG, require_components=required
-            )
+            results = verifier.verify(message, max_age=None, expect_tag=SIGNATURE_TAG)
             if len(results) != 1:
                 raise SignatureError("the request must carry exactly one openvrm signature")
+            # The coverage policy, checked on the verified result's covered identifiers. The library keys
+            # them by their serialized form, which is canonical (RFC 9651 serialization), and a plain
+            # component serializes to exactly its quoted name: a component covered only with parameters
+            # ("content-digest";sf) is another identifier and does not count. This is what the library's
+            # ``require_components`` checks, without parsing every identifier a second and third time.
+            missing = [name for name in required if name not in results[0].covered_components]
+            if missing:
+                raise InvalidSignature(f"Required component {missing[0]} was not covered by the signature")
             # The signed Content-Digest (its coverage is required above) checked against the body by the
             # library: the covered value alone, the subset its API takes for a caller's coverage policy,
             # instead of parsing every covered identifier again to find it.
