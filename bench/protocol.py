@@ -148,6 +148,19 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def children_cpu(pid: int) -> dict[int, float]:
+    """CPU seconds so far of each child process of ``pid`` (the server's check workers), by pid."""
+    out: dict[int, float] = {}
+    for task in Path(f"/proc/{pid}/task").glob("*"):
+        try:
+            children = (task / "children").read_text().split()
+        except OSError:
+            continue
+        for child in children:
+            out[int(child)] = cpu_seconds(int(child))
+    return out
+
+
 @contextlib.contextmanager
 def server_process(
     home: Path, vendors: int, database_url: str | None, profile_to: str | None
@@ -196,10 +209,22 @@ class Result:
     problem: str = ""
     cpu: float = 0.0
     """CPU seconds the server process used meanwhile (all its threads): less noisy than the rate."""
+    worker_cpu: float = 0.0
+    """CPU seconds the server's child processes (its check workers) used meanwhile."""
+    client_cpu: float = 0.0
+    """CPU seconds this process (the clients) used meanwhile."""
 
     @property
     def cpu_ms(self) -> float:
         return self.cpu / self.requests * 1000
+
+    @property
+    def worker_ms(self) -> float:
+        return self.worker_cpu / self.requests * 1000
+
+    @property
+    def client_ms(self) -> float:
+        return self.client_cpu / self.requests * 1000
 
     @property
     def rps(self) -> float:
@@ -261,12 +286,16 @@ async def run_clients(
 
     clients = [httpx.AsyncClient(timeout=60) for _ in lanes]
     try:
-        t0, cpu0 = time.perf_counter(), cpu_seconds(server_pid)
+        t0, cpu0, own0 = time.perf_counter(), cpu_seconds(server_pid), time.process_time()
+        workers0 = children_cpu(server_pid) if server_pid else {}
         await asyncio.gather(
             *(client(lane, b, c) for lane, b, c in zip(lanes, batches, clients, strict=True))
         )
         result.seconds = time.perf_counter() - t0
         result.cpu = cpu_seconds(server_pid) - cpu0
+        result.client_cpu = time.process_time() - own0
+        workers1 = children_cpu(server_pid) if server_pid else {}
+        result.worker_cpu = sum(cpu - workers0.get(pid, 0.0) for pid, cpu in workers1.items())
     finally:
         for c in clients:
             await c.aclose()
@@ -294,6 +323,8 @@ def measure(
             total.requests += got.requests
             total.seconds += got.seconds
             total.cpu += got.cpu
+            total.worker_cpu += got.worker_cpu
+            total.client_cpu += got.client_cpu
             total.latencies += got.latencies
             for status, count in got.statuses.items():
                 total.statuses[status] = total.statuses.get(status, 0) + count
@@ -380,9 +411,17 @@ def main() -> None:
     ap.add_argument("--database-url", help="PostgreSQL URL; the vault then lives in a new, temporary schema")
     ap.add_argument("--scenarios", default="locked,session", help="locked, session or both")
     ap.add_argument("--profile", help="write a cProfile of the server's signed path to this file")
+    ap.add_argument(
+        "--check-workers",
+        default="auto",
+        help="the server's push check workers (OPENVRM_CHECK_WORKERS): auto (one per core beyond the "
+        "server's own) or a number; 0 checks every push in the server's own process",
+    )
     ap.add_argument("--serve", help=argparse.SUPPRESS)  # internal: run as the server process
     ap.add_argument("--vendors", type=int, default=0, help=argparse.SUPPRESS)
     args = ap.parse_args()
+    if not args.serve:  # the server process inherits it, and its settings read it
+        os.environ["OPENVRM_CHECK_WORKERS"] = args.check_workers
     if args.serve:
         serve(Path(args.serve), args.vendors, args.database_url, args.profile)
         return
@@ -429,14 +468,16 @@ def main() -> None:
     )
     print(
         f"{'scenario':<10}{'clients':>8}{'no-op/s':>10}{'p50 ms':>8}{'p99 ms':>8}"
-        f"{'signed/s':>10}{'p50 ms':>8}{'p99 ms':>8}{'ratio':>7}{'cpu ms/req no-op, signed':>26}  statuses"
+        f"{'signed/s':>10}{'p50 ms':>8}{'p99 ms':>8}{'ratio':>7}{'cpu ms/req no-op, signed':>26}"
+        f"{'+workers':>9}{'clients no-op, signed':>23}  statuses"
     )
     for scenario, n, signed, noop in rows:
         statuses = ",".join(f"{k}x{v}" for k, v in sorted(signed.statuses.items()))
         print(
             f"{scenario:<10}{n:>8}{noop.rps:>10,.0f}{noop.percentile(0.5):>8.1f}{noop.percentile(0.99):>8.1f}"
             f"{signed.rps:>10,.0f}{signed.percentile(0.5):>8.1f}{signed.percentile(0.99):>8.1f}"
-            f"{signed.rps / noop.rps:>7.2f}{noop.cpu_ms:>17.2f}{signed.cpu_ms:>9.2f}  {statuses}"
+            f"{signed.rps / noop.rps:>7.2f}{noop.cpu_ms:>17.2f}{signed.cpu_ms:>9.2f}{signed.worker_ms:>9.2f}"
+            f"{noop.client_ms:>14.2f}{signed.client_ms:>9.2f}  {statuses}"
         )
 
 

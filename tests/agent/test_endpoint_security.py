@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -16,7 +16,23 @@ from tests.conftest import PASSPHRASE
 from openvrm.protocol import messages as m
 from openvrm.protocol.httpsig import sign_request
 from openvrm.protocol.identity import KeyPair
+from openvrm.server.prechecks import CheckWorkers
 from openvrm.storage.models import ConnectionEvent, InboxItem, ProtocolIdempotency
+
+
+@pytest.fixture(autouse=True, params=["checked in the server", "checked in a worker"])
+def where_checked(world: World, request: pytest.FixtureRequest) -> Iterator[CheckWorkers]:
+    """Every test here runs twice: pushes checked in the server's own process, and each push checked in a
+    check worker process (openvrm.server.prechecks), which must give the very same answers."""
+    checks = world.app.state.openvrm.checks
+    assert isinstance(checks, CheckWorkers)
+    if request.param == "checked in a worker":
+        checks.size, checks.always = 1, True
+    else:
+        checks.size = 0
+    yield checks
+    if checks.always and "grants_fetch" not in request.node.name:  # every other test here pushes
+        assert checks.checked > 0, "no push was checked in a worker"
 
 
 def _setup(world: World) -> tuple[str, str, str, KeyPair]:

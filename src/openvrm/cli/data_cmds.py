@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -23,6 +24,7 @@ from openvrm.cli.context import (
     state,
     unlocked,
 )
+from openvrm.config import MAX_CHECK_WORKERS
 from openvrm.errors import InvalidValue, NotFound
 from openvrm.vault import tokens as token_store
 
@@ -230,9 +232,21 @@ def serve(
         Path | None,
         typer.Option("--mail-dns-zone", help="Answer the gateway's DNS from this file.", hidden=True),
     ] = None,
+    check_workers: Annotated[
+        int | None,
+        typer.Option(
+            "--check-workers",
+            min=0,
+            max=MAX_CHECK_WORKERS,
+            help="Worker processes that check vendors' pushes when they overlap (default: one per core "
+            "beyond the server's own, at most 4, or OPENVRM_CHECK_WORKERS; 0: none).",
+        ),
+    ] = None,
 ) -> None:
     """Run the web app and API. The vault stays locked until you log in with your passphrase."""
     settings = state(ctx).settings()
+    if check_workers is not None:
+        settings = dataclasses.replace(settings, check_workers=check_workers)
     vault = open_vault(state(ctx))
     vault.close()
     if mail_port is not None:

@@ -36,9 +36,10 @@ from openvrm.errors import Conflict, NotFound, OpenVRMError
 from openvrm.net import policy_for
 from openvrm.protocol import messages as m
 from openvrm.protocol.errors import SignatureError
-from openvrm.protocol.httpsig import NonceStore, RequestVerifier, did_key_resolver, known_keys
+from openvrm.protocol.httpsig import NonceStore, RequestVerifier, known_keys
 from openvrm.protocol.identity import public_key_from_did
 from openvrm.protocol.stores import SqlIdempotencyStore, SqlNonceStore, StoredResponse, request_fingerprint
+from openvrm.server.prechecks import MAX_PROTOCOL_BODY, CheckedPush, DeferredNonces, check_push
 from openvrm.server.problems import ProblemError, problem_responses
 from openvrm.server.security import Principal, owner
 from openvrm.server.state import ServerState, state_of
@@ -46,7 +47,6 @@ from openvrm.storage.models import Connection, Grant, InboxItem, ProtocolIdempot
 from openvrm.storage.prepared import Prepared, core
 from openvrm.vault.core import Vault
 
-MAX_PROTOCOL_BODY = 1024 * 1024
 PUSH_THREADS = 16
 """Threads that run pushed events' checks and transactions (writes take turns behind the write lock)."""
 # A plain executor for the push path: starlette's run_in_threadpool (anyio's worker threads, capacity
@@ -77,20 +77,6 @@ async def _body(request: Request) -> bytes:
                 413, "too-large", f"a protocol request is limited to {MAX_PROTOCOL_BODY} bytes"
             )
     return bytes(data)
-
-
-@dataclass
-class _DeferredNonces:
-    """A nonce store that only notes the pair: the caller inserts it in the request's own transaction,
-    where the primary key refuses a replay (so a replayed request adds nothing)."""
-
-    seen: list[tuple[str, str, datetime]] = field(default_factory=list)
-
-    def remember(self, keyid: str, nonce: str, expires_at: datetime, now: datetime) -> bool:
-        if len(keyid) > 200 or len(nonce) > 128:
-            return False
-        self.seen.append((keyid, nonce, expires_at))
-        return True
 
 
 @dataclass(frozen=True)
@@ -133,7 +119,7 @@ def _connection(vault: Vault, handle: str) -> _Peer:
         return _peer_in(s, handle)
 
 
-def _insert_nonces(s: Session | SAConnection, nonces: _DeferredNonces) -> None:
+def _insert_nonces(s: Session | SAConnection, nonces: DeferredNonces) -> None:
     """Insert the request's nonces; the primary key refuses a replay (IntegrityError)."""
     for keyid, nonce, until in nonces.seen:
         _INSERT_NONCE.execute(core(s), {"keyid": keyid, "nonce": nonce, "expires_at": until})
@@ -159,7 +145,7 @@ def _replayed() -> SignatureError:
     )
 
 
-def _spend(vault: Vault, nonces: _DeferredNonces) -> None:
+def _spend(vault: Vault, nonces: DeferredNonces) -> None:
     """Record the request's nonce in a transaction of its own; a concurrent replay loses here."""
     try:
         with vault.db.write() as s:
@@ -183,7 +169,7 @@ def _pushing_peer(s: Session | SAConnection, handle: str, keyid: str) -> _Peer:
     return conn
 
 
-def _spend_nonce_in(s: Session | SAConnection, nonces: _DeferredNonces) -> None:
+def _spend_nonce_in(s: Session | SAConnection, nonces: DeferredNonces) -> None:
     """Insert the request's nonce first thing in its write transaction: a replay is refused there, before
     anything else (even a stored first answer), and adds nothing."""
     try:
@@ -208,7 +194,7 @@ def _file_now(
     agent: AgentService,
     handle: str,
     record: dict[str, Any],
-    nonces: _DeferredNonces,
+    nonces: DeferredNonces,
     store: SqlIdempotencyStore,
     key: tuple[str, str, str],
     now: datetime,
@@ -262,39 +248,33 @@ def _file_now(
     return response, True
 
 
-def _push(state: ServerState, handle: str, url: str, headers: dict[str, str], body: bytes) -> Response:
+def _push(
+    state: ServerState,
+    handle: str,
+    url: str,
+    headers: dict[str, str],
+    body: bytes,
+    checked: CheckedPush | None = None,
+) -> Response:
     """One pushed event: checked, then sealed into the inbox (locked) or filed at once (a session is open).
 
-    Everything that needs no database is checked first, outside any transaction: the request signature (by
-    the key its ``keyid`` names), the body's schema, hashes and signature by that same key. Then one write
+    Everything that needs no database is checked first, outside any transaction, by
+    :func:`~openvrm.server.prechecks.check_push` (here, or already by a check worker: ``checked``): the
+    request signature (by the key its ``keyid`` names), the body's schema, hashes and signature by that
+    same key. Then one write
     transaction reads the connection (its vendor must be the signer; blocked or ended refuse), spends the
     nonce (a replay is refused there, before a stored answer is given), gives a retry its first answer, or
     writes the sealed inbox item (or the filed ledger entry) and the idempotency record. A replay or any
     failure adds nothing.
     """
     vault = state.require_vault()
-    nonces = _DeferredNonces()
     idem_key = next((v for k, v in headers.items() if k.lower() == "idempotency-key"), "")
     store = SqlIdempotencyStore(vault.db, ProtocolIdempotency)
     fingerprint = request_fingerprint("POST", url, body)
     now = utcnow()
-    # Which did:key may sign for this relationship is checked against the connection row in the write
-    # transaction below: here the signature must verify under the key its keyid names.
-    verifier = RequestVerifier(did_key_resolver, nonces, max_body_bytes=MAX_PROTOCOL_BODY)
-    keyid = verifier.verify("POST", url, headers, body).keyid
-    try:
-        record = json.loads(body)
-    except ValueError:
-        raise m.ProtocolViolation("the body is not JSON") from None
-    if not isinstance(record, dict) or record.get("type") != "event":
-        raise m.ProtocolViolation("the agent's ledger accepts ledger events (type 'event')")
-    m.validate("ledger-event", record)
-    m.check_event_hashes(record)
-    if record["author"] == keyid:
-        # The signer's own event: its signature is checked here. An event by anyone else is refused in
-        # the transaction, once the connection says whether the signer is this relationship's vendor (401)
-        # or the event is not theirs (422).
-        m.verify_signers(record, [keyid])
+    if checked is None:
+        checked = check_push(url, headers, body)
+    keyid, record, nonces = checked.keyid, checked.record, checked.nonces
     unlocked = state.sessions.any_unlocked()
     if unlocked is not None:
         agent = AgentService(unlocked, policy=policy_for(state.settings))
@@ -344,9 +324,13 @@ def _push(state: ServerState, handle: str, url: str, headers: dict[str, str], bo
 async def push_event(handle: str, request: Request) -> Response:
     body = await _body(request)
     headers = dict(request.headers)
-    return await asyncio.get_running_loop().run_in_executor(
-        _push_threads, _push, state_of(request), handle, str(request.url), headers, body
-    )
+    state, url = state_of(request), str(request.url)
+    async with state.checks.push():
+        # Checked by a worker process when pushes overlap (None: checked in the push's own thread).
+        checked = await state.checks.check(url, headers, body)
+        return await asyncio.get_running_loop().run_in_executor(
+            _push_threads, _push, state, handle, url, headers, body, checked
+        )
 
 
 def _grants(state: ServerState, handle: str, url: str, headers: dict[str, str]) -> dict[str, Any]:

@@ -93,6 +93,7 @@ def create_app(settings: Settings, *, demo_vendors_url: str | None = None, relay
         try:
             yield
         finally:
+            await state.checks.close()
             state.close()
             log_event(log, "server.stop")
 

@@ -10,6 +10,7 @@ from starlette.requests import Request
 
 from openvrm.config import Settings
 from openvrm.errors import VaultNotFound
+from openvrm.server.prechecks import CheckWorkers, automatic_workers
 from openvrm.server.sessions import LoginThrottle, SessionStore
 from openvrm.vault.core import MAX_FILE_BYTES, Vault
 
@@ -21,8 +22,13 @@ class ServerState:
     throttle: LoginThrottle = field(default_factory=LoginThrottle)
     max_upload_bytes: int = MAX_FILE_BYTES
     vault: Vault | None = None
+    checks: CheckWorkers = field(init=False)
     _lock: threading.Lock = field(default_factory=threading.Lock)
     _vault_seen: bool = False
+
+    def __post_init__(self) -> None:
+        workers = self.settings.check_workers
+        self.checks = CheckWorkers(automatic_workers() if workers is None else workers)
 
     def open(self) -> None:
         """Open the store if the vault's database exists; a missing vault is not an error here."""
