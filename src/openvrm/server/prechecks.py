@@ -27,12 +27,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import multiprocessing
 import os
 import pickle
 import signal
 import socket
 import struct
+import subprocess
+import sys
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -143,8 +144,13 @@ def _answer(url: str, headers: Mapping[str, str], body: bytes) -> tuple[Any, ...
         return ("unchecked",)
 
 
-def serve_checks(sock: socket.socket) -> None:
-    """A worker's loop: read a push, check it, answer; return when the server closes its end."""
+_ENTRY = "from openvrm.server.prechecks import serve_checks; serve_checks"
+
+
+def serve_checks(fd: int) -> None:
+    """A worker's loop on the socket ``fd``: read a push, check it, answer; return when the server closes
+    its end."""
+    sock = socket.socket(fileno=fd)
     # A terminal's Ctrl-C reaches the whole process group; the server decides when its workers end.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     with contextlib.suppress(m.ProtocolViolation):
@@ -171,10 +177,13 @@ class _Worker:
     def __init__(self, pool: CheckWorkers) -> None:
         self._pool = pool
         ours, theirs = socket.socketpair()
-        context = multiprocessing.get_context("spawn")  # not fork: the server runs threads
-        self.process = context.Process(target=serve_checks, args=(theirs,), name="openvrm-check", daemon=True)
+        # A fresh interpreter (not a fork: the server runs threads and holds keys), started by module
+        # name, so the worker imports openvrm alone and never the server's own main script.
+        command = [sys.executable, "-c", f"{_ENTRY}({theirs.fileno()})"]
         try:
-            self.process.start()
+            self.process = subprocess.Popen(  # noqa: S603 - our own interpreter and module
+                command, pass_fds=(theirs.fileno(),), stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL
+            )
         finally:
             theirs.close()
         self.ready = asyncio.Event()
@@ -247,10 +256,11 @@ class _Worker:
         await asyncio.get_running_loop().run_in_executor(None, self._stop)
 
     def _stop(self) -> None:
-        self.process.join(timeout=5)
-        if self.process.is_alive():
+        try:
+            self.process.wait(timeout=5)
+        except subprocess.TimeoutExpired:
             self.process.kill()
-            self.process.join(timeout=5)
+            self.process.wait(timeout=5)
 
 
 class CheckWorkers:
@@ -320,9 +330,9 @@ class CheckWorkers:
         if self.deaths >= MAX_DEATHS:
             log_event(log, "checks.disabled", deaths=self.deaths)
         else:
-            log_event(log, "checks.worker_lost", exitcode=worker.process.exitcode)
+            log_event(log, "checks.worker_lost", exitcode=worker.process.poll())
 
-    def processes(self) -> list[multiprocessing.process.BaseProcess]:
+    def processes(self) -> list[subprocess.Popen[bytes]]:
         return [w.process for w in self._workers if w.alive]
 
     async def close(self) -> None:
@@ -335,4 +345,5 @@ class CheckWorkers:
         else:
             for worker in workers:
                 worker.process.kill()
+                worker.process.wait(timeout=5)
         self.closing = False
